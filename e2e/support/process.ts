@@ -1,0 +1,112 @@
+// Child-process plumbing shared by the support helpers: spawning in a process group that is
+// killed if the test process exits, output capture, exit waiting.
+
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { resolve } from 'node:path';
+
+/** The repository root (this file is e2e/support/process.ts). */
+export const repoRoot = resolve(__dirname, '..', '..');
+
+export interface ExitResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** Process groups still alive; SIGKILLed if the test process exits first. */
+const live = new Set<number>();
+process.on('exit', () => {
+  for (const pgid of live) killGroup(pgid, 'SIGKILL');
+});
+
+export function killGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+export interface Tracked {
+  proc: ChildProcess;
+  /** Everything written to stdout / stderr so far. */
+  stdout(): string;
+  stderr(): string;
+  /** Settles when the process has exited and its output is drained. */
+  exited: Promise<ExitResult>;
+}
+
+/**
+ * Spawns argv in its own process group (so its whole tree can be killed, e.g. a tracer and its
+ * tracees, or forked workers) and records its output. Relative paths in argv[0] resolve against
+ * the repo root, the default cwd.
+ */
+export function spawnTracked(argv: string[], opts: SpawnOptions = {}): Tracked {
+  const [cmd, ...args] = argv;
+  if (!cmd) throw new Error('empty command');
+  const proc = spawn(cmd, args, { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'], ...opts, detached: true });
+  let out = '';
+  let err = '';
+  proc.stdout?.setEncoding('utf8').on('data', (s: string) => (out += s));
+  proc.stderr?.setEncoding('utf8').on('data', (s: string) => (err += s));
+  const pid = proc.pid;
+  if (pid !== undefined) live.add(pid);
+  const exited = new Promise<ExitResult>((done) => {
+    proc.on('error', (e) => {
+      err += `spawn ${cmd}: ${e.message}\n`;
+      done({ code: null, signal: null });
+    });
+    proc.on('exit', () => {
+      // Leftovers of a finished program (orphaned children) would keep its pipes open.
+      if (pid !== undefined) killGroup(pid, 'SIGKILL');
+    });
+    proc.on('close', (code, signal) => done({ code, signal })); // exited and output drained
+  }).finally(() => {
+    if (pid !== undefined) live.delete(pid);
+  });
+  return { proc, stdout: () => out, stderr: () => err, exited };
+}
+
+/** Resolves with the exit, or with undefined after timeoutMs. */
+export function exitWithin(t: Tracked, timeoutMs: number): Promise<ExitResult | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((done) => (timer = setTimeout(() => done(undefined), timeoutMs)));
+  return Promise.race([t.exited, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** SIGTERM to the process, then SIGKILL to its whole group if it is still there after graceMs. */
+export async function terminate(t: Tracked, graceMs = 10_000): Promise<ExitResult> {
+  if (t.proc.exitCode === null && t.proc.signalCode === null) t.proc.kill('SIGTERM');
+  const result = await exitWithin(t, graceMs);
+  if (result) return result;
+  if (t.proc.pid !== undefined) killGroup(t.proc.pid, 'SIGKILL');
+  return t.exited;
+}
+
+/**
+ * Resolves with the first match of `pattern` in the process's stdout; rejects if the process
+ * exits or timeoutMs passes first, quoting its output.
+ */
+export function waitForStdout(t: Tracked, pattern: RegExp, timeoutMs: number, what: string): Promise<RegExpExecArray> {
+  return new Promise((done, fail) => {
+    const check = (): boolean => {
+      const m = pattern.exec(t.stdout());
+      if (m) finish(() => done(m));
+      return m !== null;
+    };
+    const timer = setTimeout(() => finish(() => fail(new Error(`${what}: nothing matching ${pattern} in ${timeoutMs} ms${describe(t)}`))), timeoutMs);
+    const finish = (settle: () => void): void => {
+      clearTimeout(timer);
+      t.proc.stdout?.off('data', check);
+      settle();
+    };
+    if (check()) return;
+    t.proc.stdout?.on('data', check);
+    void t.exited.then((r) => {
+      if (!check()) finish(() => fail(new Error(`${what}: exited (${r.code ?? r.signal}) before ${pattern}${describe(t)}`)));
+    });
+  });
+}
+
+function describe(t: Tracked): string {
+  return `\n--- stdout ---\n${t.stdout().slice(-4000)}\n--- stderr ---\n${t.stderr().slice(-4000)}`;
+}

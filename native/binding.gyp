@@ -1,0 +1,22 @@
+{
+  "targets": [
+    {
+      "target_name": "rbinder_native",
+      "sources": [
+        "src/addon.cc",
+        "src/engine/engine.cc",
+        "src/engine/tracker.cc",
+        "src/engine/ids.cc",
+        "src/http/parser.cc",
+        "src/syscall/seccomp.cc",
+        "src/tracee/memory.cc",
+        "src/tracee/sockets.cc"
+      ],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "src"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],
+      "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    }
+  ]
+}

@@ -1,0 +1,197 @@
+// N-API glue only: configuration in, batches of records out (tracer/src/native.ts declares it).
+#include <napi.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <memory>
+
+#include "engine/engine.h"
+
+namespace rbinder {
+namespace {
+
+// Batches waiting for the JS thread beyond this many are dropped (counted), so a stalled exporter
+// never makes the engine, and so the program, wait.
+constexpr int kMaxBatchesInFlight = 256;
+
+class JsBatchSink final : public BatchSink {
+ public:
+  void init(Napi::Env env, Napi::Function callback) {
+    tsfn_ = Napi::ThreadSafeFunction::New(env, callback, "rbinder-engine", 0, 1);
+  }
+  bool deliver(std::unique_ptr<Batch> batch) override {
+    const bool final_batch = batch->exit.has_value();
+    if (!final_batch && in_flight_.load() >= kMaxBatchesInFlight) return false;
+    in_flight_++;
+    Batch* raw = batch.release();
+    napi_status st = tsfn_.NonBlockingCall(raw, [this](Napi::Env env, Napi::Function cb, Batch* b) {
+      std::unique_ptr<Batch> owned(b);
+      in_flight_--;
+      if (env == nullptr || cb.IsEmpty()) return;
+      cb.Call({to_js(env, *owned)});
+    });
+    if (st != napi_ok) {
+      delete raw;
+      in_flight_--;
+      return false;
+    }
+    return true;
+  }
+
+ private:
+  static Napi::Value hr_time(Napi::Env env, TimeNs t) {
+    Napi::Array a = Napi::Array::New(env, 2);
+    a.Set(0u, Napi::Number::New(env, static_cast<double>(t / 1000000000ull)));
+    a.Set(1u, Napi::Number::New(env, static_cast<double>(t % 1000000000ull)));
+    return a;
+  }
+
+  static Napi::Object span_to_js(Napi::Env env, const SpanRecord& s) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("kind", s.kind);
+    o.Set("traceId", to_hex(s.context.trace_id));
+    o.Set("spanId", to_hex(s.context.span_id));
+    o.Set("parentSpanId", s.has_parent ? to_hex(s.parent_span_id) : std::string());
+    o.Set("parentIsRemote", s.parent_remote);
+    o.Set("traceFlags", static_cast<double>(s.context.flags));
+    o.Set("traceState", s.context.trace_state);
+    o.Set("startTime", hr_time(env, s.start));
+    o.Set("endTime", hr_time(env, s.end));
+    o.Set("pid", s.pid);
+    o.Set("tid", s.tid);
+    o.Set("method", s.method);
+    o.Set("target", s.target);
+    o.Set("statusCode", s.status_code);
+    o.Set("protocolVersion", s.protocol_version);
+    o.Set("host", s.host);
+    o.Set("userAgent", s.user_agent);
+    o.Set("peerAddress", s.peer.address);
+    o.Set("peerPort", s.peer.port);
+    o.Set("localAddress", s.local.address);
+    o.Set("localPort", s.local.port);
+    o.Set("requestBodySize", static_cast<double>(s.request_body_size));
+    o.Set("responseBodySize", static_cast<double>(s.response_body_size));
+    o.Set("error", s.error);
+    return o;
+  }
+
+  static Napi::Object to_js(Napi::Env env, const Batch& b) {
+    Napi::Object out = Napi::Object::New(env);
+    Napi::Array processes = Napi::Array::New(env, b.processes.size());
+    for (size_t i = 0; i < b.processes.size(); i++) {
+      const ProcessInfo& p = b.processes[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("pid", p.pid);
+      o.Set("ppid", p.ppid);
+      o.Set("executablePath", p.executable_path);
+      Napi::Array args = Napi::Array::New(env, p.command_args.size());
+      for (size_t j = 0; j < p.command_args.size(); j++) args.Set(static_cast<uint32_t>(j), p.command_args[j]);
+      o.Set("commandArgs", args);
+      processes.Set(static_cast<uint32_t>(i), o);
+    }
+    out.Set("processes", processes);
+    Napi::Array spans = Napi::Array::New(env, b.spans.size());
+    for (size_t i = 0; i < b.spans.size(); i++) spans.Set(static_cast<uint32_t>(i), span_to_js(env, b.spans[i]));
+    out.Set("spans", spans);
+    if (b.exit) {
+      Napi::Object e = Napi::Object::New(env);
+      e.Set("code", b.exit->exited ? Napi::Value(Napi::Number::New(env, b.exit->code)) : env.Null());
+      e.Set("signal", b.exit->exited ? env.Null() : Napi::Value(Napi::Number::New(env, b.exit->signal)));
+      if (!b.exit->engine_error.empty()) e.Set("engineError", b.exit->engine_error);
+      if (b.exit->spawn_errno != 0) {
+        Napi::Object se = Napi::Object::New(env);
+        se.Set("errno", b.exit->spawn_errno);
+        const char* name = strerrorname_np(b.exit->spawn_errno);
+        se.Set("message", std::string(name ? name : "E?") + ": " + strerror(b.exit->spawn_errno));
+        e.Set("spawnError", se);
+      }
+      out.Set("exit", e);
+    }
+    return out;
+  }
+
+  Napi::ThreadSafeFunction tsfn_;
+  std::atomic<int> in_flight_{0};
+};
+
+// One engine per process; never destroyed (its thread may outlive module teardown at exit).
+Engine* g_engine = nullptr;
+JsBatchSink* g_sink = nullptr;
+
+std::vector<std::string> string_array(const Napi::Value& v, const char* what) {
+  if (!v.IsArray()) throw Napi::TypeError::New(v.Env(), std::string("startEngine: ") + what + " must be an array");
+  Napi::Array a = v.As<Napi::Array>();
+  std::vector<std::string> out;
+  for (uint32_t i = 0; i < a.Length(); i++) out.push_back(a.Get(i).ToString().Utf8Value());
+  return out;
+}
+
+Napi::Value StartEngine(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (g_engine) throw Napi::Error::New(env, "startEngine: the engine is already running");
+  if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction())
+    throw Napi::TypeError::New(env, "startEngine(options, onBatch)");
+  Napi::Object opts = info[0].As<Napi::Object>();
+  EngineConfig config;
+  config.file = opts.Get("file").ToString().Utf8Value();
+  config.argv = string_array(opts.Get("argv"), "argv");
+  config.env = string_array(opts.Get("env"), "env");
+  if (opts.Has("inheritFds")) {
+    Napi::Array fds = opts.Get("inheritFds").As<Napi::Array>();
+    for (uint32_t i = 0; i < fds.Length(); i++) config.inherit_fds.push_back(fds.Get(i).ToNumber().Int32Value());
+  }
+  if (opts.Has("sampler")) {
+    Napi::Object s = opts.Get("sampler").As<Napi::Object>();
+    config.tracker.sampler.type = static_cast<SamplerType>(s.Get("type").ToNumber().Int32Value());
+    config.tracker.sampler.ratio = s.Get("ratio").ToNumber().DoubleValue();
+  }
+  g_sink = new JsBatchSink();
+  g_sink->init(env, info[1].As<Napi::Function>());
+  g_engine = new Engine(std::move(config), *g_sink);
+  std::string error;
+  pid_t pid = g_engine->start(error);
+  if (pid < 0) throw Napi::Error::New(env, error);
+  return Napi::Number::New(env, pid);
+}
+
+Napi::Value EngineStatsJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object o = Napi::Object::New(env);
+  Napi::Object stops = Napi::Object::New(env);
+  o.Set("stops", stops);
+  if (!g_engine) return o;
+  EngineStats& s = g_engine->stats();
+  for (size_t i = 0; i < syscall::kTracedSyscallCount; i++) {
+    std::string name = syscall::kTracedSyscalls[i].name;
+    if (uint64_t n = s.entry_stops[i].load()) stops.Set(name + ".enter", static_cast<double>(n));
+    if (uint64_t n = s.exit_stops[i].load()) stops.Set(name + ".exit", static_cast<double>(n));
+  }
+  o.Set("bytesRead", static_cast<double>(s.tracker.bytes_read.load()));
+  o.Set("bytesWritten", static_cast<double>(s.tracker.bytes_written.load()));
+  o.Set("connectionsTracked", static_cast<double>(s.tracker.connections_tracked.load()));
+  o.Set("connectionsAbandoned", static_cast<double>(s.tracker.connections_abandoned.load()));
+  o.Set("connectionsNotHttp", static_cast<double>(s.tracker.connections_not_http.load()));
+  o.Set("parseErrors", static_cast<double>(s.tracker.parse_errors.load()));
+  o.Set("spansDropped", static_cast<double>(s.spans_dropped.load()));
+  return o;
+}
+
+// True when this process is in the foreground process group of the terminal on stdin: the
+// terminal then already sends SIGINT/SIGQUIT to the program too, so they are not forwarded.
+Napi::Value IsForegroundOfTerminal(const Napi::CallbackInfo& info) {
+  pid_t fg = tcgetpgrp(STDIN_FILENO);
+  return Napi::Boolean::New(info.Env(), fg > 0 && fg == getpgrp());
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("startEngine", Napi::Function::New(env, StartEngine));
+  exports.Set("engineStats", Napi::Function::New(env, EngineStatsJs));
+  exports.Set("isForegroundOfTerminal", Napi::Function::New(env, IsForegroundOfTerminal));
+  return exports;
+}
+
+}  // namespace
+}  // namespace rbinder
+
+static Napi::Object InitModule(Napi::Env env, Napi::Object exports) { return rbinder::Init(env, exports); }
+NODE_API_MODULE(rbinder_native, InitModule)

@@ -1,0 +1,608 @@
+#include "engine/engine.h"
+
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "syscall/seccomp.h"
+#include "tracee/memory.h"
+
+namespace rbinder {
+namespace {
+
+using syscall::Exit;
+using syscall::Kind;
+using syscall::kTracedSyscalls;
+
+constexpr unsigned kPtraceOptions = PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACESECCOMP | PTRACE_O_TRACECLONE |
+                                    PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC |
+                                    PTRACE_O_EXITKILL;
+constexpr size_t kBatchSpans = 512;
+// What the child reports when it cannot start the program.
+constexpr int kStepSeccomp = 1;
+constexpr int kStepExec = 2;
+
+std::string errno_text(const char* call, int err) {
+  const char* name = strerrorname_np(err);
+  return std::string(call) + ": " + (name ? name : "E?") + " (" + strerror(err) + ")";
+}
+
+// The bytes of a read/write-family syscall in the tracee's memory, as a list of segments.
+class TraceeBufferView final : public DataView {
+ public:
+  TraceeBufferView(pid_t tid, std::vector<TraceeIovec> segments) : tid_(tid), segments_(std::move(segments)) {
+    for (const auto& s : segments_) size_ += s.len;
+  }
+  uint64_t size() const override { return size_; }
+  long copy(uint64_t offset, void* local_buf, size_t len) override {
+    size_t copied = 0;
+    uint64_t seg_start = 0;
+    for (const auto& s : segments_) {
+      if (copied == len) break;
+      uint64_t seg_end = seg_start + s.len;
+      if (offset + copied < seg_end) {
+        uint64_t in_seg = offset + copied - seg_start;
+        size_t n = static_cast<size_t>(std::min<uint64_t>(s.len - in_seg, len - copied));
+        long got = read_tracee(tid_, s.base + in_seg, static_cast<uint8_t*>(local_buf) + copied, n);
+        if (got < 0) return copied ? static_cast<long>(copied) : got;
+        copied += static_cast<size_t>(got);
+        if (static_cast<size_t>(got) < n) break;
+      }
+      seg_start = seg_end;
+    }
+    return static_cast<long>(copied);
+  }
+
+ private:
+  pid_t tid_;
+  std::vector<TraceeIovec> segments_;
+  uint64_t size_ = 0;
+};
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<std::string> split_nul(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < s.size()) {
+    size_t end = s.find('\0', start);
+    if (end == std::string::npos) end = s.size();
+    out.push_back(s.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+bool is_socket_fd(pid_t pid, int fd) {
+  char path[64], target[64];
+  snprintf(path, sizeof(path), "/proc/%d/fd/%d", pid, fd);
+  ssize_t n = readlink(path, target, sizeof(target) - 1);
+  return n > 7 && std::strncmp(target, "socket:", 7) == 0;
+}
+
+}  // namespace
+
+Engine::Engine(EngineConfig config, BatchSink& sink)
+    : config_(std::move(config)), sink_(sink), tracker_(*this, stats_.tracker, config_.tracker),
+      batch_(std::make_unique<Batch>()), debug_(getenv("RBINDER_ENGINE_DEBUG") != nullptr) {}
+
+pid_t Engine::start(std::string& error) {
+  // The ptrace tracer is the thread that attached, so the loop must run on the thread that forks.
+  std::thread([this] { run(); }).detach();
+  std::unique_lock<std::mutex> lock(start_mutex_);
+  start_cv_.wait(lock, [this] { return started_; });
+  if (root_pid_ < 0) {
+    error = start_error_;
+    return -1;
+  }
+  return root_pid_;
+}
+
+void Engine::run() {
+  spawn();
+  if (root_pid_ > 0) loop();
+  flush();
+}
+
+void Engine::spawn() {
+  auto report = [this](pid_t pid, const std::string& err) {
+    std::lock_guard<std::mutex> lock(start_mutex_);
+    root_pid_ = pid;
+    start_error_ = err;
+    started_ = true;
+    start_cv_.notify_all();
+  };
+
+  // Everything the child needs is prepared before fork: it may only make async-signal-safe calls.
+  std::vector<sock_filter> filter = syscall::build_trace_filter();
+  sock_fprog prog{static_cast<unsigned short>(filter.size()), filter.data()};
+  std::vector<char*> argv, envp;
+  for (auto& a : config_.argv) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& e : config_.env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  int go_pipe[2], err_pipe[2];
+  if (pipe2(go_pipe, O_CLOEXEC) != 0 || pipe2(err_pipe, O_CLOEXEC) != 0) {
+    report(-1, errno_text("pipe2", errno));
+    return;
+  }
+
+  pid_t pid = fork();
+  if (pid < 0) {
+    report(-1, errno_text("fork", errno));
+    return;
+  }
+  if (pid == 0) {
+    // Child. Node ignores SIGPIPE and SIGXFSZ; an ignored disposition survives exec, so undo it.
+    signal(SIGPIPE, SIG_DFL);
+    signal(SIGXFSZ, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    // Node marks every descriptor it inherited close-on-exec; the program must inherit them as
+    // rbinder did (stdio, systemd sockets, ...).
+    for (int fd : config_.inherit_fds) fcntl(fd, F_SETFD, 0);
+    char go = 0;
+    while (read(go_pipe[0], &go, 1) < 0 && errno == EINTR) {
+    }
+    if (go != 'g') _exit(127);  // the tracer could not attach; it reports why
+    // On failure the child tells the parent which step failed and why: {step, errno}.
+    int report_to_parent[2] = {kStepSeccomp, 0};
+    int err = syscall::install_filter(prog);
+    if (err == 0) {
+      execve(config_.file.c_str(), argv.data(), envp.data());
+      report_to_parent[0] = kStepExec;
+      err = -errno;
+    }
+    report_to_parent[1] = -err;
+    (void)!write(err_pipe[1], report_to_parent, sizeof(report_to_parent));
+    _exit(-err == ENOENT ? 127 : 126);
+  }
+
+  close(go_pipe[0]);
+  close(err_pipe[1]);
+  exec_error_pipe_ = err_pipe[0];
+  if (ptrace(PTRACE_SEIZE, pid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(kPtraceOptions))) != 0) {
+    int e = errno;
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    close(go_pipe[1]);
+    report(-1, errno_text("ptrace(PTRACE_SEIZE)", e) +
+                   (e == EPERM ? " - ptrace is not permitted here (seccomp profile, yama ptrace_scope, or "
+                                 "missing CAP_SYS_PTRACE)"
+                               : ""));
+    return;
+  }
+  auto process = std::make_shared<Process>();
+  process->tgid = pid;
+  process->ppid = getpid();
+  process->pidfd = open_pidfd(pid);
+  processes_[pid] = process;
+  Thread root;
+  root.tid = pid;
+  root.process = process;
+  root.fds = tracker_.new_fd_table();
+  threads_.emplace(pid, std::move(root));
+  (void)!write(go_pipe[1], "g", 1);
+  close(go_pipe[1]);
+  report(pid, "");
+}
+
+void Engine::loop() {
+  for (;;) {
+    int status = 0;
+    pid_t tid = waitpid(-1, &status, __WALL | WNOHANG);
+    if (tid == 0) {
+      // Nothing pending: hand what we have to JS before blocking.
+      flush();
+      tid = waitpid(-1, &status, __WALL);
+    }
+    if (tid < 0) {
+      if (errno == EINTR) continue;
+      if (errno != ECHILD) fail(errno_text("waitpid", errno));
+      return;
+    }
+    if (WIFEXITED(status) || WIFSIGNALED(status)) {
+      handle_exit(tid, status);
+    } else if (WIFSTOPPED(status)) {
+      handle_stop(tid, status);
+    }
+    if (batch_->spans.size() >= kBatchSpans) flush();
+  }
+}
+
+void Engine::resume(pid_t tid, int sig) {
+  // ESRCH: the tracee died meanwhile (e.g. killed); its exit is reported by waitpid.
+  ptrace(PTRACE_CONT, tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(sig)));
+}
+
+void Engine::resume_to_exit(pid_t tid) { ptrace(PTRACE_SYSCALL, tid, nullptr, nullptr); }
+
+void Engine::handle_stop(pid_t tid, int status) {
+  auto it = threads_.find(tid);
+  if (it == threads_.end()) {
+    // A new tracee whose parent's fork/clone event we have not seen yet: hold it until then.
+    early_stops_[tid] = status;
+    return;
+  }
+  Thread& t = it->second;
+  const int sig = WSTOPSIG(status);
+  const int event = status >> 16;
+  if (debug_) {
+    arch::Registers regs;
+    regs.fetch(tid);
+    dprintf(2, "rbinder-engine: stop tid=%d sig=%d event=%d nr=%ld rax=%ld\n", tid, sig, event, regs.syscall_nr(), regs.result());
+  }
+  if (sig == (SIGTRAP | 0x80)) {
+    on_syscall_exit(t);
+    resume(tid);
+    return;
+  }
+  switch (event) {
+    case PTRACE_EVENT_SECCOMP:
+      on_syscall_entry(t);
+      return;
+    case PTRACE_EVENT_FORK:
+    case PTRACE_EVENT_VFORK:
+    case PTRACE_EVENT_CLONE:
+      on_new_tracee(t, event);
+      resume(tid);
+      return;
+    case PTRACE_EVENT_EXEC:
+      on_exec(t);  // may re-key the thread
+      return;
+    case PTRACE_EVENT_STOP:
+      if (t.awaiting_first_stop) {
+        t.awaiting_first_stop = false;
+        resume(tid);
+      } else if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) {
+        // Group-stop (job control): stay stopped until SIGCONT, as without a tracer.
+        ptrace(PTRACE_LISTEN, tid, nullptr, nullptr);
+      } else {
+        resume(tid);
+      }
+      return;
+    default:
+      // Signal-delivery-stop: deliver the signal unchanged.
+      resume(tid, sig);
+      return;
+  }
+}
+
+void Engine::handle_exit(pid_t tid, int status) {
+  auto it = threads_.find(tid);
+  if (it != threads_.end()) drop_thread(tid);
+  early_stops_.erase(tid);
+  if (tid == root_pid_ && !root_exited_) {
+    root_exited_ = true;
+    ExitInfo exit;
+    if (WIFEXITED(status)) {
+      exit.exited = true;
+      exit.code = WEXITSTATUS(status);
+    } else {
+      exit.signal = WTERMSIG(status);
+    }
+    if (exec_error_pipe_ >= 0) {
+      int report[2] = {0, 0};
+      if (read(exec_error_pipe_, report, sizeof(report)) == static_cast<ssize_t>(sizeof(report))) {
+        if (report[0] == kStepSeccomp) {
+          exit.engine_error = errno_text("seccomp(SECCOMP_SET_MODE_FILTER)", report[1]);
+        } else {
+          exit.spawn_errno = report[1];
+        }
+      }
+      close(exec_error_pipe_);
+      exec_error_pipe_ = -1;
+    }
+    batch_->exit = exit;
+    flush();
+  }
+}
+
+void Engine::drop_thread(pid_t tid) {
+  auto it = threads_.find(tid);
+  if (it == threads_.end()) return;
+  Thread& t = it->second;
+  tracker_.on_thread_exit(tid);
+  // The last thread using an fd table takes its descriptors with it.
+  if (t.fds && t.fds.use_count() == 1) tracker_.release_fd_table(*t.fds, now_ns());
+  std::shared_ptr<Process> process = t.process;
+  threads_.erase(it);
+  if (process && process.use_count() == 2 && processes_.count(process->tgid)) {
+    processes_.erase(process->tgid);  // only the map and this local held it
+  }
+}
+
+void Engine::on_new_tracee(Thread& parent, int event) {
+  unsigned long msg = 0;
+  if (ptrace(PTRACE_GETEVENTMSG, parent.tid, nullptr, &msg) != 0) return;
+  const pid_t child = static_cast<pid_t>(msg);
+  uint64_t flags = 0;
+  if (event == PTRACE_EVENT_CLONE) {
+    arch::Registers regs;
+    if (regs.fetch(parent.tid) == 0) {
+      if (regs.syscall_nr() == SYS_clone3) {
+        read_tracee(parent.tid, TraceeAddr{regs.arg(1)}, &flags, sizeof(flags));
+      } else {
+        flags = regs.arg(1);
+      }
+    }
+  }
+  Thread t;
+  t.tid = child;
+  t.awaiting_first_stop = true;
+  if (flags & CLONE_THREAD) {
+    t.process = parent.process;
+  } else {
+    auto process = std::make_shared<Process>();
+    process->tgid = child;
+    process->ppid = parent.process->tgid;
+    process->pidfd = open_pidfd(child);
+    processes_[child] = process;
+    t.process = process;
+  }
+  t.fds = (flags & CLONE_FILES) ? parent.fds : tracker_.copy_fd_table(*parent.fds);
+  adopt_thread(child, std::move(t));
+}
+
+void Engine::adopt_thread(pid_t tid, Thread&& t) {
+  threads_[tid] = std::move(t);
+  auto early = early_stops_.find(tid);
+  if (early != early_stops_.end()) {
+    int status = early->second;
+    early_stops_.erase(early);
+    handle_stop(tid, status);
+  }
+}
+
+void Engine::on_exec(Thread& t) {
+  const pid_t tid = t.tid;
+  unsigned long former = 0;
+  ptrace(PTRACE_GETEVENTMSG, tid, nullptr, &former);
+  Thread* thread = &t;
+  if (static_cast<pid_t>(former) != tid && threads_.count(static_cast<pid_t>(former))) {
+    // A non-leader thread exec'd: it takes over the leader's tid; the old leader is gone.
+    Thread moved = std::move(threads_[static_cast<pid_t>(former)]);
+    threads_.erase(static_cast<pid_t>(former));
+    tracker_.on_thread_exit(static_cast<pid_t>(former));
+    moved.tid = tid;
+    threads_[tid] = std::move(moved);
+    thread = &threads_[tid];
+  }
+  // Other threads of the process are gone now.
+  for (auto it = threads_.begin(); it != threads_.end();) {
+    if (it->first != tid && it->second.process == thread->process) {
+      tracker_.on_thread_exit(it->first);
+      it = threads_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  // exec unshares the fd table and closes O_CLOEXEC descriptors: keep only the sockets still open.
+  std::shared_ptr<FdTable> old = std::move(thread->fds);
+  thread->fds = tracker_.copy_fd_table(*old);
+  if (old.use_count() == 1) tracker_.release_fd_table(*old, now_ns());
+  old.reset();
+  std::vector<int> gone;
+  thread->fds->for_each([&](int fd, const std::shared_ptr<Connection>&) {
+    if (!is_socket_fd(tid, fd)) gone.push_back(fd);
+  });
+  for (int fd : gone) tracker_.on_close(*thread->fds, fd, now_ns());
+  thread->process->announced = false;
+  if (tid == root_pid_ && exec_error_pipe_ >= 0) {
+    close(exec_error_pipe_);  // the program started: no spawn error can come any more
+    exec_error_pipe_ = -1;
+  }
+  resume(tid);
+}
+
+void Engine::on_syscall_entry(Thread& t) {
+  arch::Registers regs;
+  if (regs.fetch(t.tid) != 0) return;  // died under us
+  const int index = syscall::traced_index(regs.syscall_nr());
+  if (index < 0) {
+    resume(t.tid);
+    return;
+  }
+  stats_.entry_stops[static_cast<size_t>(index)]++;
+  const auto& sc = kTracedSyscalls[index];
+  FdTable& fds = *t.fds;
+  const int fd = static_cast<int>(regs.arg(1));
+  bool need_exit = false;
+  PendingSyscall& p = t.pending;
+  p = PendingSyscall{};
+  switch (sc.kind) {
+    case Kind::kRead:
+    case Kind::kReadv:
+    case Kind::kRecvmsg:
+    case Kind::kWrite:
+    case Kind::kWritev:
+    case Kind::kSendmsg:
+    case Kind::kSendfile:
+      need_exit = tracker_.is_tracked(fds, fd);
+      break;
+    case Kind::kConnect:
+      need_exit = read_tracee_sockaddr(t.tid, TraceeAddr{regs.arg(2)}, regs.arg(3), p.connect_domain,
+                                       p.connect_peer) &&
+                  (p.connect_domain == AF_INET || p.connect_domain == AF_INET6 || p.connect_domain == AF_UNIX);
+      break;
+    case Kind::kAccept:
+      need_exit = true;
+      break;
+    case Kind::kClose:
+      tracker_.on_close(fds, fd, now_ns());
+      break;
+    case Kind::kCloseRange: {
+      const unsigned first = static_cast<unsigned>(regs.arg(1));
+      const unsigned last = static_cast<unsigned>(regs.arg(2));
+      const unsigned flags = static_cast<unsigned>(regs.arg(3));
+      if (flags & CLOSE_RANGE_UNSHARE) t.fds = tracker_.copy_fd_table(fds);
+      if (!(flags & CLOSE_RANGE_CLOEXEC)) {  // CLOEXEC only marks: exec checks what survived
+        std::vector<int> in_range;
+        t.fds->for_each([&](int f, const std::shared_ptr<Connection>&) {
+          if (static_cast<unsigned>(f) >= first && static_cast<unsigned>(f) <= last) in_range.push_back(f);
+        });
+        for (int f : in_range) tracker_.on_close(*t.fds, f, now_ns());
+      }
+      break;
+    }
+    case Kind::kDup:
+    case Kind::kFcntlDup:
+      need_exit = tracker_.is_known(fds, fd);
+      break;
+    case Kind::kDup2:
+      need_exit = tracker_.is_known(fds, fd) || tracker_.is_known(fds, static_cast<int>(regs.arg(2)));
+      break;
+  }
+  if (!need_exit || sc.exit == Exit::kNever) {
+    resume(t.tid);
+    return;
+  }
+  p.index = index;
+  for (int i = 0; i < 6; i++) p.args[static_cast<size_t>(i)] = regs.arg(i + 1);
+  p.entry = now_ns();
+  resume_to_exit(t.tid);
+}
+
+void Engine::on_syscall_exit(Thread& t) {
+  PendingSyscall& p = t.pending;
+  if (p.index < 0) return;
+  const int index = p.index;
+  p.index = -1;
+  stats_.exit_stops[static_cast<size_t>(index)]++;
+  arch::Registers regs;
+  if (regs.fetch(t.tid) != 0) return;
+  const long result = regs.result();
+  const auto& sc = kTracedSyscalls[index];
+  FdTable& fds = *t.fds;
+  const int fd = static_cast<int>(p.args[0]);
+  Tracker::Io io;
+  io.tid = t.tid;
+  io.pid = t.process->tgid;
+  io.fd = fd;
+  io.result = result;
+  io.entry = p.entry;
+  io.exit = now_ns();
+  auto segments_of = [&](uint64_t iov, uint64_t count) {
+    std::vector<TraceeIovec> segs;
+    if (count > kMaxIovecs || read_tracee_iovecs(t.tid, TraceeAddr{iov}, count, segs) != 0) segs.clear();
+    return segs;
+  };
+  auto msghdr_segments = [&](uint64_t addr) {
+    msghdr msg{};
+    if (read_tracee(t.tid, TraceeAddr{addr}, &msg, sizeof(msg)) != static_cast<long>(sizeof(msg)))
+      return std::vector<TraceeIovec>{};
+    return segments_of(reinterpret_cast<uint64_t>(msg.msg_iov), msg.msg_iovlen);
+  };
+  switch (sc.kind) {
+    case Kind::kRead:
+    case Kind::kWrite: {
+      io.direction = sc.kind == Kind::kRead ? Direction::kRead : Direction::kWrite;
+      TraceeBufferView view(t.tid, {TraceeIovec{TraceeAddr{p.args[1]}, result > 0 ? static_cast<uint64_t>(result) : 0}});
+      tracker_.on_io(fds, io, view);
+      break;
+    }
+    case Kind::kReadv:
+    case Kind::kWritev:
+    case Kind::kRecvmsg:
+    case Kind::kSendmsg: {
+      io.direction = (sc.kind == Kind::kReadv || sc.kind == Kind::kRecvmsg) ? Direction::kRead : Direction::kWrite;
+      std::vector<TraceeIovec> segs;
+      if (result > 0) {
+        segs = (sc.kind == Kind::kReadv || sc.kind == Kind::kWritev) ? segments_of(p.args[1], p.args[2])
+                                                                     : msghdr_segments(p.args[1]);
+      }
+      TraceeBufferView view(t.tid, std::move(segs));
+      tracker_.on_io(fds, io, view);
+      break;
+    }
+    case Kind::kSendfile:
+      tracker_.on_sendfile(fds, io);
+      break;
+    case Kind::kConnect:
+      if (result == 0 || result == -EINPROGRESS) new_connection(t, fd, Side::kClient, &p);
+      break;
+    case Kind::kAccept:
+      if (result >= 0) new_connection(t, static_cast<int>(result), Side::kServer, nullptr);
+      break;
+    case Kind::kDup:
+    case Kind::kDup2:
+    case Kind::kFcntlDup:
+      if (result >= 0) tracker_.on_dup(fds, fd, static_cast<int>(result), io.exit);
+      break;
+    case Kind::kClose:
+    case Kind::kCloseRange:
+      break;
+  }
+}
+
+void Engine::new_connection(Thread& t, int fd, Side side, const PendingSyscall* connect) {
+  SocketInfo info;
+  if (!t.process->pidfd.valid()) t.process->pidfd = open_pidfd(t.process->tgid);
+  if (describe_socket(t.process->pidfd.get(), fd, info) != 0) return;
+  if (info.type != SOCK_STREAM) return;
+  if (info.domain != AF_INET && info.domain != AF_INET6 && info.domain != AF_UNIX) return;
+  if (connect && info.peer.address.empty()) info.peer = connect->connect_peer;  // still connecting
+  tracker_.on_connection(*t.fds, fd, side, t.process->tgid, info, now_ns());
+}
+
+void Engine::emit_span(SpanRecord&& span) {
+  auto it = processes_.find(span.pid);
+  if (it != processes_.end() && !it->second->announced) announce(*it->second);
+  batch_->spans.push_back(std::move(span));
+}
+
+void Engine::announce(Process& p) {
+  ProcessInfo info;
+  info.pid = p.tgid;
+  info.ppid = p.ppid;
+  char buf[4096];
+  std::string exe_link = "/proc/" + std::to_string(p.tgid) + "/exe";
+  ssize_t n = readlink(exe_link.c_str(), buf, sizeof(buf) - 1);
+  if (n > 0) info.executable_path.assign(buf, static_cast<size_t>(n));
+  info.command_args = split_nul(read_file("/proc/" + std::to_string(p.tgid) + "/cmdline"));
+  batch_->processes.push_back(std::move(info));
+  p.announced = true;
+}
+
+void Engine::flush() {
+  if (batch_->spans.empty() && batch_->processes.empty() && !batch_->exit) return;
+  size_t n = batch_->spans.size();
+  if (sink_.deliver(std::move(batch_))) {
+    stats_.spans_emitted += n;
+  } else {
+    stats_.spans_dropped += n;
+  }
+  batch_ = std::make_unique<Batch>();
+}
+
+void Engine::fail(const std::string& message) {
+  // The engine cannot go on: without it every trapped syscall would fail with ENOSYS, so the
+  // program goes down with it (PTRACE_O_EXITKILL does the rest when this thread ends).
+  if (root_pid_ > 0) kill(root_pid_, SIGKILL);
+  ExitInfo exit;
+  exit.signal = SIGKILL;
+  exit.engine_error = message;
+  batch_->exit = exit;
+  root_exited_ = true;
+  flush();
+}
+
+}  // namespace rbinder

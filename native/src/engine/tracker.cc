@@ -1,0 +1,377 @@
+#include "engine/tracker.h"
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+namespace rbinder {
+
+TimeNs now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<TimeNs>(ts.tv_sec) * 1000000000ull + static_cast<TimeNs>(ts.tv_nsec);
+}
+
+Connection::Connection(uint64_t id_, Side side_, pid_t tgid_, const SocketInfo& info)
+    : id(id_),
+      side(side_),
+      tgid(tgid_),
+      socket(info),
+      requests(http::Role::kRequests),
+      responses(http::Role::kResponses) {}
+
+// ---- FdTable ----
+
+const std::shared_ptr<Connection>& FdTable::get(int fd) const {
+  static const std::shared_ptr<Connection> kNone;
+  if (fd < 0 || static_cast<size_t>(fd) >= by_fd_.size()) return kNone;
+  return by_fd_[static_cast<size_t>(fd)];
+}
+
+std::shared_ptr<Connection> FdTable::set(int fd, std::shared_ptr<Connection> conn) {
+  if (fd < 0) return nullptr;
+  if (static_cast<size_t>(fd) >= by_fd_.size()) by_fd_.resize(static_cast<size_t>(fd) + 1);
+  if (conn) conn->fd_refs++;
+  std::shared_ptr<Connection> old = std::move(by_fd_[static_cast<size_t>(fd)]);
+  by_fd_[static_cast<size_t>(fd)] = std::move(conn);
+  return old;
+}
+
+std::shared_ptr<Connection> FdTable::take(int fd) {
+  if (fd < 0 || static_cast<size_t>(fd) >= by_fd_.size()) return nullptr;
+  return std::move(by_fd_[static_cast<size_t>(fd)]);
+}
+
+// ---- Parser observer: turns message boundaries into exchanges and spans ----
+
+class StreamObserver final : public http::Observer {
+ public:
+  StreamObserver(Tracker& tracker, Connection& conn, Direction dir, const Tracker::Io& io)
+      : tracker_(tracker), conn_(conn), dir_(dir), io_(io), stream_(conn.stream_for(dir)) {}
+
+  // Start of a chunk of `len` bytes about to be fed.
+  void begin_chunk(size_t len) {
+    chunk_len_ = len;
+    body_from_ = 0;
+  }
+  // End of the chunk: body bytes of a message still open count up to its end.
+  void end_chunk() {
+    if (stream_.in_body) stream_.body_bytes += chunk_len_ - body_from_;
+  }
+  // Body bytes skipped without being copied.
+  void skipped(uint64_t n) {
+    if (stream_.in_body) stream_.body_bytes += n;
+    body_from_ = 0;
+    chunk_len_ = 0;
+  }
+
+  void on_message_begin(size_t) override {
+    if (carries_requests()) {
+      Exchange ex;
+      ex.tid = io_.tid;
+      ex.pid = io_.pid;
+      // A request starts with the first byte read (server) or written (client).
+      ex.start = dir_ == Direction::kWrite ? io_.entry : io_.exit;
+      conn_.exchanges.push_back(std::move(ex));
+    }
+    stream_.in_body = false;
+    stream_.body_bytes = 0;
+  }
+
+  void on_head_complete(const http::MessageHead& head, size_t offset) override {
+    stream_.in_body = true;
+    stream_.body_bytes = 0;
+    body_from_ = offset;
+    if (carries_requests()) {
+      Exchange* ex = newest();
+      if (!ex) return;
+      ex->head_complete = true;
+      ex->method = head.method;
+      ex->target = head.target;
+      ex->host = head.host;
+      ex->user_agent = head.user_agent;
+      ex->protocol_version = head.version_minor == 0 ? "1.0" : "1.1";
+      if (conn_.side == Side::kServer) {
+        tracker_.start_server_span(*ex, head);
+      } else {
+        tracker_.start_client_span(*ex, head);
+      }
+      conn_.responses.parser.expect_response(head.method == "HEAD" || head.method == "CONNECT");
+    } else {
+      Exchange* ex = awaiting_response();
+      if (!ex) return;
+      if (head.status >= 100 && head.status < 200 && head.status != 101) return;  // interim
+      ex->response_head = true;
+      ex->status = head.status;
+      if (head.status == 101) {
+        // Switching protocols: the exchange ends here and the connection is opaque afterwards.
+        tracker_.finish(conn_, *ex, now(), "");
+        conn_.exchanges.pop_front();
+      }
+    }
+  }
+
+  void on_message_complete(size_t offset) override {
+    if (stream_.in_body) stream_.body_bytes += offset - body_from_;
+    stream_.in_body = false;
+    body_from_ = offset;
+    if (carries_requests()) {
+      Exchange* ex = newest();
+      if (!ex) return;
+      ex->request_complete = true;
+      ex->request_body = stream_.body_bytes;
+    } else {
+      Exchange* ex = awaiting_response();
+      if (!ex || !ex->response_head) return;  // an interim 1xx response ended
+      ex->response_body = stream_.body_bytes;
+      tracker_.finish(conn_, *ex, now(), "");
+      conn_.exchanges.pop_front();
+    }
+    stream_.body_bytes = 0;
+  }
+
+ private:
+  bool carries_requests() const { return &stream_ == &conn_.requests; }
+  TimeNs now() const { return io_.exit; }
+  Exchange* newest() { return conn_.exchanges.empty() ? nullptr : &conn_.exchanges.back(); }
+  // Responses answer requests in order: the oldest exchange is the one being answered.
+  Exchange* awaiting_response() { return conn_.exchanges.empty() ? nullptr : &conn_.exchanges.front(); }
+
+  Tracker& tracker_;
+  Connection& conn_;
+  Direction dir_;
+  const Tracker::Io& io_;
+  Stream& stream_;
+  size_t chunk_len_ = 0;
+  size_t body_from_ = 0;
+};
+
+// ---- Tracker ----
+
+Tracker::Tracker(SpanSink& sink, TrackerStats& stats, TrackerConfig config)
+    : sink_(sink), stats_(stats), config_(config) {}
+
+std::shared_ptr<FdTable> Tracker::copy_fd_table(const FdTable& table) {
+  auto copy = std::make_shared<FdTable>();
+  table.for_each([&](int fd, const std::shared_ptr<Connection>& conn) { copy->set(fd, conn); });
+  return copy;
+}
+
+void Tracker::release_fd_table(FdTable& table, TimeNs now) {
+  std::vector<int> fds;
+  table.for_each([&](int fd, const std::shared_ptr<Connection>&) { fds.push_back(fd); });
+  for (int fd : fds) release(table.take(fd), now);
+}
+
+bool Tracker::is_tracked(const FdTable& table, int fd) const {
+  const auto& conn = table.get(fd);
+  return conn && !conn->opaque;
+}
+
+void Tracker::on_connection(FdTable& table, int fd, Side side, pid_t tgid, const SocketInfo& info,
+                            TimeNs now) {
+  auto conn = std::make_shared<Connection>(next_connection_id_++, side, tgid, info);
+  stats_.connections_tracked++;
+  release(table.set(fd, std::move(conn)), now);
+}
+
+void Tracker::on_close(FdTable& table, int fd, TimeNs now) { release(table.take(fd), now); }
+
+void Tracker::on_dup(FdTable& table, int oldfd, int newfd, TimeNs now) {
+  if (oldfd == newfd) return;
+  release(table.set(newfd, table.get(oldfd)), now);
+}
+
+void Tracker::release(std::shared_ptr<Connection> conn, TimeNs now) {
+  if (!conn) return;
+  if (--conn->fd_refs > 0) return;
+  // The last descriptor is gone, so the kernel closed the socket.
+  if (!conn->opaque) fail_pending(*conn, "connection closed", now);
+}
+
+void Tracker::on_io(FdTable& table, const Io& io, DataView& data) {
+  const std::shared_ptr<Connection> conn = table.get(io.fd);
+  if (!conn || conn->opaque) return;
+  if (io.result > 0) {
+    (io.direction == Direction::kRead ? stats_.bytes_read : stats_.bytes_written) +=
+        static_cast<uint64_t>(io.result);
+    feed(*conn, io.direction, io, data);
+    return;
+  }
+  if (io.result == 0 && io.direction == Direction::kRead) {
+    // The peer closed its side. A response delimited by the connection's end completes now.
+    Stream& stream = conn->stream_for(Direction::kRead);
+    StreamObserver observer(*this, *conn, Direction::kRead, io);
+    observer.begin_chunk(0);
+    stream.parser.finish(observer);
+    if (conn->side == Side::kClient) fail_pending(*conn, "connection closed before response", io.exit);
+    return;
+  }
+  switch (-io.result) {
+    case ECONNRESET:
+    case EPIPE:
+    case ECONNABORTED:
+    case ETIMEDOUT:
+    case EHOSTUNREACH:
+    case ENETUNREACH:
+      fail_pending(*conn, std::string("connection reset (") + strerrorname_np(static_cast<int>(-io.result)) + ")",
+                   io.exit);
+      break;
+    default:
+      break;  // EAGAIN, EINTR, restarts: nothing moved
+  }
+}
+
+void Tracker::on_sendfile(FdTable& table, const Io& io) {
+  const std::shared_ptr<Connection> conn = table.get(io.fd);
+  if (!conn || conn->opaque || io.result <= 0) return;
+  stats_.bytes_written += static_cast<uint64_t>(io.result);
+  Stream& stream = conn->stream_for(Direction::kWrite);
+  uint64_t n = static_cast<uint64_t>(io.result);
+  StreamObserver observer(*this, *conn, Direction::kWrite, io);
+  // sendfile carries body bytes only; anything else means we lost the message framing.
+  if (stream.parser.skippable() < n) {
+    give_up(*conn, false);
+    return;
+  }
+  observer.skipped(n);
+  stream.parser.skip(n, observer);
+}
+
+void Tracker::feed(Connection& conn, Direction dir, const Io& io, DataView& data) {
+  Stream& stream = conn.stream_for(dir);
+  StreamObserver observer(*this, conn, dir, io);
+  const uint64_t total = static_cast<uint64_t>(io.result) < data.size() ? static_cast<uint64_t>(io.result)
+                                                                          : data.size();
+  static thread_local std::vector<uint8_t> local_buf(64 * 1024);
+  uint64_t off = 0;
+  while (off < total && stream.parser.status() == http::Status::kOk) {
+    uint64_t skippable = stream.parser.skippable();
+    if (skippable > 0) {
+      uint64_t n = skippable < total - off ? skippable : total - off;
+      observer.skipped(n);
+      stream.parser.skip(n, observer);
+      off += n;
+      continue;
+    }
+    size_t want = static_cast<size_t>(total - off < local_buf.size() ? total - off : local_buf.size());
+    long got = data.copy(off, local_buf.data(), want);
+    if (got <= 0) {
+      give_up(conn, false);  // the buffer vanished under us: stop tracking, fail open
+      return;
+    }
+    observer.begin_chunk(static_cast<size_t>(got));
+    http::Status st = stream.parser.feed(local_buf.data(), static_cast<size_t>(got), observer);
+    observer.end_chunk();
+    conn.seen_bytes = true;
+    off += static_cast<uint64_t>(got);
+    if (st != http::Status::kOk) break;
+  }
+  switch (stream.parser.status()) {
+    case http::Status::kOk:
+      break;
+    case http::Status::kNotHttp:
+      if (conn.exchanges.empty()) {
+        stats_.connections_not_http++;
+        conn.opaque = true;
+      } else {
+        give_up(conn, true);
+      }
+      break;
+    case http::Status::kError:
+      give_up(conn, true);
+      break;
+    case http::Status::kUpgraded:
+      // The request side goes opaque right after an Upgrade request; keep watching for the 101.
+      if (&stream == &conn.responses || conn.exchanges.empty()) conn.opaque = true;
+      break;
+  }
+}
+
+void Tracker::give_up(Connection& conn, bool parse_error) {
+  if (conn.opaque) return;
+  conn.opaque = true;
+  conn.exchanges.clear();
+  stats_.connections_abandoned++;
+  if (parse_error) stats_.parse_errors++;
+}
+
+void Tracker::fail_pending(Connection& conn, const std::string& error, TimeNs now) {
+  while (!conn.exchanges.empty()) {
+    Exchange& ex = conn.exchanges.front();
+    if (ex.head_complete) finish(conn, ex, now, error);
+    conn.exchanges.pop_front();
+  }
+}
+
+void Tracker::start_server_span(Exchange& ex, const http::MessageHead& head) {
+  SpanContext parent;
+  parent.trace_state = head.tracestate;
+  if (!head.traceparent.empty() && parse_traceparent(head.traceparent, parent)) {
+    ex.context.trace_id = parent.trace_id;
+    ex.parent_span_id = parent.span_id;
+    ex.has_parent = true;
+    ex.parent_remote = true;
+    ex.context.trace_state = parent.trace_state;
+    ex.context.flags = config_.sampler.sample(&parent, parent.trace_id) ? 1 : 0;
+  } else {
+    ex.context.trace_id = ids_.trace_id();
+    ex.context.flags = config_.sampler.sample(nullptr, ex.context.trace_id) ? 1 : 0;
+  }
+  ex.context.span_id = ids_.span_id();
+  // Context follows data: what this thread does next serves this request.
+  thread_contexts_[ex.tid] = ex.context;
+}
+
+void Tracker::start_client_span(Exchange& ex, const http::MessageHead& head) {
+  auto it = thread_contexts_.find(ex.tid);
+  if (it != thread_contexts_.end() && it->second.valid()) {
+    const SpanContext& parent = it->second;
+    ex.caller = parent;
+    ex.context.trace_id = parent.trace_id;
+    ex.context.trace_state = parent.trace_state;
+    ex.parent_span_id = parent.span_id;
+    ex.has_parent = true;
+    ex.context.flags = config_.sampler.sample(&parent, parent.trace_id) ? 1 : 0;
+  } else {
+    ex.context.trace_id = ids_.trace_id();
+    ex.context.flags = config_.sampler.sample(nullptr, ex.context.trace_id) ? 1 : 0;
+  }
+  ex.context.span_id = ids_.span_id();
+  (void)head;
+}
+
+void Tracker::finish(Connection& conn, Exchange& ex, TimeNs end, const std::string& error) {
+  if (conn.side == Side::kClient) {
+    // Reading the response puts the caller's context back on the reading thread.
+    if (ex.caller.valid()) thread_contexts_[ex.tid] = ex.caller;
+  } else {
+    auto it = thread_contexts_.find(ex.tid);
+    if (it != thread_contexts_.end() && it->second.span_id == ex.context.span_id) thread_contexts_.erase(it);
+  }
+  if (!ex.head_complete || !ex.context.sampled()) return;
+  SpanRecord r;
+  r.kind = conn.side == Side::kServer ? 1 : 2;
+  r.context = ex.context;
+  r.parent_span_id = ex.parent_span_id;
+  r.has_parent = ex.has_parent;
+  r.parent_remote = ex.parent_remote;
+  r.start = ex.start;
+  r.end = end > ex.start ? end : ex.start;
+  r.pid = ex.pid;
+  r.tid = ex.tid;
+  r.method = std::move(ex.method);
+  r.target = std::move(ex.target);
+  r.host = std::move(ex.host);
+  r.user_agent = std::move(ex.user_agent);
+  r.protocol_version = std::move(ex.protocol_version);
+  r.status_code = ex.status;
+  r.peer = conn.socket.peer;
+  r.local = conn.socket.local;
+  r.request_body_size = ex.request_body;
+  r.response_body_size = ex.response_body;
+  r.error = error;
+  sink_.emit_span(std::move(r));
+}
+
+}  // namespace rbinder

@@ -1,0 +1,197 @@
+// The per-syscall logic: fd tables, connections, HTTP parsing, thread contexts and span records.
+// It knows nothing about where syscall events come from (ptrace stops today, an in-process ring
+// later): a source calls these methods with what it saw and a DataView over the bytes.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/ids.h"
+#include "http/parser.h"
+#include "tracee/sockets.h"
+
+namespace rbinder {
+
+// Nanoseconds since the Unix epoch (CLOCK_REALTIME).
+using TimeNs = uint64_t;
+TimeNs now_ns();
+
+struct SpanRecord {
+  uint8_t kind = 0;  // 1 SERVER, 2 CLIENT (@opentelemetry/api SpanKind)
+  SpanContext context;
+  SpanId parent_span_id{};
+  bool has_parent = false;
+  bool parent_remote = false;
+  TimeNs start = 0;
+  TimeNs end = 0;
+  pid_t pid = 0;
+  pid_t tid = 0;
+  std::string method, target, host, user_agent, protocol_version;
+  int status_code = 0;
+  Endpoint peer, local;
+  uint64_t request_body_size = 0;
+  uint64_t response_body_size = 0;
+  std::string error;
+};
+
+class SpanSink {
+ public:
+  virtual ~SpanSink() = default;
+  virtual void emit_span(SpanRecord&& span) = 0;
+};
+
+// Counters read by JS from another thread.
+struct TrackerStats {
+  std::atomic<uint64_t> bytes_read{0};
+  std::atomic<uint64_t> bytes_written{0};
+  std::atomic<uint64_t> connections_tracked{0};
+  std::atomic<uint64_t> connections_abandoned{0};
+  std::atomic<uint64_t> connections_not_http{0};
+  std::atomic<uint64_t> parse_errors{0};
+};
+
+// The bytes one syscall moved, wherever they live (tracee memory, a shared ring).
+class DataView {
+ public:
+  virtual ~DataView() = default;
+  virtual uint64_t size() const = 0;
+  // Copies [offset, offset + len) into local_buf. Returns bytes copied (short at a fault) or -errno.
+  virtual long copy(uint64_t offset, void* local_buf, size_t len) = 0;
+};
+
+enum class Side : uint8_t {
+  kServer,  // accepted: the program reads requests and writes responses
+  kClient,  // connected: the program writes requests and reads responses
+};
+
+enum class Direction : uint8_t { kRead, kWrite };
+
+// One request/response pair on a connection, which becomes one span.
+struct Exchange {
+  SpanContext context;
+  SpanId parent_span_id{};
+  bool has_parent = false;
+  bool parent_remote = false;
+  // Client side: the thread's context when the request was written, restored when the response
+  // is read (DESIGN.md section 3).
+  SpanContext caller;
+  TimeNs start = 0;
+  pid_t pid = 0;
+  pid_t tid = 0;
+  bool head_complete = false;
+  bool request_complete = false;
+  bool response_head = false;
+  std::string method, target, host, user_agent, protocol_version;
+  int status = 0;
+  uint64_t request_body = 0;
+  uint64_t response_body = 0;
+};
+
+// One direction of a connection: its parser and the body bytes counted for the current message.
+struct Stream {
+  explicit Stream(http::Role role) : parser(role) {}
+  http::Parser parser;
+  bool in_body = false;
+  uint64_t body_bytes = 0;
+};
+
+struct Connection {
+  Connection(uint64_t id, Side side, pid_t tgid, const SocketInfo& info);
+  const uint64_t id;
+  const Side side;
+  const pid_t tgid;  // process that created it
+  SocketInfo socket;
+  Stream requests;   // bytes read (server) or written (client)
+  Stream responses;  // bytes written (server) or read (client)
+  std::deque<Exchange> exchanges;  // in flight, oldest first (pipelining)
+  bool opaque = false;             // not HTTP, upgraded or abandoned: never looked at again
+  bool seen_bytes = false;
+  int fd_refs = 0;                 // descriptors (in any fd table) naming it
+  Stream& stream_for(Direction d) {
+    bool reads_requests = side == Side::kServer;
+    return (d == Direction::kRead) == reads_requests ? requests : responses;
+  }
+};
+
+// A process's descriptor table as far as connections go (shared by CLONE_FILES).
+class FdTable {
+ public:
+  const std::shared_ptr<Connection>& get(int fd) const;
+  // Replaces the entry; returns the connection that was there (to be released by the caller).
+  std::shared_ptr<Connection> set(int fd, std::shared_ptr<Connection> conn);
+  std::shared_ptr<Connection> take(int fd);
+  template <typename F>
+  void for_each(F f) const {
+    for (size_t fd = 0; fd < by_fd_.size(); fd++)
+      if (by_fd_[fd]) f(static_cast<int>(fd), by_fd_[fd]);
+  }
+
+ private:
+  std::vector<std::shared_ptr<Connection>> by_fd_;
+};
+
+struct TrackerConfig {
+  Sampler sampler;
+};
+
+class Tracker {
+ public:
+  Tracker(SpanSink& sink, TrackerStats& stats, TrackerConfig config);
+
+  std::shared_ptr<FdTable> new_fd_table() { return std::make_shared<FdTable>(); }
+  // fork without CLONE_FILES: the child's table names the same connections.
+  std::shared_ptr<FdTable> copy_fd_table(const FdTable& table);
+  // The last user of a table is gone (exit, exec unshare): its descriptors close.
+  void release_fd_table(FdTable& table, TimeNs now);
+
+  // True when syscalls on fd need their exit stop (a connection being parsed).
+  bool is_tracked(const FdTable& table, int fd) const;
+  bool is_known(const FdTable& table, int fd) const { return table.get(fd) != nullptr; }
+
+  void on_connection(FdTable& table, int fd, Side side, pid_t tgid, const SocketInfo& info, TimeNs now);
+
+  struct Io {
+    pid_t tid = 0;
+    pid_t pid = 0;  // thread group of tid
+    int fd = -1;
+    Direction direction = Direction::kRead;
+    long result = 0;  // bytes moved, or -errno
+    TimeNs entry = 0;
+    TimeNs exit = 0;
+  };
+  // A read- or write-family syscall finished on fd. `data` covers the bytes moved (result > 0).
+  void on_io(FdTable& table, const Io& io, DataView& data);
+  // sendfile: `count` body bytes went out on fd without passing through a user buffer.
+  void on_sendfile(FdTable& table, const Io& io);
+
+  void on_close(FdTable& table, int fd, TimeNs now);
+  // newfd now names what oldfd names (dup family); whatever newfd named before is closed.
+  void on_dup(FdTable& table, int oldfd, int newfd, TimeNs now);
+  void on_thread_exit(pid_t tid) { thread_contexts_.erase(tid); }
+
+ private:
+  friend class StreamObserver;
+  void release(std::shared_ptr<Connection> conn, TimeNs now);
+  void feed(Connection& conn, Direction dir, const Io& io, DataView& data);
+  void give_up(Connection& conn, bool parse_error);
+  void fail_pending(Connection& conn, const std::string& error, TimeNs now);
+  void finish(Connection& conn, Exchange& ex, TimeNs end, const std::string& error);
+  void start_server_span(Exchange& ex, const http::MessageHead& head);
+  void start_client_span(Exchange& ex, const http::MessageHead& head);
+
+  SpanSink& sink_;
+  TrackerStats& stats_;
+  TrackerConfig config_;
+  IdGenerator ids_;
+  uint64_t next_connection_id_ = 1;
+  std::unordered_map<pid_t, SpanContext> thread_contexts_;
+};
+
+}  // namespace rbinder

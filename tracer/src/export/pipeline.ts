@@ -1,0 +1,217 @@
+// Engine batches → OpenTelemetry SDK: spans through BatchSpanProcessors to the configured
+// exporters, HTTP duration histograms and the engine's counters through a MeterProvider.
+// Nothing here throws into the caller, and shutdown is bounded: the traced program's exit must
+// never wait on an unreachable collector for longer than --flush-timeout.
+
+import { isValidSpanId, isValidTraceId, type Histogram, type Meter } from '@opentelemetry/api';
+import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
+import { BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace';
+import { METRIC_HTTP_CLIENT_REQUEST_DURATION, METRIC_HTTP_SERVER_REQUEST_DURATION } from '@opentelemetry/semantic-conventions';
+import { rbinderVersion, type TracerConfig } from '../config';
+import { log as defaultLogger, type Logger } from '../log';
+import type { Batch, EngineStats, SpanRecord } from '../records';
+import { routeOpenTelemetryDiagnostics } from './diagnostics';
+import { createMetricExporter, createSpanExporter } from './exporters';
+import { ExportFailureStreak, FailureLoggingMetricExporter, FailureLoggingSpanExporter, describeError } from './failure-logging';
+import { ProcessResources } from './resource';
+import { durationMetricAttributes, durationSeconds, toReadableSpan } from './spans';
+
+export interface Telemetry {
+  /** Takes one engine batch: process records first, then spans. Never throws. */
+  onBatch(batch: Batch): void;
+  /** Flushes spans and metrics once; resolves within timeoutMs even if exports hang. Never rejects. */
+  shutdown(timeoutMs: number): Promise<void>;
+}
+
+export interface TelemetryDeps {
+  /** The engine's counters, read at each metric collection. */
+  engineStats: () => EngineStats;
+  /** Defaults to rbinder's stderr log. */
+  logger?: Logger;
+}
+
+/** semconv advice for http.*.request.duration. */
+export const HTTP_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
+
+const SAMPLED = 1;
+
+export function createTelemetry(config: TracerConfig, deps: TelemetryDeps): Telemetry {
+  return new TelemetryPipeline(config, deps);
+}
+
+class TelemetryPipeline implements Telemetry {
+  private readonly logger: Logger;
+  private readonly resources: ProcessResources;
+  private readonly spanProcessors: SpanProcessor[];
+  private readonly meterProvider: MeterProvider | undefined;
+  private readonly httpDurations: { server: Histogram; client: Histogram } | undefined;
+  private shutdownOnce: Promise<void> | undefined;
+  private badRecords = 0;
+
+  constructor(config: TracerConfig, deps: TelemetryDeps) {
+    this.logger = deps.logger ?? defaultLogger;
+    routeOpenTelemetryDiagnostics(this.logger);
+    this.resources = new ProcessResources(config);
+
+    this.spanProcessors = config.traces.exporters.map((kind) => {
+      const { exporter, destination } = createSpanExporter(kind, config);
+      return new BatchSpanProcessor({
+        exporter: new FailureLoggingSpanExporter(
+          exporter,
+          new ExportFailureStreak(this.logger, 'traces', destination),
+          this.logger,
+        ),
+        ...config.batch,
+      });
+    });
+
+    if (config.metrics.exporters.length > 0) {
+      this.meterProvider = new MeterProvider({
+        resource: this.resources.base,
+        readers: config.metrics.exporters.map((kind) => {
+          const { exporter, destination } = createMetricExporter(kind, config);
+          return new PeriodicExportingMetricReader({
+            exporter: new FailureLoggingMetricExporter(
+              exporter,
+              new ExportFailureStreak(this.logger, 'metrics', destination),
+              this.logger,
+            ),
+            exportIntervalMillis: config.metrics.exportIntervalMillis,
+            exportTimeoutMillis: config.metrics.exportTimeoutMillis,
+          });
+        }),
+      });
+      const meter = this.meterProvider.getMeter('rbinder', rbinderVersion());
+      this.httpDurations = createHttpDurationHistograms(meter);
+      observeEngineStats(meter, deps.engineStats, this.logger);
+    }
+  }
+
+  onBatch(batch: Batch): void {
+    if (this.shutdownOnce !== undefined) return;
+    try {
+      for (const process of batch.processes) this.resources.resourceFor(process);
+      for (const record of batch.spans) this.onSpan(record);
+    } catch (err) {
+      this.reportBadRecord(err);
+    }
+  }
+
+  private onSpan(record: SpanRecord): void {
+    try {
+      // Metrics count every exchange, sampled or not, as SDK instrumentations do.
+      if (this.httpDurations !== undefined) {
+        const histogram = record.kind === 1 ? this.httpDurations.server : this.httpDurations.client;
+        histogram.record(durationSeconds(record), durationMetricAttributes(record));
+      }
+      if (this.spanProcessors.length === 0 || (record.traceFlags & SAMPLED) === 0) return;
+      if (!isValidTraceId(record.traceId) || !isValidSpanId(record.spanId)) {
+        throw new Error(`invalid span context ${record.traceId}/${record.spanId}`);
+      }
+      const span = toReadableSpan(record, this.resources.resourceForPid(record.pid));
+      for (const processor of this.spanProcessors) processor.onEnd(span);
+    } catch (err) {
+      this.reportBadRecord(err);
+    }
+  }
+
+  /** A record we cannot export is a tracer bug: say so once, then count. */
+  private reportBadRecord(err: unknown): void {
+    if (this.badRecords++ === 0) {
+      this.logger.warn({ error: describeError(err) }, 'span record dropped; later ones are counted, not logged');
+    }
+  }
+
+  shutdown(timeoutMs: number): Promise<void> {
+    this.shutdownOnce ??= this.flushAndStop(timeoutMs);
+    return this.shutdownOnce;
+  }
+
+  private async flushAndStop(timeoutMs: number): Promise<void> {
+    const stopping = Promise.allSettled([
+      ...this.spanProcessors.map((p) => Promise.resolve().then(() => p.shutdown())),
+      Promise.resolve().then(() => this.meterProvider?.shutdown()),
+    ]);
+    let timer: NodeJS.Timeout | undefined;
+    // Kept referenced on purpose: the caller is waiting to exit with the program's status,
+    // so this promise must settle even if nothing else keeps the event loop alive.
+    const deadline = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), Math.max(0, timeoutMs));
+    });
+    try {
+      const outcome = await Promise.race([stopping.then(() => 'done' as const), deadline]);
+      if (outcome === 'timeout') {
+        this.logger.warn({ timeoutMs }, 'telemetry not fully flushed before the flush timeout; the rest is dropped');
+      }
+      if (this.badRecords > 1) this.logger.warn({ count: this.badRecords }, 'span records dropped');
+    } catch (err) {
+      this.logger.debug({ error: describeError(err) }, 'telemetry shutdown failed');
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}
+
+function createHttpDurationHistograms(meter: Meter): { server: Histogram; client: Histogram } {
+  const options = (description: string) => ({
+    description,
+    unit: 's',
+    advice: { explicitBucketBoundaries: HTTP_DURATION_BUCKETS },
+  });
+  return {
+    server: meter.createHistogram(METRIC_HTTP_SERVER_REQUEST_DURATION, options('Duration of HTTP server requests.')),
+    client: meter.createHistogram(METRIC_HTTP_CLIENT_REQUEST_DURATION, options('Duration of HTTP client requests.')),
+  };
+}
+
+/** The engine's own counters, read once per collection whatever the number of instruments. */
+function observeEngineStats(meter: Meter, engineStats: () => EngineStats, logger: Logger): void {
+  const stops = meter.createObservableCounter('rbinder.syscall.stops', {
+    description: 'Syscall stops of the traced processes, by syscall and entry/exit.',
+    unit: '{stop}',
+  });
+  const bytes = meter.createObservableCounter('rbinder.bytes', {
+    description: 'Bytes the traced processes read and wrote on tracked connections.',
+    unit: 'By',
+  });
+  const tracked = meter.createObservableCounter('rbinder.connections.tracked', {
+    description: 'Connections tracked.',
+    unit: '{connection}',
+  });
+  const abandoned = meter.createObservableCounter('rbinder.connections.abandoned', {
+    description: 'Connections whose tracking was dropped after an internal error (fail open).',
+    unit: '{connection}',
+  });
+  const notHttp = meter.createObservableCounter('rbinder.connections.not_http', {
+    description: 'Connections whose first bytes were not HTTP/1.x.',
+    unit: '{connection}',
+  });
+  const parseErrors = meter.createObservableCounter('rbinder.parse.errors', {
+    description: 'HTTP parse errors.',
+    unit: '{error}',
+  });
+  const spansDropped = meter.createObservableCounter('rbinder.spans.dropped', {
+    description: 'Spans the engine dropped before handing them over.',
+    unit: '{span}',
+  });
+  meter.addBatchObservableCallback(
+    (result) => {
+      let stats: EngineStats;
+      try {
+        stats = engineStats();
+      } catch (err) {
+        logger.debug({ error: describeError(err) }, 'engine stats unavailable');
+        return;
+      }
+      for (const [syscall, count] of Object.entries(stats.stops)) result.observe(stops, count, { syscall });
+      result.observe(bytes, stats.bytesRead, { direction: 'read' });
+      result.observe(bytes, stats.bytesWritten, { direction: 'written' });
+      result.observe(tracked, stats.connectionsTracked);
+      result.observe(abandoned, stats.connectionsAbandoned);
+      result.observe(notHttp, stats.connectionsNotHttp);
+      result.observe(parseErrors, stats.parseErrors);
+      result.observe(spansDropped, stats.spansDropped);
+    },
+    [stops, bytes, tracked, abandoned, notHttp, parseErrors, spansDropped],
+  );
+}

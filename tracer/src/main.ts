@@ -1,0 +1,115 @@
+// rbinder's entry point: parse the command line, start the engine on the program, export what it
+// sees, and end exactly as the program ends.
+import * as os from 'node:os';
+import { parseCommandLine, TracerConfig, UsageError } from './config';
+import { createTelemetry, Telemetry } from './export/pipeline';
+import { log, setLogLevel } from './log';
+import { loadNative, SAMPLER_TYPES } from './native';
+import type { Batch } from './records';
+import { envArray, exitStatus, inheritedFds, programEnv, resolveExecutable } from './spawn';
+
+/** Signals passed on to the program (DESIGN: the program runs as it would without rbinder). */
+const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
+/** Signals a terminal sends to its whole foreground process group, the program included. */
+const TERMINAL_SIGNALS = new Set<NodeJS.Signals>(['SIGINT', 'SIGQUIT', 'SIGWINCH']);
+
+function writeStderr(text: string): void {
+  // Not process.stderr: a libuv stream would switch the shared descriptor to non-blocking mode.
+  require('node:fs').writeSync(2, text.endsWith('\n') ? text : `${text}\n`);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let parsed: ReturnType<typeof parseCommandLine>;
+  try {
+    parsed = parseCommandLine(argv, process.env);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      writeStderr(err.message);
+      return err.exitCode;
+    }
+    throw err;
+  }
+  if ('help' in parsed) {
+    require('node:fs').writeSync(1, parsed.help);
+    return 0;
+  }
+  if ('version' in parsed) {
+    require('node:fs').writeSync(1, `${parsed.version}\n`);
+    return 0;
+  }
+  return run(parsed);
+}
+
+async function run(config: TracerConfig): Promise<number> {
+  setLogLevel(config.logLevel);
+  for (const warning of config.warnings) log.warn(warning);
+  const [command, ...args] = config.command;
+  const resolution = resolveExecutable(command, config.env);
+  if (!('file' in resolution)) {
+    writeStderr(resolution.message);
+    return resolution.exitCode;
+  }
+
+  const native = loadNative();
+  const telemetry: Telemetry = createTelemetry(config, { engineStats: () => native.engineStats() });
+  let finish: (status: number) => void = () => undefined;
+  const finished = new Promise<number>((resolve) => (finish = resolve));
+  let ending = false;
+
+  const onBatch = (batch: Batch): void => {
+    telemetry.onBatch(batch);
+    if (!batch.exit || ending) return;
+    ending = true;
+    const exit = batch.exit;
+    let status = exitStatus(exit.code, exit.signal);
+    if (exit.spawnError) {
+      writeStderr(`rbinder: cannot execute ${command}: ${exit.spawnError.message}`);
+      status = exit.spawnError.errno === os.constants.errno.ENOENT ? 127 : 126;
+    }
+    if (exit.engineError) writeStderr(`rbinder: tracer failed, program stopped: ${exit.engineError}`);
+    void telemetry.shutdown(config.flushTimeoutMillis).then(() => finish(status));
+  };
+
+  const sampler = { type: SAMPLER_TYPES.indexOf(config.sampler.type), ratio: config.sampler.ratio };
+  let pid: number;
+  try {
+    pid = native.startEngine(
+      {
+        file: resolution.file,
+        argv: [command, ...args],
+        env: envArray(programEnv(config.env)),
+        sampler,
+        inheritFds: inheritedFds(config.env),
+      },
+      onBatch,
+    );
+  } catch (err) {
+    writeStderr(`rbinder: cannot trace ${command}: ${(err as Error).message}`);
+    await telemetry.shutdown(config.flushTimeoutMillis);
+    return 126;
+  }
+  log.debug({ pid, command: config.command }, 'program started');
+
+  const foreground = native.isForegroundOfTerminal();
+  for (const signal of FORWARDED_SIGNALS) {
+    process.on(signal, () => {
+      if (foreground && TERMINAL_SIGNALS.has(signal)) return; // the terminal sent it to the program too
+      try {
+        process.kill(pid, signal);
+      } catch {
+        // already gone: its exit is on its way
+      }
+    });
+  }
+  return finished;
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then(
+    (status) => process.exit(status),
+    (err: unknown) => {
+      writeStderr(`rbinder: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      process.exit(70);
+    },
+  );
+}

@@ -1,0 +1,90 @@
+// Records the native engine hands to JS, in batches. Plain data, shaped so the export side turns
+// them into OTLP spans without per-span SDK bookkeeping (see docs/architecture.md).
+
+/** [seconds, nanoseconds] since the Unix epoch, as @opentelemetry/api's HrTime. */
+export type HrTime = [number, number];
+
+/** SpanKind values as in @opentelemetry/api: SERVER = 1, CLIENT = 2. */
+export type HttpSpanKind = 1 | 2;
+
+export interface SpanRecord {
+  kind: HttpSpanKind;
+  /** 32 hex chars. */
+  traceId: string;
+  /** 16 hex chars. */
+  spanId: string;
+  /** 16 hex chars, or "" for a root span. */
+  parentSpanId: string;
+  /** True when the parent came from an inbound header (another process). */
+  parentIsRemote: boolean;
+  /** W3C trace flags (bit 0: sampled). */
+  traceFlags: number;
+  /** tracestate carried with the context ("" if none). */
+  traceState: string;
+  startTime: HrTime;
+  endTime: HrTime;
+  /** Process (thread group id) and thread that did the I/O. */
+  pid: number;
+  tid: number;
+  method: string;
+  /** request-target as sent: "/path?query", or absolute-form for proxies. */
+  target: string;
+  /** 0 when no response was seen (connection closed or reset first). */
+  statusCode: number;
+  /** "1.0" or "1.1". */
+  protocolVersion: string;
+  /** Host header ("" if none). */
+  host: string;
+  userAgent: string;
+  /** The other end of the TCP connection (network.peer.*). For AF_UNIX: the socket path, port 0. */
+  peerAddress: string;
+  peerPort: number;
+  /** This end of the connection. */
+  localAddress: string;
+  localPort: number;
+  requestBodySize: number;
+  responseBodySize: number;
+  /** "" when the exchange completed; otherwise why it did not ("connection reset", "connection closed"). */
+  error: string;
+}
+
+/** Sent once per process image (at start and after every exec), before its spans. */
+export interface ProcessRecord {
+  pid: number;
+  ppid: number;
+  /** Absolute path of the executable (/proc/PID/exe). */
+  executablePath: string;
+  /** argv of the image. */
+  commandArgs: string[];
+}
+
+/** The traced program's main process ended. */
+export interface ExitRecord {
+  /** Exit code if it exited, else null. */
+  code: number | null;
+  /** Signal number if it was killed by a signal, else null. */
+  signal: number | null;
+  /** Set when the engine itself failed (the program was killed with it). */
+  engineError?: string;
+  /** Set when the program could not be started (errno name and message). */
+  spawnError?: { errno: number; message: string };
+}
+
+export interface Batch {
+  processes: ProcessRecord[];
+  spans: SpanRecord[];
+  exit?: ExitRecord;
+}
+
+/** Counters kept by the engine (monotonic since start). */
+export interface EngineStats {
+  /** Ptrace stops by syscall name (entry and exit counted separately: "read.enter", "read.exit"). */
+  stops: Record<string, number>;
+  bytesRead: number;
+  bytesWritten: number;
+  connectionsTracked: number;
+  connectionsAbandoned: number;
+  connectionsNotHttp: number;
+  parseErrors: number;
+  spansDropped: number;
+}
