@@ -48,9 +48,9 @@ async function sourceFiles(dir: string, keep: (name: string) => boolean): Promis
   return out.sort();
 }
 
-/** A short hash of the toolchain version, the files' paths (relative to root) and contents. */
-async function hashSources(root: string, files: string[], toolchain: string): Promise<string> {
-  const hash = createHash('sha256').update(toolchain).update('\0');
+/** A short hash of the build recipe (toolchain version, flags), the files' paths (relative to root) and contents. */
+async function hashSources(root: string, files: string[], recipe: string): Promise<string> {
+  const hash = createHash('sha256').update(recipe).update('\0');
   for (const file of files) {
     hash.update(relative(root, file)).update('\0').update(await readFile(file)).update('\0');
   }
@@ -75,14 +75,15 @@ export function ensureGoBinary(dir: string, name: string): Promise<string> {
   const srcDir = resolve(dir);
   return once(`go:${srcDir}:${name}`, async () => {
     const files = await sourceFiles(srcDir, (f) => f === 'go.mod' || f === 'go.sum' || f.endsWith('.go'));
-    const version = await toolOutput('go', ['env', 'GOVERSION']);
-    const binary = join(cacheDir(), `${name}-${await hashSources(srcDir, files, version)}`);
+    const buildArgs = ['build', '-o', '<out>', '.'];
+    const recipe = `${await toolOutput('go', ['env', 'GOVERSION'])} ${buildArgs.join(' ')}`;
+    const binary = join(cacheDir(), `${name}-${await hashSources(srcDir, files, recipe)}`);
     if (existsSync(binary)) return binary;
 
     await mkdir(cacheDir(), { recursive: true });
     const tmp = tempName(binary);
     try {
-      await run('go', ['build', '-trimpath', '-o', tmp, '.'], {
+      await run('go', buildArgs.map((a) => (a === '<out>' ? tmp : a)), {
         cwd: srcDir,
         env: { ...process.env, GOFLAGS: `${process.env.GOFLAGS ?? ''} -mod=mod`.trim() },
         maxBuffer: 16 << 20,
@@ -105,14 +106,15 @@ export function ensureJavaClasses(srcDir: string): Promise<string> {
   return once(`java:${dir}`, async () => {
     const files = (await readdir(dir)).filter((f) => f.endsWith('.java')).sort().map((f) => join(dir, f));
     if (files.length === 0) throw new Error(`no .java files in ${dir}`);
-    const version = await toolOutput('javac', ['-version']);
-    const classes = join(cacheDir(), `java-${basename(dir)}-${await hashSources(dir, files, version)}`);
+    const javacArgs = ['-nowarn', '-XDignore.symbol.file'];
+    const recipe = `${await toolOutput('javac', ['-version'])} ${javacArgs.join(' ')}`;
+    const classes = join(cacheDir(), `java-${basename(dir)}-${await hashSources(dir, files, recipe)}`);
     if (existsSync(classes)) return classes;
 
     await mkdir(cacheDir(), { recursive: true });
     const tmp = tempName(classes);
     try {
-      await run('javac', ['-nowarn', '-XDignore.symbol.file', '-d', tmp, ...files], { maxBuffer: 16 << 20 });
+      await run('javac', [...javacArgs, '-d', tmp, ...files], { maxBuffer: 16 << 20 });
       await rename(tmp, classes);
     } catch (err) {
       await rm(tmp, { recursive: true, force: true });

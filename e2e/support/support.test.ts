@@ -208,7 +208,8 @@ describe('fixture programs', () => {
     }, 60_000);
     afterAll(() => server?.stop());
 
-    it.each(clients)('serves every route to the %s client', async (lang) => {
+    // Concurrent: the clients overlap with each other's start-up (a JVM takes ~0.6 s per run).
+    it.concurrent.for(clients)('serves every route to the %s client', async (lang, { expect }) => {
       const expectations: [string[], ClientResponse[]][] = [
         [[`${server.url}/hello`, '--count', '3'], [response(200, 'hello\n'), response(200, 'hello\n'), response(200, 'hello\n')]],
         [[`${server.url}/status/404`], [response(404)]],

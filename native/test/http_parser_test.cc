@@ -107,6 +107,7 @@ Result run(const Case& c, const std::vector<size_t>& cuts, bool skip_bodies = fa
         pos += n;
         rec.set_chunk(pos, 0);  // a completion in skip() is at offset 0 after the skipped bytes
         parser.skip(n, rec);
+        status = parser.status();  // completing an Upgrade request's body ends HTTP
         start += n;
         continue;
       }
@@ -240,6 +241,14 @@ std::vector<Case> cases() {
     cs.push_back({"upgrade_request", req, m + "\x81\x85junk", messages_events(req, {m}), Status::kUpgraded});
   }
   {
+    // The body of an Upgrade request is still HTTP/1.1; the switch happens after it.
+    const std::string m =
+        "POST /rpc HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+        "HTTP2-Settings: AAMAAABkAAQAAP__\r\nContent-Length: 4\r\n\r\nbody";
+    cs.push_back({"upgrade_request_with_body", req, m + "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+                  messages_events(req, {m}), Status::kUpgraded});
+  }
+  {
     const std::string m = "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n";
     cs.push_back({"connect_request", req, m + kTlsClientHello, messages_events(req, {m}), Status::kUpgraded});
   }
@@ -301,6 +310,14 @@ std::vector<Case> cases() {
     const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n";
     cs.push_back({"head_response_has_no_body", resp, head + kResp200, messages_events(resp, {head, kResp200}),
                   Status::kOk, {"HEAD", "GET"}});
+  }
+  {
+    // Pipelined answers are matched to their requests in order.
+    const std::string head = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n";
+    const std::string get = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
+    cs.push_back({"pipelined_head_and_get_responses", resp, head + get + get + head + head + get,
+                  messages_events(resp, {head, get, get, head, head, get}), Status::kOk,
+                  {"HEAD", "GET", "POST", "HEAD", "HEAD", "GET"}});
   }
   {
     const std::string r304 = "HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\nETag: \"x\"\r\n\r\n";

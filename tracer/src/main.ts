@@ -66,6 +66,7 @@ async function run(config: TracerConfig): Promise<number> {
       writeStderr(`rbinder: cannot execute ${command}: ${exit.spawnError.message}`);
       status = exit.spawnError.errno === os.constants.errno.ENOENT ? 127 : 126;
     }
+    log.debug({ stats: native.engineStats() }, 'engine counters at exit');
     if (exit.engineError) writeStderr(`rbinder: tracer failed, program stopped: ${exit.engineError}`);
     void telemetry.shutdown(config.flushTimeoutMillis).then(() => finish(status));
   };

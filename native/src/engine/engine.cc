@@ -30,6 +30,7 @@ constexpr unsigned kPtraceOptions = PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACESECCOM
                                     PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC |
                                     PTRACE_O_EXITKILL;
 constexpr size_t kBatchSpans = 512;
+constexpr std::chrono::milliseconds kFlushInterval{20};
 // What the child reports when it cannot start the program.
 constexpr int kStepSeccomp = 1;
 constexpr int kStepExec = 2;
@@ -117,7 +118,17 @@ pid_t Engine::start(std::string& error) {
 
 void Engine::run() {
   spawn();
-  if (root_pid_ > 0) loop();
+  if (root_pid_ > 0) {
+    // Spans reach JS in batches: at most kBatchSpans, or whatever accumulated in kFlushInterval.
+    // A separate thread does the timed hand-off so the loop never waits for JS nor JS for it.
+    std::thread([this] {
+      for (;;) {
+        std::this_thread::sleep_for(kFlushInterval);
+        flush();
+      }
+    }).detach();
+    loop();
+  }
   flush();
 }
 
@@ -208,12 +219,7 @@ void Engine::spawn() {
 void Engine::loop() {
   for (;;) {
     int status = 0;
-    pid_t tid = waitpid(-1, &status, __WALL | WNOHANG);
-    if (tid == 0) {
-      // Nothing pending: hand what we have to JS before blocking.
-      flush();
-      tid = waitpid(-1, &status, __WALL);
-    }
+    pid_t tid = waitpid(-1, &status, __WALL);
     if (tid < 0) {
       if (errno == EINTR) continue;
       if (errno != ECHILD) fail(errno_text("waitpid", errno));
@@ -224,7 +230,7 @@ void Engine::loop() {
     } else if (WIFSTOPPED(status)) {
       handle_stop(tid, status);
     }
-    if (batch_->spans.size() >= kBatchSpans) flush();
+    if (batch_size_.load(std::memory_order_relaxed) >= kBatchSpans) flush();
   }
 }
 
@@ -311,8 +317,7 @@ void Engine::handle_exit(pid_t tid, int status) {
       close(exec_error_pipe_);
       exec_error_pipe_ = -1;
     }
-    batch_->exit = exit;
-    flush();
+    set_exit(exit);
   }
 }
 
@@ -566,7 +571,9 @@ void Engine::new_connection(Thread& t, int fd, Side side, const PendingSyscall* 
 void Engine::emit_span(SpanRecord&& span) {
   auto it = processes_.find(span.pid);
   if (it != processes_.end() && !it->second->announced) announce(*it->second);
+  std::lock_guard<std::mutex> lock(batch_mutex_);
   batch_->spans.push_back(std::move(span));
+  batch_size_.store(batch_->spans.size(), std::memory_order_relaxed);
 }
 
 void Engine::announce(Process& p) {
@@ -578,19 +585,34 @@ void Engine::announce(Process& p) {
   ssize_t n = readlink(exe_link.c_str(), buf, sizeof(buf) - 1);
   if (n > 0) info.executable_path.assign(buf, static_cast<size_t>(n));
   info.command_args = split_nul(read_file("/proc/" + std::to_string(p.tgid) + "/cmdline"));
+  std::lock_guard<std::mutex> lock(batch_mutex_);
   batch_->processes.push_back(std::move(info));
   p.announced = true;
 }
 
 void Engine::flush() {
-  if (batch_->spans.empty() && batch_->processes.empty() && !batch_->exit) return;
-  size_t n = batch_->spans.size();
-  if (sink_.deliver(std::move(batch_))) {
+  std::unique_ptr<Batch> ready;
+  {
+    std::lock_guard<std::mutex> lock(batch_mutex_);
+    if (batch_->spans.empty() && batch_->processes.empty() && !batch_->exit) return;
+    ready = std::move(batch_);
+    batch_ = std::make_unique<Batch>();
+    batch_size_.store(0, std::memory_order_relaxed);
+  }
+  size_t n = ready->spans.size();
+  if (sink_.deliver(std::move(ready))) {
     stats_.spans_emitted += n;
   } else {
     stats_.spans_dropped += n;
   }
-  batch_ = std::make_unique<Batch>();
+}
+
+void Engine::set_exit(const ExitInfo& exit) {
+  {
+    std::lock_guard<std::mutex> lock(batch_mutex_);
+    batch_->exit = exit;
+  }
+  flush();
 }
 
 void Engine::fail(const std::string& message) {
@@ -600,9 +622,8 @@ void Engine::fail(const std::string& message) {
   ExitInfo exit;
   exit.signal = SIGKILL;
   exit.engine_error = message;
-  batch_->exit = exit;
   root_exited_ = true;
-  flush();
+  set_exit(exit);
 }
 
 }  // namespace rbinder

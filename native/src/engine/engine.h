@@ -111,13 +111,16 @@ class Engine final : public SpanSink {
   void new_connection(Thread& t, int fd, Side side, const PendingSyscall* connect);
   void announce(Process& p);
   void flush();
+  void set_exit(const ExitInfo& exit);
   void fail(const std::string& message);
 
   EngineConfig config_;
   BatchSink& sink_;
   EngineStats stats_;
   Tracker tracker_;
+  std::mutex batch_mutex_;  // the loop fills batch_, the flusher thread may hand it over
   std::unique_ptr<Batch> batch_;
+  std::atomic<size_t> batch_size_{0};
   const bool debug_;  // RBINDER_ENGINE_DEBUG: one stderr line per stop
   pid_t root_pid_ = -1;
   bool root_exited_ = false;

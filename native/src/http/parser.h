@@ -59,7 +59,9 @@ struct MessageHead {
   size_t head_bytes = 0;   // bytes of the whole head including the blank line
 };
 
-// Callbacks; offsets are into the chunk passed to the current feed() call.
+// Callbacks; offsets are into the chunk passed to the current feed() call. A message begun when
+// feed() turns non-kOk (even kNotHttp: a request's first bytes may look like a method) is
+// abandoned: no on_message_complete follows.
 class Observer {
  public:
   virtual ~Observer() = default;
@@ -96,7 +98,8 @@ class Parser {
   void expect_response_to(std::string_view request_method);
 
   // Bytes that may be consumed without being looked at (the rest of a body of known length),
-  // so the engine can skip copying them out of the tracee. skip(n) with n <= skippable().
+  // so the engine can skip copying them out of the tracee. skip(n) with n <= skippable() (more
+  // means the engine lost the stream's framing: the parser turns kError).
   uint64_t skippable() const;
   void skip(uint64_t n, Observer& observer);
 

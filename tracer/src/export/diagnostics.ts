@@ -10,7 +10,8 @@ const DIAG_LEVELS: Record<string, DiagLogLevel> = {
   error: DiagLogLevel.ERROR,
   warn: DiagLogLevel.WARN,
   info: DiagLogLevel.INFO,
-  debug: DiagLogLevel.DEBUG,
+  // The SDK's own debug level dumps every exported batch; keep that for --log-level trace.
+  debug: DiagLogLevel.INFO,
   trace: DiagLogLevel.ALL,
   silent: DiagLogLevel.NONE,
 };

@@ -3,7 +3,7 @@
 // Nothing here throws into the caller, and shutdown is bounded: the traced program's exit must
 // never wait on an unreachable collector for longer than --flush-timeout.
 
-import { isValidSpanId, isValidTraceId, type Histogram, type Meter } from '@opentelemetry/api';
+import { SpanKind, isValidSpanId, isValidTraceId, type Histogram, type Meter } from '@opentelemetry/api';
 import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
 import { BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace';
 import { METRIC_HTTP_CLIENT_REQUEST_DURATION, METRIC_HTTP_SERVER_REQUEST_DURATION } from '@opentelemetry/semantic-conventions';
@@ -49,6 +49,7 @@ class TelemetryPipeline implements Telemetry {
   private badRecords = 0;
 
   constructor(config: TracerConfig, deps: TelemetryDeps) {
+    // The caller has applied config.logLevel and logged config.warnings (see main.ts).
     this.logger = deps.logger ?? defaultLogger;
     routeOpenTelemetryDiagnostics(this.logger);
     this.resources = new ProcessResources(config);
@@ -101,7 +102,7 @@ class TelemetryPipeline implements Telemetry {
     try {
       // Metrics count every exchange, sampled or not, as SDK instrumentations do.
       if (this.httpDurations !== undefined) {
-        const histogram = record.kind === 1 ? this.httpDurations.server : this.httpDurations.client;
+        const histogram = record.kind === SpanKind.SERVER ? this.httpDurations.server : this.httpDurations.client;
         histogram.record(durationSeconds(record), durationMetricAttributes(record));
       }
       if (this.spanProcessors.length === 0 || (record.traceFlags & SAMPLED) === 0) return;
