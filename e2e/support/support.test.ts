@@ -209,7 +209,7 @@ describe('fixture programs', () => {
     afterAll(() => server?.stop());
 
     // Concurrent: the clients overlap with each other's start-up (a JVM takes ~0.6 s per run).
-    it.concurrent.for(clients)('serves every route to the %s client', async (lang, { expect }) => {
+    it.concurrent.for(clients)('serves every route to the %s client', { timeout: 60_000 }, async (lang, { expect }) => {
       const expectations: [string[], ClientResponse[]][] = [
         [[`${server.url}/hello`, '--count', '3'], [response(200, 'hello\n'), response(200, 'hello\n'), response(200, 'hello\n')]],
         [[`${server.url}/status/404`], [response(404)]],
@@ -224,7 +224,7 @@ describe('fixture programs', () => {
         const run = await runClient(lang, args);
         expect({ args, code: run.code, responses: parseResponses(run.stdout) }, run.stderr).toEqual({ args, code: 0, responses: expected });
       }
-    }, 60_000);
+    });
 
     it('answers 3 pipelined requests in order', async () => {
       const run = await runFixture('python-pipeline-client', [`127.0.0.1:${server.port}`]);

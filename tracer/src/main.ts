@@ -13,12 +13,35 @@ const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIG
 /** Signals a terminal sends to its whole foreground process group, the program included. */
 const TERMINAL_SIGNALS = new Set<NodeJS.Signals>(['SIGINT', 'SIGQUIT', 'SIGWINCH']);
 
+/**
+ * console.* writes synchronously to the descriptors instead of through process.stdout/stderr:
+ * those libuv streams switch a pipe to non-blocking mode, and the pipe is shared with the program,
+ * which would then see EAGAIN on its own writes. (--exporter console prints through console.)
+ */
+function useSynchronousConsole(): void {
+  const fs = require('node:fs') as typeof import('node:fs');
+  const { Writable } = require('node:stream') as typeof import('node:stream');
+  const syncTo = (fd: number) =>
+    new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        try {
+          fs.writeSync(fd, chunk);
+          done();
+        } catch (err) {
+          done(err as Error);
+        }
+      },
+    });
+  globalThis.console = new (require('node:console').Console)({ stdout: syncTo(1), stderr: syncTo(2) });
+}
+
 function writeStderr(text: string): void {
   // Not process.stderr: a libuv stream would switch the shared descriptor to non-blocking mode.
   require('node:fs').writeSync(2, text.endsWith('\n') ? text : `${text}\n`);
 }
 
 export async function main(argv: string[]): Promise<number> {
+  useSynchronousConsole();
   let parsed: ReturnType<typeof parseCommandLine>;
   try {
     parsed = parseCommandLine(argv, process.env);

@@ -416,6 +416,20 @@ describe('createTelemetry', () => {
     expect(lines.filter((l) => l.level === 'warn')).toEqual([]);
   });
 
+  it('runs without an exporter that cannot be built (bad OTEL_EXPORTER_OTLP_ENDPOINT for gRPC)', async () => {
+    vi.stubEnv('OTEL_EXPORTER_OTLP_ENDPOINT', 'http://[bad');
+    const { logger, lines } = capturingLogger();
+    const parsed = parseCommandLine(['--protocol', 'grpc', 'app'], {});
+    if (!('command' in parsed)) throw new Error('expected a config');
+    const telemetry = createTelemetry(parsed, { engineStats: () => stats, logger });
+    expect(() => telemetry.onBatch({ processes: [python], spans: [record({})] })).not.toThrow();
+    await telemetry.shutdown(500);
+    expect(lines.filter((l) => l.level === 'error').map((l) => [l.signal, l.msg])).toEqual([
+      ['traces', 'cannot create exporter; this signal is not exported there'],
+      ['metrics', 'cannot create exporter; this signal is not exported there'],
+    ]);
+  });
+
   it('drops a malformed record with one warning and exports the rest', async () => {
     receiver = await startReceiver();
     const { logger, lines } = capturingLogger();
@@ -424,7 +438,12 @@ describe('createTelemetry', () => {
     const telemetry = createTelemetry(config, { engineStats: () => stats, logger });
     telemetry.onBatch({
       processes: [python],
-      spans: [record({ traceId: 'zz' }), record({ spanId: '0000000000000000' }), record({ spanId: 'cccccccccccccccc' })],
+      spans: [
+        record({ traceId: 'zz' }),
+        record({ spanId: '0000000000000000' }),
+        record({ spanId: 'dddddddddddddddd', parentSpanId: 'xyz' }),
+        record({ spanId: 'cccccccccccccccc' }),
+      ],
     });
     await telemetry.shutdown(5000);
     const [traces] = await receiver.waitFor('/v1/traces', 1);
@@ -432,6 +451,6 @@ describe('createTelemetry', () => {
     expect(ids).toEqual(['cccccccccccccccc']);
     const warnings = lines.filter((l) => l.level === 'warn');
     expect(warnings.map((l) => l.msg)).toEqual(['span record dropped; later ones are counted, not logged', 'span records dropped']);
-    expect(warnings[1]).toMatchObject({ count: 2 });
+    expect(warnings[1]).toMatchObject({ count: 3 });
   });
 });

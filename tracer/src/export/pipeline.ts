@@ -54,7 +54,7 @@ class TelemetryPipeline implements Telemetry {
     routeOpenTelemetryDiagnostics(this.logger);
     this.resources = new ProcessResources(config);
 
-    this.spanProcessors = config.traces.exporters.map((kind) => {
+    this.spanProcessors = this.buildEach('traces', config.traces.exporters, (kind) => {
       const { exporter, destination } = createSpanExporter(kind, config);
       return new BatchSpanProcessor({
         exporter: new FailureLoggingSpanExporter(
@@ -66,26 +66,37 @@ class TelemetryPipeline implements Telemetry {
       });
     });
 
-    if (config.metrics.exporters.length > 0) {
-      this.meterProvider = new MeterProvider({
-        resource: this.resources.base,
-        readers: config.metrics.exporters.map((kind) => {
-          const { exporter, destination } = createMetricExporter(kind, config);
-          return new PeriodicExportingMetricReader({
-            exporter: new FailureLoggingMetricExporter(
-              exporter,
-              new ExportFailureStreak(this.logger, 'metrics', destination),
-              this.logger,
-            ),
-            exportIntervalMillis: config.metrics.exportIntervalMillis,
-            exportTimeoutMillis: config.metrics.exportTimeoutMillis,
-          });
-        }),
+    const metricReaders = this.buildEach('metrics', config.metrics.exporters, (kind) => {
+      const { exporter, destination } = createMetricExporter(kind, config);
+      return new PeriodicExportingMetricReader({
+        exporter: new FailureLoggingMetricExporter(
+          exporter,
+          new ExportFailureStreak(this.logger, 'metrics', destination),
+          this.logger,
+        ),
+        exportIntervalMillis: config.metrics.exportIntervalMillis,
+        exportTimeoutMillis: config.metrics.exportTimeoutMillis,
       });
+    });
+    if (metricReaders.length > 0) {
+      this.meterProvider = new MeterProvider({ resource: this.resources.base, readers: metricReaders });
       const meter = this.meterProvider.getMeter('rbinder', rbinderVersion());
       this.httpDurations = createHttpDurationHistograms(meter);
       observeEngineStats(meter, deps.engineStats, this.logger);
     }
+  }
+
+  /** An exporter that cannot be built is skipped: the program runs untraced rather than not at all. */
+  private buildEach<K, T>(signal: string, kinds: K[], build: (kind: K) => T): T[] {
+    const built: T[] = [];
+    for (const kind of kinds) {
+      try {
+        built.push(build(kind));
+      } catch (err) {
+        this.logger.error({ signal, exporter: kind, error: describeError(err) }, 'cannot create exporter; this signal is not exported there');
+      }
+    }
+    return built;
   }
 
   onBatch(batch: Batch): void {
@@ -106,8 +117,12 @@ class TelemetryPipeline implements Telemetry {
         histogram.record(durationSeconds(record), durationMetricAttributes(record));
       }
       if (this.spanProcessors.length === 0 || (record.traceFlags & SAMPLED) === 0) return;
-      if (!isValidTraceId(record.traceId) || !isValidSpanId(record.spanId)) {
-        throw new Error(`invalid span context ${record.traceId}/${record.spanId}`);
+      if (
+        !isValidTraceId(record.traceId) ||
+        !isValidSpanId(record.spanId) ||
+        (record.parentSpanId !== '' && !isValidSpanId(record.parentSpanId))
+      ) {
+        throw new Error(`invalid span context ${record.traceId}/${record.spanId} (parent "${record.parentSpanId}")`);
       }
       const span = toReadableSpan(record, this.resources.resourceForPid(record.pid));
       for (const processor of this.spanProcessors) processor.onEnd(span);

@@ -1,0 +1,177 @@
+// Process semantics: under rbinder a program starts, runs and ends as it would without it.
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startOtlpReceiver, type OtlpReceiver } from '../../e2e/support/otlp-receiver';
+import { exitWithin, spawnTracked, waitForStdout } from '../../e2e/support/process';
+import { fixturesDir, startServer } from '../../e2e/support/programs';
+import { RBINDER, tracerEnv } from './helpers';
+
+const programs = join(__dirname, 'programs');
+const quiet = { OTEL_TRACES_EXPORTER: 'none', OTEL_METRICS_EXPORTER: 'none' };
+
+function run(argv: string[], opts: { input?: string; env?: Record<string, string> } = {}) {
+  const r = spawnSync(argv[0], argv.slice(1), {
+    input: opts.input ?? '',
+    env: { ...process.env, ...opts.env },
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  return { code: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+let receiver: OtlpReceiver;
+beforeAll(async () => {
+  receiver = await startOtlpReceiver();
+});
+afterAll(async () => {
+  await receiver?.stop();
+});
+
+describe('exit status', () => {
+  it("is the program's exit code", () => {
+    expect(run([RBINDER, '--', 'sh', '-c', 'exit 7'], { env: quiet }).code).toBe(7);
+    expect(run([RBINDER, 'sh', '-c', 'exit 0'], { env: quiet }).code).toBe(0);
+  });
+
+  it('is 128+N when the program is killed by signal N', () => {
+    expect(run([RBINDER, '--', 'sh', '-c', 'kill -KILL $$'], { env: quiet }).code).toBe(137);
+    expect(run([RBINDER, '--', 'sh', '-c', 'kill -SEGV $$'], { env: quiet }).code).toBe(139);
+  });
+
+  it('is 127 with a message naming a missing program, 126 for one that cannot be executed', () => {
+    const missing = run([RBINDER, '--', 'no-such-program-xyz', 'arg'], { env: quiet });
+    expect(missing.code).toBe(127);
+    expect(missing.stderr).toContain('no-such-program-xyz');
+    const dir = mkdtempSync(join(tmpdir(), 'rbinder-exec-'));
+    const file = join(dir, 'not-executable');
+    writeFileSync(file, '#!/bin/sh\necho hi\n');
+    chmodSync(file, 0o644);
+    const denied = run([RBINDER, '--', file], { env: quiet });
+    expect(denied.code).toBe(126);
+    expect(denied.stderr).toContain(file);
+    const garbage = join(dir, 'garbage');
+    writeFileSync(garbage, Buffer.from([0x7f, 0x45, 0x4c, 0x46, 0, 0, 0]));
+    chmodSync(garbage, 0o755);
+    const badFormat = run([RBINDER, '--', garbage], { env: quiet });
+    expect(badFormat.code).toBe(126);
+    expect(badFormat.stderr).toContain(garbage);
+  });
+
+  it('is 2 with a usage line for a bad command line', () => {
+    const r = run([RBINDER, '--exporter', 'bogus', '--', 'true'], { env: quiet });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/usage: rbinder/);
+    expect(run([RBINDER], { env: quiet }).code).toBe(2);
+  });
+});
+
+describe('what the program sees', () => {
+  it('the same argv, environment, stdin, descriptors and signal state as without rbinder', () => {
+    const argv = ['python3', join(programs, 'describe_self.py'), 'a b', '--flag', ''];
+    const env = { ...quiet, SOME_SETTING: 'x=y z', EXIT_WITH: '5' };
+    const plain = run(argv, { input: 'line one\nline two\n', env });
+    const traced = run([RBINDER, ...argv], { input: 'line one\nline two\n', env });
+    expect(plain.code).toBe(5);
+    expect(traced.code).toBe(5);
+    expect(traced.stdout).toBe(plain.stdout);
+    expect(traced.stdout).toContain('ENV SOME_SETTING x=y z');
+    expect(traced.stdout).toContain('STDIN line one\nline two\n');
+  });
+
+  it('options after the program name belong to the program', () => {
+    const r = run([RBINDER, 'python3', join(programs, 'describe_self.py'), '--service-name', 'x', '-v'], { env: quiet });
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("ARGV ['--service-name', 'x', '-v']");
+  });
+});
+
+describe('signals', () => {
+  it('forwards SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH and SIGTERM to the program', async () => {
+    const t = spawnTracked([RBINDER, '--', 'python3', join(programs, 'signals.py')], { env: { ...process.env, ...quiet } });
+    await waitForStdout(t, /READY/, 30_000, 'signals.py');
+    const pid = t.proc.pid!;
+    for (const sig of ['SIGHUP', 'SIGINT', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'] as const) {
+      process.kill(pid, sig);
+      await waitForStdout(t, new RegExp(`GOT ${sig}`), 10_000, sig);
+    }
+    process.kill(pid, 'SIGTERM');
+    const exit = await exitWithin(t, 20_000);
+    expect(t.stdout()).toContain('GOT SIGTERM');
+    expect(exit?.code).toBe(0);
+  });
+});
+
+describe('process trees', () => {
+  it('follows a pre-forking server whose workers serve on threads: spans from both workers', async () => {
+    const server = await startServer('python-forking', {
+      wrap: [RBINDER, '--'],
+      env: { ...tracerEnv(receiver), OTEL_SERVICE_NAME: 'forking' },
+    });
+    const workers = new Set<string>();
+    try {
+      for (let i = 0; i < 40 && workers.size < 2; i++) {
+        const res = await fetch(`${server.url}/hello`, { headers: { connection: 'close' } });
+        await res.text();
+        workers.add(res.headers.get('x-worker-pid') ?? '');
+      }
+      expect(workers.size).toBe(2);
+      const spans = await receiver.waitFor(
+        (all) => new Set(all.filter((s) => s.resource['service.name'] === 'forking').map((s) => s.resource['process.pid'])).size >= 2,
+        20_000,
+      );
+      const pids = new Set(spans.filter((s) => s.resource['service.name'] === 'forking').map((s) => String(s.resource['process.pid'])));
+      expect(pids).toEqual(workers);
+    } finally {
+      const exit = await server.stop();
+      expect(exit.code).toBe(0);
+    }
+  });
+
+  it('follows a shell that execs the server: the resource describes the new image', async () => {
+    const script = join(fixturesDir, 'python', 'server.py');
+    const t = spawnTracked([RBINDER, '--', 'sh', '-c', `exec python3 ${script} 0`], {
+      env: { ...process.env, ...tracerEnv(receiver) },
+    });
+    try {
+      const port = Number((await waitForStdout(t, /LISTENING (\d+)/, 30_000, 'sh -c exec python3'))[1]);
+      await (await fetch(`http://127.0.0.1:${port}/hello`)).text();
+      // The service name defaults to the program rbinder was given (sh); the process is python.
+      const spans = await receiver.waitFor((all) => all.some((s) => s.resource['service.name'] === 'sh'), 20_000);
+      const span = spans.find((s) => s.resource['service.name'] === 'sh')!;
+      expect(String(span.resource['process.executable.name'])).toMatch(/^python3/);
+      expect(span.resource['process.command_args']).toContain(script);
+    } finally {
+      t.proc.kill('SIGTERM');
+      await exitWithin(t, 10_000);
+    }
+  });
+});
+
+describe('exit with telemetry pending', () => {
+  it('flushes within the flush timeout even when the collector never answers', async () => {
+    // A collector that accepts connections and never replies.
+    const sockets: net.Socket[] = [];
+    const blackHole = net.createServer((s) => sockets.push(s));
+    await new Promise<void>((r) => blackHole.listen(0, '127.0.0.1', r));
+    const port = (blackHole.address() as net.AddressInfo).port;
+    const backend = await startServer('node');
+    try {
+      const started = Date.now();
+      const t = spawnTracked(
+        [RBINDER, '--flush-timeout', '1500', '--', 'curl', '-s', '-o', '/dev/null', `${backend.url}/hello`],
+        { env: { ...process.env, OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_METRICS_EXPORTER: 'none' } },
+      );
+      const exit = await exitWithin(t, 20_000);
+      expect(exit?.code).toBe(0);
+      expect(Date.now() - started).toBeLessThan(8_000);
+    } finally {
+      for (const s of sockets) s.destroy();
+      blackHole.close();
+      await backend.stop();
+    }
+  });
+});
