@@ -96,7 +96,7 @@ class StreamObserver final : public http::Observer {
       } else {
         tracker_.start_client_span(*ex, head);
       }
-      conn_.responses.parser.expect_response(head.method == "HEAD" || head.method == "CONNECT");
+      conn_.responses.parser.expect_response_to(head.method);
     } else {
       Exchange* ex = awaiting_response();
       if (!ex) return;
@@ -270,14 +270,19 @@ void Tracker::feed(Connection& conn, Direction dir, const Io& io, DataView& data
   switch (stream.parser.status()) {
     case http::Status::kOk:
       break;
-    case http::Status::kNotHttp:
-      if (conn.exchanges.empty()) {
+    case http::Status::kNotHttp: {
+      // Bytes that merely started like a method ("GET foo bar") may have opened an exchange.
+      bool had_head = false;
+      for (const Exchange& ex : conn.exchanges) had_head = had_head || ex.head_complete;
+      if (had_head) {
+        give_up(conn, true);
+      } else {
         stats_.connections_not_http++;
         conn.opaque = true;
-      } else {
-        give_up(conn, true);
+        conn.exchanges.clear();
       }
       break;
+    }
     case http::Status::kError:
       give_up(conn, true);
       break;
