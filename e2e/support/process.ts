@@ -2,10 +2,18 @@
 // killed if the test process exits, output capture, exit waiting.
 
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 
-/** The repository root (this file is e2e/support/process.ts). */
-export const repoRoot = resolve(__dirname, '..', '..');
+/** The repository root: the nearest folder above this file with a package.json (works from dist/ too). */
+export const repoRoot = findRepoRoot(resolve(__dirname));
+
+function findRepoRoot(start: string): string {
+  for (let dir = start; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    if (dirname(dir) === dir) return resolve(start, '..', '..');
+  }
+}
 
 export interface ExitResult {
   code: number | null;
