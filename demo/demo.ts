@@ -50,7 +50,7 @@ async function main(): Promise<void> {
       printTree(members);
     }
     console.log(
-      '\nThe backend does not forward trace headers: until context propagation lands (issue 3) its span\n' +
+XX
         'starts a trace of its own; within each service, client spans hang under the server span that made them.',
     );
   } finally {

@@ -7,6 +7,7 @@
         "src/engine/engine.cc",
         "src/engine/tracker.cc",
         "src/engine/ids.cc",
+        "src/engine/propagation.cc",
         "src/http/parser.cc",
         "src/syscall/seccomp.cc",
         "src/tracee/memory.cc",

@@ -140,6 +140,16 @@ Napi::Value StartEngine(const Napi::CallbackInfo& info) {
     Napi::Array fds = opts.Get("inheritFds").As<Napi::Array>();
     for (uint32_t i = 0; i < fds.Length(); i++) config.inherit_fds.push_back(fds.Get(i).ToNumber().Int32Value());
   }
+  if (opts.Has("propagators")) {
+    config.tracker.propagation.propagators = opts.Get("propagators").ToNumber().Uint32Value();
+  }
+  if (opts.Has("inject")) config.tracker.inject = opts.Get("inject").ToBoolean().Value();
+  if (opts.Has("injectTo")) {
+    for (const std::string& entry : string_array(opts.Get("injectTo"), "injectTo")) {
+      std::string error;
+      if (!config.tracker.inject_to.add(entry, error)) throw Napi::Error::New(env, "inject-to: " + error);
+    }
+  }
   if (opts.Has("sampler")) {
     Napi::Object s = opts.Get("sampler").As<Napi::Object>();
     config.tracker.sampler.type = static_cast<SamplerType>(s.Get("type").ToNumber().Int32Value());
@@ -173,6 +183,9 @@ Napi::Value EngineStatsJs(const Napi::CallbackInfo& info) {
   o.Set("connectionsNotHttp", static_cast<double>(s.tracker.connections_not_http.load()));
   o.Set("parseErrors", static_cast<double>(s.tracker.parse_errors.load()));
   o.Set("spansDropped", static_cast<double>(s.spans_dropped.load()));
+  o.Set("headersInjected", static_cast<double>(s.tracker.headers_injected.load()));
+  o.Set("injectionsSkipped", static_cast<double>(s.tracker.injections_skipped.load()));
+  o.Set("contextsPresent", static_cast<double>(s.tracker.contexts_present.load()));
   return o;
 }
 

@@ -5,6 +5,7 @@ import { parseCommandLine, TracerConfig, UsageError } from './config';
 import { createTelemetry, Telemetry } from './export/pipeline';
 import { log, setLogLevel } from './log';
 import { loadNative, SAMPLER_TYPES } from './native';
+import { injectionSettings, propagatorMask } from './propagation';
 import type { Batch } from './records';
 import { envArray, exitStatus, inheritedFds, programEnv, resolveExecutable } from './spawn';
 
@@ -103,6 +104,8 @@ async function run(config: TracerConfig): Promise<number> {
         argv: [command, ...args],
         env: envArray(programEnv(config.env)),
         sampler,
+        propagators: propagatorMask(config.propagators),
+        ...injectionSettings(config.injectTo, config.propagators),
         inheritFds: inheritedFds(config.env),
       },
       onBatch,

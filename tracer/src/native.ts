@@ -21,6 +21,12 @@ export interface EngineOptions {
   /** Its environment as "K=V" strings. */
   env: string[];
   sampler: { type: number; ratio: number };
+  /** Propagation formats as bits (tracecontext 1, baggage 2, b3 4, b3multi 8). */
+  propagators: number;
+  /** Inject trace context into outbound requests at all. */
+  inject: boolean;
+  /** Destinations injection is allowed to: CIDRs, host suffixes, "*". */
+  injectTo: string[];
   /** Descriptors rbinder inherited (Node marks them close-on-exec); the program inherits them too. */
   inheritFds: number[];
 }

@@ -87,4 +87,10 @@ export interface EngineStats {
   connectionsNotHttp: number;
   parseErrors: number;
   spansDropped: number;
+  /** Outbound requests that got trace context injected. */
+  headersInjected: number;
+  /** Outbound requests left alone: destination not allowed, or no room to rewrite. */
+  injectionsSkipped: number;
+  /** Outbound requests that already carried trace context (the program propagates itself). */
+  contextsPresent: number;
 }

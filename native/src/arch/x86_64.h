@@ -13,6 +13,9 @@ namespace rbinder::arch {
 constexpr uint32_t kAuditArch = AUDIT_ARCH_X86_64;
 // x32 syscalls share the arch value and set this bit; the filter lets them through untraced.
 constexpr uint32_t kX32SyscallBit = 0x40000000;
+// Length of the `syscall` instruction: rewinding the instruction pointer by it at a syscall stop
+// makes the tracee issue the syscall again.
+constexpr uint64_t kSyscallInsnLength = 2;
 
 class Registers {
  public:
@@ -52,6 +55,7 @@ class Registers {
   long result() const { return static_cast<long>(regs_.rax); }
   void set_result(long v) { regs_.rax = static_cast<uint64_t>(v); }
   uint64_t instruction_pointer() const { return regs_.rip; }
+  void set_instruction_pointer(uint64_t v) { regs_.rip = v; }
   uint64_t stack_pointer() const { return regs_.rsp; }
 
  private:

@@ -4,6 +4,7 @@
 #include <linux/close_range.h>
 #include <linux/sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -31,6 +32,14 @@ constexpr unsigned kPtraceOptions = PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACESECCOM
                                     PTRACE_O_EXITKILL;
 constexpr size_t kBatchSpans = 512;
 constexpr std::chrono::milliseconds kFlushInterval{20};
+// Scratch memory per traced address space: kScratchSlots slots, one per thread with a rewritten
+// syscall in flight. A slot holds the injected header, a msghdr and an iovec array.
+constexpr size_t kScratchSlots = 64;
+constexpr size_t kSlotSize = 32 * 1024;
+constexpr size_t kSlotHeaderMax = 4096;
+constexpr size_t kSlotMsghdrAt = kSlotHeaderMax;
+constexpr size_t kSlotIovecsAt = kSlotMsghdrAt + 64;
+constexpr size_t kSlotMaxIovecs = (kSlotSize - kSlotIovecsAt) / sizeof(iovec);
 // What the child reports when it cannot start the program.
 constexpr int kStepSeccomp = 1;
 constexpr int kStepExec = 2;
@@ -350,6 +359,7 @@ void Engine::on_new_tracee(Thread& parent, int event) {
       }
     }
   }
+  if (event == PTRACE_EVENT_VFORK) flags |= CLONE_VM;
   Thread t;
   t.tid = child;
   t.awaiting_first_stop = true;
@@ -360,6 +370,15 @@ void Engine::on_new_tracee(Thread& parent, int event) {
     process->tgid = child;
     process->ppid = parent.process->tgid;
     process->pidfd = open_pidfd(child);
+    const auto& parent_scratch = parent.process->scratch;
+    if (parent_scratch && (flags & CLONE_VM)) {
+      process->scratch = parent_scratch;  // same address space
+    } else if (parent_scratch && parent_scratch->base) {
+      // fork: the child has its own copy of the mapping at the same address.
+      process->scratch = std::make_shared<Scratch>();
+      process->scratch->base = parent_scratch->base;
+      process->scratch->slot_used.assign(kScratchSlots, false);
+    }
     processes_[child] = process;
     t.process = process;
   }
@@ -411,6 +430,7 @@ void Engine::on_exec(Thread& t) {
   });
   for (int fd : gone) tracker_.on_close(*thread->fds, fd, now_ns());
   thread->process->announced = false;
+  thread->process->scratch.reset();  // a new address space
   if (tid == root_pid_ && exec_error_pipe_ >= 0) {
     close(exec_error_pipe_);  // the program started: no spawn error can come any more
     exec_error_pipe_ = -1;
@@ -437,11 +457,43 @@ void Engine::on_syscall_entry(Thread& t) {
     case Kind::kRead:
     case Kind::kReadv:
     case Kind::kRecvmsg:
+    case Kind::kSendfile:
+      need_exit = tracker_.is_tracked(fds, fd);
+      break;
     case Kind::kWrite:
     case Kind::kWritev:
     case Kind::kSendmsg:
-    case Kind::kSendfile:
       need_exit = tracker_.is_tracked(fds, fd);
+      if (need_exit && tracker_.may_inject(fds, fd)) {
+        std::vector<TraceeIovec> segments = write_segments(t, sc.kind, sc.nr, regs);
+        TraceeBufferView view(t.tid, segments);
+        Tracker::Io io;
+        io.tid = t.tid;
+        io.pid = t.process->tgid;
+        io.fd = fd;
+        io.entry = now_ns();
+        Injection injection = tracker_.plan_injection(fds, io, view);
+        if (!injection.active) break;
+        p.index = index;
+        for (int i = 0; i < 6; i++) p.args[static_cast<size_t>(i)] = regs.arg(i + 1);
+        p.entry = io.entry;
+        if (!t.process->scratch) t.process->scratch = std::make_shared<Scratch>();
+        if (!t.process->scratch->base && !t.process->scratch->failed) {
+          // First injection in this address space: map the scratch memory, then the program's
+          // syscall is issued again and comes back here.
+          if (start_scratch_mapping(t, regs)) {
+            resume_to_exit(t.tid);
+            return;
+          }
+          break;
+        }
+        p.injection = std::move(injection);
+        p.app_segments = std::move(segments);
+        if (!rewrite_write(t, regs, sc.kind, sc.nr)) {
+          p.injection = Injection{};
+          p.app_segments.clear();
+        }
+      }
       break;
     case Kind::kConnect:
       need_exit = read_tracee_sockaddr(t.tid, TraceeAddr{regs.arg(2)}, regs.arg(3), p.connect_domain,
@@ -480,9 +532,11 @@ void Engine::on_syscall_entry(Thread& t) {
     resume(t.tid);
     return;
   }
-  p.index = index;
-  for (int i = 0; i < 6; i++) p.args[static_cast<size_t>(i)] = regs.arg(i + 1);
-  p.entry = now_ns();
+  if (p.index < 0) {
+    p.index = index;
+    for (int i = 0; i < 6; i++) p.args[static_cast<size_t>(i)] = regs.arg(i + 1);
+    p.entry = now_ns();
+  }
   resume_to_exit(t.tid);
 }
 
@@ -492,6 +546,10 @@ void Engine::on_syscall_exit(Thread& t) {
   const int index = p.index;
   p.index = -1;
   stats_.exit_stops[static_cast<size_t>(index)]++;
+  if (p.mapping_scratch) {
+    finish_scratch_mapping(t);
+    return;
+  }
   arch::Registers regs;
   if (regs.fetch(t.tid) != 0) return;
   const long result = regs.result();
@@ -516,6 +574,11 @@ void Engine::on_syscall_exit(Thread& t) {
       return std::vector<TraceeIovec>{};
     return segments_of(reinterpret_cast<uint64_t>(msg.msg_iov), msg.msg_iovlen);
   };
+  if (p.rewritten) {
+    io.direction = Direction::kWrite;
+    finish_rewritten_write(t, io);
+    return;
+  }
   switch (sc.kind) {
     case Kind::kRead:
     case Kind::kWrite: {
@@ -566,6 +629,181 @@ void Engine::new_connection(Thread& t, int fd, Side side, const PendingSyscall* 
   if (info.domain != AF_INET && info.domain != AF_INET6 && info.domain != AF_UNIX) return;
   if (connect && info.peer.address.empty()) info.peer = connect->connect_peer;  // still connecting
   tracker_.on_connection(*t.fds, fd, side, t.process->tgid, info, now_ns());
+}
+
+std::vector<TraceeIovec> Engine::write_segments(Thread& t, Kind kind, long nr, const arch::Registers& regs) {
+  std::vector<TraceeIovec> segs;
+  switch (kind) {
+    case Kind::kWrite:  // write(fd, buf, len), sendto(fd, buf, len, ...)
+      segs.push_back(TraceeIovec{TraceeAddr{regs.arg(2)}, regs.arg(3)});
+      break;
+    case Kind::kWritev:
+      if (regs.arg(3) <= kMaxIovecs) read_tracee_iovecs(t.tid, TraceeAddr{regs.arg(2)}, regs.arg(3), segs);
+      break;
+    case Kind::kSendmsg: {
+      msghdr msg{};
+      if (read_tracee(t.tid, TraceeAddr{regs.arg(2)}, &msg, sizeof(msg)) == static_cast<long>(sizeof(msg)) &&
+          msg.msg_iovlen <= kMaxIovecs)
+        read_tracee_iovecs(t.tid, TraceeAddr{reinterpret_cast<uint64_t>(msg.msg_iov)}, msg.msg_iovlen, segs);
+      break;
+    }
+    default:
+      break;
+  }
+  (void)nr;
+  return segs;
+}
+
+bool Engine::start_scratch_mapping(Thread& t, const arch::Registers& regs) {
+  PendingSyscall& p = t.pending;
+  p.original = regs;
+  arch::Registers mmap_call = regs;
+  mmap_call.set_syscall_nr(SYS_mmap);
+  mmap_call.set_arg(1, 0);
+  mmap_call.set_arg(2, kScratchSlots * kSlotSize);
+  mmap_call.set_arg(3, PROT_READ | PROT_WRITE);
+  mmap_call.set_arg(4, MAP_PRIVATE | MAP_ANONYMOUS);
+  mmap_call.set_arg(5, static_cast<uint64_t>(-1));
+  mmap_call.set_arg(6, 0);
+  if (mmap_call.store(t.tid) != 0) {
+    t.process->scratch->failed = true;
+    return false;
+  }
+  p.mapping_scratch = true;
+  return true;
+}
+
+void Engine::finish_scratch_mapping(Thread& t) {
+  PendingSyscall& p = t.pending;
+  p.mapping_scratch = false;
+  arch::Registers regs;
+  if (regs.fetch(t.tid) != 0) return;
+  Scratch& scratch = *t.process->scratch;
+  const long result = regs.result();
+  if (result < 0 && result > -4096) {
+    scratch.failed = true;  // the program goes on untouched, only without injection
+  } else {
+    scratch.base = TraceeAddr{static_cast<uint64_t>(result)};
+    scratch.slot_used.assign(kScratchSlots, false);
+  }
+  // Issue the program's own syscall again: back to the syscall instruction with its number.
+  arch::Registers again = p.original;
+  again.set_result(p.original.syscall_nr());
+  again.set_instruction_pointer(p.original.instruction_pointer() - arch::kSyscallInsnLength);
+  again.store(t.tid);
+  p = PendingSyscall{};
+}
+
+bool Engine::rewrite_write(Thread& t, arch::Registers& regs, Kind kind, long nr) {
+  PendingSyscall& p = t.pending;
+  Scratch& scratch = *t.process->scratch;
+  const Injection& inj = p.injection;
+  if (inj.header.size() > kSlotHeaderMax) return false;
+  int slot = -1;
+  for (size_t i = 0; i < scratch.slot_used.size(); i++) {
+    if (!scratch.slot_used[i]) {
+      slot = static_cast<int>(i);
+      break;
+    }
+  }
+  if (slot < 0) return false;
+  const TraceeAddr base = scratch.base + static_cast<uint64_t>(slot) * kSlotSize;
+  const TraceeAddr header_at = base;
+  const TraceeAddr msghdr_at = base + kSlotMsghdrAt;
+  const TraceeAddr iovecs_at = base + kSlotIovecsAt;
+
+  // [program bytes before the insertion point][header][program bytes after it]
+  std::vector<iovec> iov;
+  iovec header_iov{reinterpret_cast<void*>(header_at.value), inj.header.size()};
+  uint64_t pos = 0;
+  bool inserted = false;
+  for (const TraceeIovec& seg : p.app_segments) {
+    if (!inserted && inj.offset <= pos + seg.len) {
+      uint64_t before = inj.offset - pos;
+      if (before > 0) iov.push_back(iovec{reinterpret_cast<void*>(seg.base.value), before});
+      iov.push_back(header_iov);
+      inserted = true;
+      if (seg.len > before) iov.push_back(iovec{reinterpret_cast<void*>((seg.base + before).value), seg.len - before});
+    } else if (seg.len > 0) {
+      iov.push_back(iovec{reinterpret_cast<void*>(seg.base.value), seg.len});
+    }
+    pos += seg.len;
+  }
+  if (!inserted) iov.push_back(header_iov);
+  if (iov.size() > kMaxIovecs || iov.size() > kSlotMaxIovecs) return false;
+
+  arch::Registers rewritten = regs;
+  if (write_tracee(t.tid, header_at, inj.header.data(), inj.header.size()) !=
+          static_cast<long>(inj.header.size()) ||
+      write_tracee(t.tid, iovecs_at, iov.data(), iov.size() * sizeof(iovec)) !=
+          static_cast<long>(iov.size() * sizeof(iovec)))
+    return false;
+  if (kind == Kind::kWrite && nr == SYS_write) {
+    rewritten.set_syscall_nr(SYS_writev);
+    rewritten.set_arg(2, iovecs_at.value);
+    rewritten.set_arg(3, iov.size());
+  } else if (kind == Kind::kWritev) {
+    rewritten.set_arg(2, iovecs_at.value);
+    rewritten.set_arg(3, iov.size());
+  } else {
+    // sendto(fd, buf, len, flags, addr, addrlen) and sendmsg(fd, msg, flags) become sendmsg with
+    // a msghdr of ours; sendmsg keeps the program's name and control data.
+    msghdr msg{};
+    if (kind == Kind::kSendmsg) {
+      if (read_tracee(t.tid, TraceeAddr{regs.arg(2)}, &msg, sizeof(msg)) != static_cast<long>(sizeof(msg))) return false;
+    } else {
+      msg.msg_name = reinterpret_cast<void*>(regs.arg(5));
+      msg.msg_namelen = static_cast<socklen_t>(regs.arg(6));
+      rewritten.set_arg(3, regs.arg(4));  // flags
+    }
+    msg.msg_iov = reinterpret_cast<iovec*>(iovecs_at.value);
+    msg.msg_iovlen = iov.size();
+    if (write_tracee(t.tid, msghdr_at, &msg, sizeof(msg)) != static_cast<long>(sizeof(msg))) return false;
+    rewritten.set_syscall_nr(SYS_sendmsg);
+    rewritten.set_arg(2, msghdr_at.value);
+  }
+  if (rewritten.store(t.tid) != 0) return false;
+  p.original = regs;
+  p.rewritten = true;
+  p.slot = slot;
+  scratch.slot_used[static_cast<size_t>(slot)] = true;
+  return true;
+}
+
+void Engine::finish_rewritten_write(Thread& t, Tracker::Io& io) {
+  PendingSyscall& p = t.pending;
+  const long result = io.result;
+  const uint64_t header_len = p.injection.header.size();
+  const uint64_t at = p.injection.offset;
+  uint64_t app_sent = 0, header_sent = 0;
+  if (result >= 0) {
+    const uint64_t r = static_cast<uint64_t>(result);
+    if (r <= at) {
+      app_sent = r;
+    } else if (r <= at + header_len) {
+      app_sent = at;
+      header_sent = r - at;
+    } else {
+      app_sent = r - header_len;
+      header_sent = header_len;
+    }
+    io.result = static_cast<long>(app_sent);
+  }
+  // The program sees its own syscall, its own registers, and the count of its own bytes.
+  // An interrupted call (-ERESTART*) is restarted by the kernel as the program issued it.
+  arch::Registers restored = p.original;
+  restored.set_result(io.result);
+  restored.store(t.tid);
+  if (t.process->scratch && p.slot >= 0 && static_cast<size_t>(p.slot) < t.process->scratch->slot_used.size())
+    t.process->scratch->slot_used[static_cast<size_t>(p.slot)] = false;
+  FdTable& fds = *t.fds;
+  tracker_.injection_done(fds, io.fd, p.injection, header_sent);
+  TraceeBufferView view(t.tid, p.app_segments);
+  tracker_.on_io(fds, io, view);
+  p.rewritten = false;
+  p.injection = Injection{};
+  p.app_segments.clear();
+  p.slot = -1;
 }
 
 void Engine::emit_span(SpanRecord&& span) {

@@ -17,6 +17,7 @@
 #include "arch/registers.h"
 #include "engine/tracker.h"
 #include "syscall/table.h"
+#include "tracee/memory.h"
 
 namespace rbinder {
 
@@ -73,11 +74,20 @@ class Engine final : public SpanSink {
   void emit_span(SpanRecord&& span) override;
 
  private:
+  // Memory rbinder maps into a traced address space for injected header bytes and the iovec
+  // arrays and msghdrs of rewritten syscalls: one slot per thread with a rewritten syscall in
+  // flight, so the program's own memory is never written.
+  struct Scratch {
+    TraceeAddr base;
+    bool failed = false;           // mmap failed: no injection in this address space
+    std::vector<bool> slot_used;
+  };
   struct Process {
     pid_t tgid = 0;
     pid_t ppid = 0;
     OwnedFd pidfd;
     bool announced = false;
+    std::shared_ptr<Scratch> scratch;  // shared by the processes of one address space
   };
   // A syscall between its entry and exit stops.
   struct PendingSyscall {
@@ -86,6 +96,14 @@ class Engine final : public SpanSink {
     TimeNs entry = 0;
     int connect_domain = 0;
     Endpoint connect_peer;
+    // An injected mmap in place of the program's syscall, which is issued again afterwards.
+    bool mapping_scratch = false;
+    // The syscall was rewritten to carry injected header bytes.
+    bool rewritten = false;
+    arch::Registers original;  // registers at entry, restored at exit
+    Injection injection;
+    std::vector<TraceeIovec> app_segments;  // the program's own bytes
+    int slot = -1;
   };
   struct Thread {
     pid_t tid = 0;
@@ -109,6 +127,12 @@ class Engine final : public SpanSink {
   void resume(pid_t tid, int sig = 0);
   void resume_to_exit(pid_t tid);
   void new_connection(Thread& t, int fd, Side side, const PendingSyscall* connect);
+  // Injection (DESIGN section 4). Each returns false when it could not be done (no harm done).
+  bool start_scratch_mapping(Thread& t, const arch::Registers& regs);
+  void finish_scratch_mapping(Thread& t);
+  bool rewrite_write(Thread& t, arch::Registers& regs, syscall::Kind kind, long nr);
+  void finish_rewritten_write(Thread& t, Tracker::Io& io);
+  std::vector<TraceeIovec> write_segments(Thread& t, syscall::Kind kind, long nr, const arch::Registers& regs);
   void announce(Process& p);
   void flush();
   void set_exit(const ExitInfo& exit);

@@ -17,6 +17,7 @@ struct SpanContext {
   SpanId span_id{};
   uint8_t flags = 0;  // bit 0: sampled
   std::string trace_state;
+  std::string baggage;  // W3C baggage carried along with the context (propagated, never parsed)
   bool valid() const;
   bool sampled() const { return (flags & 1) != 0; }
 };

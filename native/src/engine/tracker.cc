@@ -94,7 +94,7 @@ class StreamObserver final : public http::Observer {
       if (conn_.side == Side::kServer) {
         tracker_.start_server_span(*ex, head);
       } else {
-        tracker_.start_client_span(*ex, head);
+        tracker_.start_client_span(conn_, *ex, head);
       }
       conn_.responses.parser.expect_response_to(head.method);
     } else {
@@ -311,39 +311,158 @@ void Tracker::fail_pending(Connection& conn, const std::string& error, TimeNs no
 
 void Tracker::start_server_span(Exchange& ex, const http::MessageHead& head) {
   SpanContext parent;
-  parent.trace_state = head.tracestate;
-  if (!head.traceparent.empty() && parse_traceparent(head.traceparent, parent)) {
+  if (extract_context(head, config_.propagation, parent)) {
     ex.context.trace_id = parent.trace_id;
     ex.parent_span_id = parent.span_id;
     ex.has_parent = true;
     ex.parent_remote = true;
     ex.context.trace_state = parent.trace_state;
+    ex.context.baggage = parent.baggage;
     ex.context.flags = config_.sampler.sample(&parent, parent.trace_id) ? 1 : 0;
   } else {
     ex.context.trace_id = ids_.trace_id();
     ex.context.flags = config_.sampler.sample(nullptr, ex.context.trace_id) ? 1 : 0;
+    if (config_.propagation.propagators & kBaggage) ex.context.baggage = head.baggage;
   }
   ex.context.span_id = ids_.span_id();
   // Context follows data: what this thread does next serves this request.
   thread_contexts_[ex.tid] = ex.context;
 }
 
-void Tracker::start_client_span(Exchange& ex, const http::MessageHead& head) {
-  auto it = thread_contexts_.find(ex.tid);
+ClientSpanPlan Tracker::plan_client_span(pid_t tid) {
+  ClientSpanPlan plan;
+  auto it = thread_contexts_.find(tid);
   if (it != thread_contexts_.end() && it->second.valid()) {
     const SpanContext& parent = it->second;
-    ex.caller = parent;
-    ex.context.trace_id = parent.trace_id;
-    ex.context.trace_state = parent.trace_state;
-    ex.parent_span_id = parent.span_id;
-    ex.has_parent = true;
-    ex.context.flags = config_.sampler.sample(&parent, parent.trace_id) ? 1 : 0;
+    plan.caller = parent;
+    plan.context.trace_id = parent.trace_id;
+    plan.context.trace_state = parent.trace_state;
+    plan.context.baggage = parent.baggage;
+    plan.parent_span_id = parent.span_id;
+    plan.has_parent = true;
+    plan.context.flags = config_.sampler.sample(&parent, parent.trace_id) ? 1 : 0;
   } else {
-    ex.context.trace_id = ids_.trace_id();
-    ex.context.flags = config_.sampler.sample(nullptr, ex.context.trace_id) ? 1 : 0;
+    plan.context.trace_id = ids_.trace_id();
+    plan.context.flags = config_.sampler.sample(nullptr, plan.context.trace_id) ? 1 : 0;
   }
-  ex.context.span_id = ids_.span_id();
-  (void)head;
+  plan.context.span_id = ids_.span_id();
+  return plan;
+}
+
+void Tracker::start_client_span(Connection& conn, Exchange& ex, const http::MessageHead& head) {
+  ClientSpanPlan plan = conn.planned ? std::move(*conn.planned) : plan_client_span(ex.tid);
+  conn.planned.reset();
+  conn.head_injected = false;
+  SpanContext own;
+  if (carries_context(head, config_.propagation) &&
+      extract_context(head, PropagationConfig{kTraceContext | kB3Single | kB3Multi}, own)) {
+    // The program propagates by itself: its context is this request's parent.
+    plan.context.trace_id = own.trace_id;
+    plan.context.trace_state = own.trace_state;
+    plan.context.flags = own.flags;
+    plan.parent_span_id = own.span_id;
+    plan.has_parent = true;
+  }
+  ex.context = std::move(plan.context);
+  ex.parent_span_id = plan.parent_span_id;
+  ex.has_parent = plan.has_parent;
+  ex.caller = std::move(plan.caller);
+}
+
+// Finds where the first request head in the bytes about to be written ends, on a copy of the
+// connection's request parser (the real one only sees what was actually sent, at exit).
+class LookaheadObserver final : public http::Observer {
+ public:
+  void on_message_begin(size_t) override {}
+  void on_head_complete(const http::MessageHead& h, size_t offset) override {
+    if (found) return;
+    found = true;
+    head = h;
+    end = base + offset;
+  }
+  void on_message_complete(size_t) override {}
+  uint64_t base = 0;
+  bool found = false;
+  http::MessageHead head;
+  uint64_t end = 0;  // just after the blank line
+};
+
+Injection Tracker::plan_injection(FdTable& table, const Io& io, DataView& data) {
+  Injection none;
+  const std::shared_ptr<Connection>& conn = table.get(io.fd);
+  if (!config_.inject || !conn || conn->opaque || conn->side != Side::kClient) return none;
+  if (!conn->pending_header.empty()) {
+    Injection rest;
+    rest.active = true;
+    rest.offset = 0;
+    rest.header = conn->pending_header;
+    rest.continuation = true;
+    return rest;
+  }
+  if (conn->head_injected) return none;
+
+  http::Parser parser = conn->requests.parser;
+  if (parser.status() != http::Status::kOk) return none;
+  LookaheadObserver observer;
+  static thread_local std::vector<uint8_t> buf(64 * 1024);
+  const uint64_t total = data.size();
+  uint64_t off = 0;
+  while (off < total && !observer.found && parser.status() == http::Status::kOk) {
+    uint64_t skippable = parser.skippable();
+    if (skippable > 0) {
+      uint64_t n = std::min(skippable, total - off);
+      parser.skip(n, observer);
+      off += n;
+      continue;
+    }
+    long got = data.copy(off, buf.data(), static_cast<size_t>(std::min<uint64_t>(total - off, buf.size())));
+    if (got <= 0) return none;
+    observer.base = off;
+    parser.feed(buf.data(), static_cast<size_t>(got), observer);
+    off += static_cast<uint64_t>(got);
+  }
+  if (!observer.found) return none;
+  if (carries_context(observer.head, config_.propagation)) {
+    stats_.contexts_present++;
+    return none;
+  }
+  if (!config_.inject_to.allows(conn->socket.peer.address, observer.head.host)) {
+    stats_.injections_skipped++;
+    return none;
+  }
+  // Insert just before the blank line that ends the head: every header the program wrote is
+  // known by then, and its request line and headers stay byte for byte as they were.
+  uint8_t tail[2] = {0, 0};
+  uint64_t blank_len = 0;
+  if (observer.end >= 2 && data.copy(observer.end - 2, tail, 2) == 2 && tail[0] == '\r' && tail[1] == '\n') {
+    blank_len = 2;
+  } else if (observer.end >= 1 && data.copy(observer.end - 1, tail + 1, 1) == 1 && tail[1] == '\n') {
+    blank_len = 1;
+  }
+  if (blank_len == 0) {
+    stats_.injections_skipped++;  // the blank line's CR and LF went in two writes: leave it
+    return none;
+  }
+  if (!conn->planned) conn->planned = plan_client_span(io.tid);
+  Injection inj;
+  inj.active = true;
+  inj.offset = observer.end - blank_len;
+  inj.header = context_headers(conn->planned->context, config_.propagation);
+  if (inj.header.empty()) return none;
+  return inj;
+}
+
+void Tracker::injection_done(FdTable& table, int fd, const Injection& injection, uint64_t sent) {
+  const std::shared_ptr<Connection>& conn = table.get(fd);
+  if (!conn || !injection.active) return;
+  if (injection.continuation) {
+    conn->pending_header.erase(0, std::min<uint64_t>(sent, conn->pending_header.size()));
+    return;
+  }
+  if (sent == 0) return;  // nothing of it went out: planned again at the next write
+  stats_.headers_injected++;
+  conn->head_injected = true;
+  if (sent < injection.header.size()) conn->pending_header = injection.header.substr(sent);
 }
 
 void Tracker::finish(Connection& conn, Exchange& ex, TimeNs end, const std::string& error) {

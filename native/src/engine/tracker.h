@@ -9,11 +9,13 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "engine/ids.h"
+#include "engine/propagation.h"
 #include "http/parser.h"
 #include "tracee/sockets.h"
 
@@ -55,6 +57,9 @@ struct TrackerStats {
   std::atomic<uint64_t> connections_abandoned{0};
   std::atomic<uint64_t> connections_not_http{0};
   std::atomic<uint64_t> parse_errors{0};
+  std::atomic<uint64_t> headers_injected{0};
+  std::atomic<uint64_t> injections_skipped{0};  // destination not allowed, or no room
+  std::atomic<uint64_t> contexts_present{0};    // the program sent trace context itself
 };
 
 // The bytes one syscall moved, wherever they live (tracee memory, a shared ring).
@@ -102,6 +107,14 @@ struct Stream {
   uint64_t body_bytes = 0;
 };
 
+// The context a client span gets, chosen when its request head is written (or injected).
+struct ClientSpanPlan {
+  SpanContext context;
+  SpanId parent_span_id{};
+  bool has_parent = false;
+  SpanContext caller;  // the writing thread's context, restored when the response is read
+};
+
 struct Connection {
   Connection(uint64_t id, Side side, pid_t tgid, const SocketInfo& info);
   const uint64_t id;
@@ -114,6 +127,10 @@ struct Connection {
   bool opaque = false;             // not HTTP, upgraded or abandoned: never looked at again
   bool seen_bytes = false;
   int fd_refs = 0;                 // descriptors (in any fd table) naming it
+  // Client side: injection into the request head being written.
+  std::optional<ClientSpanPlan> planned;  // chosen for the head being written
+  bool head_injected = false;             // that head got its header lines (maybe partly sent)
+  std::string pending_header;             // header bytes a partial write left unsent
   Stream& stream_for(Direction d) {
     bool reads_requests = side == Side::kServer;
     return (d == Direction::kRead) == reads_requests ? requests : responses;
@@ -139,6 +156,17 @@ class FdTable {
 
 struct TrackerConfig {
   Sampler sampler;
+  PropagationConfig propagation;
+  bool inject = true;                 // inject trace context into outbound requests
+  DestinationAllowList inject_to;     // where to
+};
+
+// Header bytes to insert into the bytes a write-family syscall is about to send.
+struct Injection {
+  bool active = false;
+  uint64_t offset = 0;        // position in the syscall's bytes
+  std::string header;         // complete "Name: value\r\n" lines (or the unsent rest of them)
+  bool continuation = false;  // the rest of a header an earlier partial write left unsent
 };
 
 class Tracker {
@@ -154,6 +182,11 @@ class Tracker {
   // True when syscalls on fd need their exit stop (a connection being parsed).
   bool is_tracked(const FdTable& table, int fd) const;
   bool is_known(const FdTable& table, int fd) const { return table.get(fd) != nullptr; }
+  // True when writes on fd may need header injection (a tracked outbound connection).
+  bool may_inject(const FdTable& table, int fd) const {
+    const auto& conn = table.get(fd);
+    return config_.inject && conn && !conn->opaque && conn->side == Side::kClient;
+  }
 
   void on_connection(FdTable& table, int fd, Side side, pid_t tgid, const SocketInfo& info, TimeNs now);
 
@@ -168,6 +201,11 @@ class Tracker {
   };
   // A read- or write-family syscall finished on fd. `data` covers the bytes moved (result > 0).
   void on_io(FdTable& table, const Io& io, DataView& data);
+  // At the entry of a write-family syscall: what to insert into the bytes it is about to send.
+  Injection plan_injection(FdTable& table, const Io& io, DataView& data);
+  // At its exit, before on_io: how many of the injection's header bytes went out.
+  void injection_done(FdTable& table, int fd, const Injection& injection, uint64_t header_bytes_sent);
+
   // sendfile: `count` body bytes went out on fd without passing through a user buffer.
   void on_sendfile(FdTable& table, const Io& io);
 
@@ -184,7 +222,8 @@ class Tracker {
   void fail_pending(Connection& conn, const std::string& error, TimeNs now);
   void finish(Connection& conn, Exchange& ex, TimeNs end, const std::string& error);
   void start_server_span(Exchange& ex, const http::MessageHead& head);
-  void start_client_span(Exchange& ex, const http::MessageHead& head);
+  void start_client_span(Connection& conn, Exchange& ex, const http::MessageHead& head);
+  ClientSpanPlan plan_client_span(pid_t tid);
 
   SpanSink& sink_;
   TrackerStats& stats_;

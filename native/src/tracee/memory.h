@@ -16,6 +16,10 @@ namespace rbinder {
 // number of bytes copied (short when part of the range is unmapped) or -errno.
 long read_tracee(pid_t pid, TraceeAddr tracee_buf, void* local_buf, size_t len);
 
+// Copies `len` bytes from `local_buf` to `tracee_buf` (memory rbinder mapped in the tracee: never
+// the program's own). Returns bytes copied or -errno.
+long write_tracee(pid_t pid, TraceeAddr tracee_buf, const void* local_buf, size_t len);
+
 // One segment of a tracee's scatter/gather list.
 struct TraceeIovec {
   TraceeAddr base;
