@@ -50,8 +50,8 @@ async function main(): Promise<void> {
       printTree(members);
     }
     console.log(
-XX
-        'starts a trace of its own; within each service, client spans hang under the server span that made them.',
+      "\nNeither service forwards trace headers: rbinder injected traceparent into the frontend's\n" +
+        "outbound request, so the backend's span joined the trace of the request that caused it.",
     );
   } finally {
     await frontend.stop();

@@ -49,5 +49,5 @@ mkdir -p "$(dirname "$kubeconfig")"
 "$kind" get kubeconfig --name "$name" >"$kubeconfig"
 # The `restarts the API server` test: kubelet restarts the static pod once its container is stopped.
 restart="docker exec $name-control-plane sh -c 'crictl stop \$(crictl ps -q --name kube-apiserver)'"
-echo "export RBINDER_E2E_KUBECONFIG=$kubeconfig"
-echo "export RBINDER_E2E_RESTART_APISERVER=\"$restart\""
+printf 'export RBINDER_E2E_KUBECONFIG=%q\n' "$kubeconfig"
+printf 'export RBINDER_E2E_RESTART_APISERVER=%q\n' "$restart"
