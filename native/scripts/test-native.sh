@@ -44,8 +44,16 @@ build_and_run_unit_tests() {
     "$native_dir/src/http/parser.cc" "$native_dir/test/http_parser_test.cc" \
     -o "$build_dir/test/http_parser_test" -lgtest_main -lgtest -pthread ||
     fail "unit test build"
+  g++ -std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+    -Wall -Wextra -Werror -I"$native_dir/src" \
+    "$native_dir/src/http/parser.cc" "$native_dir/src/engine/tracker.cc" "$native_dir/src/engine/ids.cc" \
+    "$native_dir/src/engine/propagation.cc" "$native_dir/src/tracee/sockets.cc" "$native_dir/src/tracee/memory.cc" \
+    "$native_dir/test/tracker_test.cc" \
+    -o "$build_dir/test/tracker_test" -lgtest_main -lgtest -pthread ||
+    fail "unit test build (tracker)"
   step "running unit tests"
   "$build_dir/test/http_parser_test" --gtest_brief=1 || fail "unit tests"
+  "$build_dir/test/tracker_test" --gtest_brief=1 || fail "unit tests (tracker)"
   echo "unit tests: passed"
 }
 

@@ -186,6 +186,7 @@ Napi::Value EngineStatsJs(const Napi::CallbackInfo& info) {
   o.Set("headersInjected", static_cast<double>(s.tracker.headers_injected.load()));
   o.Set("injectionsSkipped", static_cast<double>(s.tracker.injections_skipped.load()));
   o.Set("contextsPresent", static_cast<double>(s.tracker.contexts_present.load()));
+  o.Set("injectionsSplit", static_cast<double>(s.tracker.injections_split.load()));
   return o;
 }
 

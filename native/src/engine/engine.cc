@@ -775,19 +775,11 @@ void Engine::finish_rewritten_write(Thread& t, Tracker::Io& io) {
   const long result = io.result;
   const uint64_t header_len = p.injection.header.size();
   const uint64_t at = p.injection.offset;
-  uint64_t app_sent = 0, header_sent = 0;
+  uint64_t header_sent = 0;
   if (result >= 0) {
-    const uint64_t r = static_cast<uint64_t>(result);
-    if (r <= at) {
-      app_sent = r;
-    } else if (r <= at + header_len) {
-      app_sent = at;
-      header_sent = r - at;
-    } else {
-      app_sent = r - header_len;
-      header_sent = header_len;
-    }
-    io.result = static_cast<long>(app_sent);
+    const SentSplit split = split_sent(static_cast<uint64_t>(result), at, header_len);
+    header_sent = split.header;
+    io.result = static_cast<long>(split.app);
   }
   // The program sees its own syscall, its own registers, and the count of its own bytes.
   // An interrupted call (-ERESTART*) is restarted by the kernel as the program issued it.

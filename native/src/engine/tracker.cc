@@ -20,6 +20,12 @@ Connection::Connection(uint64_t id_, Side side_, pid_t tgid_, const SocketInfo& 
       requests(http::Role::kRequests),
       responses(http::Role::kResponses) {}
 
+SentSplit split_sent(uint64_t r, uint64_t offset, uint64_t header_len) {
+  if (r <= offset) return {r, 0};
+  if (r <= offset + header_len) return {offset, r - offset};
+  return {r - header_len, header_len};
+}
+
 // ---- FdTable ----
 
 const std::shared_ptr<Connection>& FdTable::get(int fd) const {
@@ -195,6 +201,7 @@ void Tracker::on_io(FdTable& table, const Io& io, DataView& data) {
   if (io.result > 0) {
     (io.direction == Direction::kRead ? stats_.bytes_read : stats_.bytes_written) +=
         static_cast<uint64_t>(io.result);
+    if (io.direction == Direction::kWrite) conn->written += static_cast<uint64_t>(io.result);
     feed(*conn, io.direction, io, data);
     return;
   }
@@ -353,6 +360,7 @@ void Tracker::start_client_span(Connection& conn, Exchange& ex, const http::Mess
   ClientSpanPlan plan = conn.planned ? std::move(*conn.planned) : plan_client_span(ex.tid);
   conn.planned.reset();
   conn.head_injected = false;
+  conn.inject_at.reset();
   SpanContext own;
   if (carries_context(head, config_.propagation) &&
       extract_context(head, PropagationConfig{kTraceContext | kB3Single | kB3Multi}, own)) {
@@ -400,6 +408,15 @@ Injection Tracker::plan_injection(FdTable& table, const Io& io, DataView& data) 
     return rest;
   }
   if (conn->head_injected) return none;
+  if (conn->inject_at && conn->planned) {
+    // Decided by an earlier write that the kernel took only part of.
+    if (*conn->inject_at < conn->written || *conn->inject_at > conn->written + data.size()) return none;
+    Injection inj;
+    inj.active = true;
+    inj.offset = *conn->inject_at - conn->written;
+    inj.header = context_headers(conn->planned->context, config_.propagation);
+    return inj;
+  }
 
   http::Parser parser = conn->requests.parser;
   if (parser.status() != http::Status::kOk) return none;
@@ -439,8 +456,10 @@ Injection Tracker::plan_injection(FdTable& table, const Io& io, DataView& data) 
   } else if (observer.end >= 1 && data.copy(observer.end - 1, tail + 1, 1) == 1 && tail[1] == '\n') {
     blank_len = 1;
   }
-  if (blank_len == 0) {
-    stats_.injections_skipped++;  // the blank line's CR and LF went in two writes: leave it
+  // A lone LF at the start of this write may end a CR the previous write sent: inserting there
+  // would split the CRLF, so that (rare) case goes without injection.
+  if (blank_len == 0 || (blank_len == 1 && observer.end == 1)) {
+    stats_.injections_skipped++;  // the program wrote the blank line's CR and LF separately
     return none;
   }
   if (!conn->planned) conn->planned = plan_client_span(io.tid);
@@ -449,6 +468,7 @@ Injection Tracker::plan_injection(FdTable& table, const Io& io, DataView& data) 
   inj.offset = observer.end - blank_len;
   inj.header = context_headers(conn->planned->context, config_.propagation);
   if (inj.header.empty()) return none;
+  conn->inject_at = conn->written + inj.offset;
   return inj;
 }
 
@@ -461,6 +481,7 @@ void Tracker::injection_done(FdTable& table, int fd, const Injection& injection,
   }
   if (sent == 0) return;  // nothing of it went out: planned again at the next write
   stats_.headers_injected++;
+  if (sent < injection.header.size()) stats_.injections_split++;
   conn->head_injected = true;
   if (sent < injection.header.size()) conn->pending_header = injection.header.substr(sent);
 }

@@ -60,6 +60,7 @@ struct TrackerStats {
   std::atomic<uint64_t> headers_injected{0};
   std::atomic<uint64_t> injections_skipped{0};  // destination not allowed, or no room
   std::atomic<uint64_t> contexts_present{0};    // the program sent trace context itself
+  std::atomic<uint64_t> injections_split{0};    // a partial write cut through the injected header
 };
 
 // The bytes one syscall moved, wherever they live (tracee memory, a shared ring).
@@ -131,6 +132,8 @@ struct Connection {
   std::optional<ClientSpanPlan> planned;  // chosen for the head being written
   bool head_injected = false;             // that head got its header lines (maybe partly sent)
   std::string pending_header;             // header bytes a partial write left unsent
+  std::optional<uint64_t> inject_at;      // where in the written stream the header goes
+  uint64_t written = 0;                   // bytes of the program written on it so far
   Stream& stream_for(Direction d) {
     bool reads_requests = side == Side::kServer;
     return (d == Direction::kRead) == reads_requests ? requests : responses;
@@ -160,6 +163,14 @@ struct TrackerConfig {
   bool inject = true;                 // inject trace context into outbound requests
   DestinationAllowList inject_to;     // where to
 };
+
+// How a rewritten write's result splits into the program's bytes and injected header bytes, for
+// a header inserted at `offset` of the program's bytes.
+struct SentSplit {
+  uint64_t app = 0;
+  uint64_t header = 0;
+};
+SentSplit split_sent(uint64_t result, uint64_t offset, uint64_t header_len);
 
 // Header bytes to insert into the bytes a write-family syscall is about to send.
 struct Injection {

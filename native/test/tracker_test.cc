@@ -1,0 +1,300 @@
+// The per-syscall logic without a kernel: connections, spans, correlation and header injection,
+// driven the way an event source drives it. The injection tests simulate the kernel accepting
+// only part of each write, at every possible split point, and check the bytes that reach the wire.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "engine/propagation.h"
+#include "engine/tracker.h"
+
+namespace rbinder {
+namespace {
+
+class Collect final : public SpanSink {
+ public:
+  void emit_span(SpanRecord&& span) override { spans.push_back(std::move(span)); }
+  std::vector<SpanRecord> spans;
+};
+
+class Bytes final : public DataView {
+ public:
+  explicit Bytes(std::string b) : bytes(std::move(b)) {}
+  uint64_t size() const override { return bytes.size(); }
+  long copy(uint64_t offset, void* local_buf, size_t len) override {
+    if (offset >= bytes.size()) return 0;
+    size_t n = std::min(len, bytes.size() - static_cast<size_t>(offset));
+    std::memcpy(local_buf, bytes.data() + offset, n);
+    return static_cast<long>(n);
+  }
+  std::string bytes;
+};
+
+constexpr int kClientFd = 5;
+constexpr int kServerFd = 6;
+constexpr pid_t kTid = 100;
+
+SocketInfo socket_to(const std::string& peer, uint16_t port) {
+  SocketInfo info;
+  info.domain = 2;
+  info.type = 1;
+  info.peer = {peer, port};
+  info.local = {"10.0.0.1", 40000};
+  return info;
+}
+
+struct Fixture {
+  explicit Fixture(TrackerConfig config = default_config()) : tracker(sink, stats, std::move(config)) {
+    fds = tracker.new_fd_table();
+  }
+  static TrackerConfig default_config() {
+    TrackerConfig c;
+    std::string error;
+    c.inject_to.add("10.0.0.0/8", error);
+    c.inject_to.add(".svc", error);
+    return c;
+  }
+  Tracker::Io io(int fd, Direction d, long result) {
+    Tracker::Io io;
+    io.tid = kTid;
+    io.pid = 1;
+    io.fd = fd;
+    io.direction = d;
+    io.result = result;
+    io.entry = ++clock;
+    io.exit = ++clock;
+    return io;
+  }
+  void read(int fd, const std::string& bytes) {
+    Bytes view(bytes);
+    tracker.on_io(*fds, io(fd, Direction::kRead, static_cast<long>(bytes.size())), view);
+  }
+  void write_plain(int fd, const std::string& bytes) {
+    Bytes view(bytes);
+    tracker.on_io(*fds, io(fd, Direction::kWrite, static_cast<long>(bytes.size())), view);
+  }
+  // The program writes `request` on the client fd; the kernel takes at most budgets[i] bytes of
+  // the i-th write (the last budget repeats). Returns the bytes that reached the wire.
+  std::string write_request(const std::string& request, const std::vector<size_t>& budgets) {
+    std::string wire;
+    size_t sent = 0;
+    for (size_t i = 0; sent < request.size(); i++) {
+      Bytes view(request.substr(sent));
+      Tracker::Io w = io(kClientFd, Direction::kWrite, 0);
+      Injection inj = tracker.plan_injection(*fds, w, view);
+      std::string bytes = view.bytes;
+      if (inj.active) bytes.insert(static_cast<size_t>(inj.offset), inj.header);
+      size_t budget = budgets[std::min(i, budgets.size() - 1)];
+      size_t r = std::min(budget, bytes.size());
+      wire += bytes.substr(0, r);
+      SentSplit split = inj.active ? split_sent(r, inj.offset, inj.header.size()) : SentSplit{r, 0};
+      if (inj.active) tracker.injection_done(*fds, kClientFd, inj, split.header);
+      w.result = static_cast<long>(split.app);
+      tracker.on_io(*fds, w, view);
+      sent += split.app;
+      if (i > 100000) ADD_FAILURE() << "no progress";
+    }
+    return wire;
+  }
+
+  Collect sink;
+  TrackerStats stats;
+  Tracker tracker;
+  std::shared_ptr<FdTable> fds;
+  TimeNs clock = 1000;
+};
+
+const std::string kRequest =
+    "POST /orders?id=7 HTTP/1.1\r\nHost: orders.default.svc\r\nUser-Agent: t/1\r\nContent-Length: 5\r\n\r\nhello";
+const std::string kResponse = "HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
+
+std::string inserted(const std::string& request, const std::string& header) {
+  std::string out = request;
+  out.insert(out.find("\r\n\r\n") + 2, header);
+  return out;
+}
+
+std::string traceparent_of(const SpanRecord& s) {
+  return "traceparent: 00-" + to_hex(s.context.trace_id) + "-" + to_hex(s.context.span_id) + "-01\r\n";
+}
+
+TEST(SplitSent, AccountsProgramAndHeaderBytes) {
+  EXPECT_EQ(split_sent(3, 10, 5).app, 3u);
+  EXPECT_EQ(split_sent(3, 10, 5).header, 0u);
+  EXPECT_EQ(split_sent(10, 10, 5).app, 10u);
+  EXPECT_EQ(split_sent(12, 10, 5).app, 10u);
+  EXPECT_EQ(split_sent(12, 10, 5).header, 2u);
+  EXPECT_EQ(split_sent(15, 10, 5).header, 5u);
+  EXPECT_EQ(split_sent(20, 10, 5).app, 15u);
+}
+
+TEST(Injection, WholeWriteGetsTraceparentBeforeTheBlankLine) {
+  Fixture f;
+  f.tracker.on_connection(*f.fds, kClientFd, Side::kClient, 1, socket_to("10.1.2.3", 8080), 0);
+  std::string wire = f.write_request(kRequest, {1 << 20});
+  f.read(kClientFd, kResponse);
+  ASSERT_EQ(f.sink.spans.size(), 1u);
+  const SpanRecord& span = f.sink.spans[0];
+  EXPECT_EQ(span.kind, 2);
+  EXPECT_EQ(span.status_code, 201);
+  EXPECT_EQ(wire, inserted(kRequest, traceparent_of(span)));
+  EXPECT_EQ(span.request_body_size, 5u);
+  EXPECT_EQ(f.stats.headers_injected.load(), 1u);
+}
+
+TEST(Injection, EveryPartialWriteSplitGivesTheSameWireBytes) {
+  // Work out the header once, then cut the first write at every position, header included.
+  Fixture probe;
+  probe.tracker.on_connection(*probe.fds, kClientFd, Side::kClient, 1, socket_to("10.1.2.3", 8080), 0);
+  const size_t total = probe.write_request(kRequest, {1 << 20}).size();
+  uint64_t split_through_header = 0;
+  for (size_t cut = 1; cut < total; cut++) {
+    for (size_t second : {size_t{1}, size_t{7}, size_t{1} << 20}) {
+      Fixture f;
+      f.tracker.on_connection(*f.fds, kClientFd, Side::kClient, 1, socket_to("10.1.2.3", 8080), 0);
+      std::string wire = f.write_request(kRequest, {cut, second});
+      f.read(kClientFd, kResponse);
+      ASSERT_EQ(f.sink.spans.size(), 1u) << "cut " << cut;
+      EXPECT_EQ(wire, inserted(kRequest, traceparent_of(f.sink.spans[0]))) << "cut " << cut << " then " << second;
+      split_through_header += f.stats.injections_split.load();
+    }
+  }
+  EXPECT_GT(split_through_header, 0u);
+}
+
+TEST(Injection, HeadWrittenInPiecesIsInjectedOnce) {
+  Fixture f;
+  f.tracker.on_connection(*f.fds, kClientFd, Side::kClient, 1, socket_to("10.1.2.3", 80), 0);
+  std::string wire;
+  // The program itself writes the request in 4-byte pieces, each accepted whole.
+  for (size_t i = 0; i < kRequest.size(); i += 4) wire += f.write_request(kRequest.substr(i, 4), {1 << 20});
+  f.read(kClientFd, kResponse);
+  ASSERT_EQ(f.sink.spans.size(), 1u);
+  EXPECT_EQ(wire, inserted(kRequest, traceparent_of(f.sink.spans[0])));
+}
+
+TEST(Injection, ByteByByteWritesAreNeverCorrupted) {
+  // The blank line's CR and LF come in separate writes: inserting between them would break the
+  // request, so rbinder leaves it alone (and counts it).
+  Fixture f;
+  f.tracker.on_connection(*f.fds, kClientFd, Side::kClient, 1, socket_to("10.1.2.3", 80), 0);
+  std::string wire;
+  for (char c : kRequest) wire += f.write_request(std::string(1, c), {1 << 20});
+  f.read(kClientFd, kResponse);
+  EXPECT_EQ(wire, kRequest);
+  EXPECT_EQ(f.sink.spans.size(), 1u);
+  EXPECT_EQ(f.stats.injections_skipped.load(), 1u);
+}
+
+TEST(Injection, KeepAliveRequestsEachGetTheirOwnContext) {
+  Fixture f;
+  f.tracker.on_connection(*f.fds, kClientFd, Side::kClient, 1, socket_to("10.1.2.3", 80), 0);
+  std::vector<std::string> wires;
+  for (int i = 0; i < 3; i++) {
+    wires.push_back(f.write_request(kRequest, {1 << 20}));
+    f.read(kClientFd, kResponse);
+  }
+  ASSERT_EQ(f.sink.spans.size(), 3u);
+  for (int i = 0; i < 3; i++) EXPECT_EQ(wires[i], inserted(kRequest, traceparent_of(f.sink.spans[i])));
+  EXPECT_NE(f.sink.spans[0].context.trace_id, f.sink.spans[1].context.trace_id);
+}
+
+TEST(Injection, ClientSpanIsChildOfTheServerSpanOnTheSameThread) {
+  Fixture f;
+  f.tracker.on_connection(*f.fds, kServerFd, Side::kServer, 1, socket_to("10.9.9.9", 5555), 0);
+  f.tracker.on_connection(*f.fds, kClientFd, Side::kClient, 1, socket_to("10.1.2.3", 80), 0);
+  f.read(kServerFd,
+         "GET /in HTTP/1.1\r\nHost: a\r\ntraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n"
+         "baggage: user=42\r\n\r\n");
+  std::string wire = f.write_request(kRequest, {1 << 20});
+  f.read(kClientFd, kResponse);
+  f.write_plain(kServerFd, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+  ASSERT_EQ(f.sink.spans.size(), 2u);
+  const SpanRecord& client = f.sink.spans[0];
+  const SpanRecord& server = f.sink.spans[1];
+  EXPECT_EQ(to_hex(server.context.trace_id), "0af7651916cd43dd8448eb211c80319c");
+  EXPECT_EQ(to_hex(server.parent_span_id), "b7ad6b7169203331");
+  EXPECT_TRUE(server.parent_remote);
+  EXPECT_EQ(client.context.trace_id, server.context.trace_id);
+  EXPECT_EQ(client.parent_span_id, server.context.span_id);
+  // Baggage travels with the context.
+  EXPECT_EQ(wire, inserted(kRequest, traceparent_of(client) + "baggage: user=42\r\n"));
+}
+
+TEST(Injection, ExistingTraceparentIsHonouredNotDuplicated) {
+  Fixture f;
+  f.tracker.on_connection(*f.fds, kClientFd, Side::kClient, 1, socket_to("10.1.2.3", 80), 0);
+  std::string request =
+      "GET / HTTP/1.1\r\nHost: x.svc\r\ntraceparent: 00-11111111111111111111111111111111-2222222222222222-01\r\n\r\n";
+  EXPECT_EQ(f.write_request(request, {1 << 20}), request);
+  f.read(kClientFd, kResponse);
+  ASSERT_EQ(f.sink.spans.size(), 1u);
+  EXPECT_EQ(to_hex(f.sink.spans[0].context.trace_id), "11111111111111111111111111111111");
+  EXPECT_EQ(to_hex(f.sink.spans[0].parent_span_id), "2222222222222222");
+  EXPECT_EQ(f.stats.contexts_present.load(), 1u);
+}
+
+TEST(Injection, DestinationOutsideTheAllowListGetsNothing) {
+  Fixture f;
+  f.tracker.on_connection(*f.fds, kClientFd, Side::kClient, 1, socket_to("93.184.216.34", 443), 0);
+  std::string request = "GET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n";
+  EXPECT_EQ(f.write_request(request, {1 << 20}), request);
+  f.read(kClientFd, kResponse);
+  EXPECT_EQ(f.sink.spans.size(), 1u);  // still traced
+  EXPECT_EQ(f.stats.injections_skipped.load(), 1u);
+}
+
+TEST(Injection, PropagatorsChooseTheHeaders) {
+  TrackerConfig config = Fixture::default_config();
+  config.propagation.propagators = kB3Single | kB3Multi;
+  Fixture f(std::move(config));
+  f.tracker.on_connection(*f.fds, kClientFd, Side::kClient, 1, socket_to("10.1.2.3", 80), 0);
+  std::string wire = f.write_request(kRequest, {1 << 20});
+  f.read(kClientFd, kResponse);
+  const SpanRecord& s = f.sink.spans.at(0);
+  const std::string t = to_hex(s.context.trace_id), id = to_hex(s.context.span_id);
+  EXPECT_EQ(wire, inserted(kRequest, "b3: " + t + "-" + id + "-1\r\nX-B3-TraceId: " + t + "\r\nX-B3-SpanId: " + id +
+                                         "\r\nX-B3-Sampled: 1\r\n"));
+}
+
+TEST(Extraction, B3FormatsContinueTheTrace) {
+  TrackerConfig config = Fixture::default_config();
+  config.propagation.propagators = kTraceContext | kB3Single | kB3Multi;
+  for (const std::string& headers :
+       {std::string("b3: 80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1\r\n"),
+        std::string("X-B3-TraceId: 80f198ee56343ba864fe8b2a57d3eff7\r\nX-B3-SpanId: e457b5a2e4d86bd1\r\nX-B3-Sampled: 1\r\n")}) {
+    Fixture f(config);
+    f.tracker.on_connection(*f.fds, kServerFd, Side::kServer, 1, socket_to("10.9.9.9", 5555), 0);
+    f.read(kServerFd, "GET / HTTP/1.1\r\nHost: a\r\n" + headers + "\r\n");
+    f.write_plain(kServerFd, "HTTP/1.1 204 No Content\r\n\r\n");
+    ASSERT_EQ(f.sink.spans.size(), 1u) << headers;
+    EXPECT_EQ(to_hex(f.sink.spans[0].context.trace_id), "80f198ee56343ba864fe8b2a57d3eff7");
+    EXPECT_EQ(to_hex(f.sink.spans[0].parent_span_id), "e457b5a2e4d86bd1");
+  }
+}
+
+TEST(AllowList, NetworksAndHostSuffixes) {
+  DestinationAllowList list;
+  std::string error;
+  ASSERT_TRUE(list.add("10.0.0.0/8", error));
+  ASSERT_TRUE(list.add("fd00::/8", error));
+  ASSERT_TRUE(list.add(".svc.cluster.local", error));
+  ASSERT_TRUE(list.add("example.com", error));
+  EXPECT_FALSE(list.add("10.0.0.0/33", error));
+  EXPECT_FALSE(list.add("10.0.0.0/x", error));
+  EXPECT_TRUE(list.allows("10.200.3.4", ""));
+  EXPECT_FALSE(list.allows("11.0.0.1", ""));
+  EXPECT_TRUE(list.allows("fd12::1", ""));
+  EXPECT_TRUE(list.allows("1.2.3.4", "orders.shop.svc.cluster.local:8080"));
+  EXPECT_TRUE(list.allows("1.2.3.4", "EXAMPLE.com"));
+  EXPECT_TRUE(list.allows("1.2.3.4", "api.example.com."));
+  EXPECT_FALSE(list.allows("1.2.3.4", "notexample.com"));
+  DestinationAllowList all;
+  ASSERT_TRUE(all.add("*", error));
+  EXPECT_TRUE(all.allows("8.8.8.8", "anything"));
+}
+
+}  // namespace
+}  // namespace rbinder
