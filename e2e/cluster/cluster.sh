@@ -244,7 +244,7 @@ start_watchdog() {
   local owner=${RBINDER_CLUSTER_OWNER_PID-}
   [[ -n $owner ]] || return 0
   halt watchdog 1
-  mkdir -p "$RUN"
+  mkdir -p "$RUN" "$LOGS"
   # The loop's command line names "watchdog", which running_pid checks.
   RBINDER_CLUSTER_DIR=$DIR setsid bash -c '
     while kill -0 "$1" 2>/dev/null; do sleep 2; done

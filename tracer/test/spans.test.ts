@@ -155,7 +155,7 @@ describe.each(languages)('$lang server under rbinder ($protocol export)', ({ lan
 describe('one trace across traced services', () => {
   it('a server span becomes the parent of the client span it makes on the same thread', async () => {
     // node → python, both traced: the node server's outbound call is a child of its server span
-    // (context follows data), and rbinder does not inject here, so python's span is a new trace.
+    // (context follows data). Propagation across the hop is propagation.test.ts's subject.
     const backend = await startServer('python', {
       wrap: [RBINDER, '--'],
       env: { ...tracerEnv(receiver, 'http/protobuf'), OTEL_SERVICE_NAME: 'chain-backend' },

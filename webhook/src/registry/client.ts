@@ -463,7 +463,11 @@ function toRegistryError(err: unknown, ref: ImageReference): RegistryError {
   if (err instanceof HttpError) {
     const kind: RegistryErrorKind =
       err.kind === 'timeout' || err.kind === 'aborted' ? 'timeout' : err.kind === 'tls' ? 'tls' : err.kind === 'network' ? 'network' : 'protocol';
-    return new RegistryError(kind, `${ref.canonical}: ${err.message}`);
+    // An HTTPS client talking to a plain-HTTP port sees a TLS record of garbage.
+    const hint = /wrong version number|packet length too long/i.test(err.message)
+      ? ` (a plain-HTTP registry? list ${ref.apiHost} in the insecure registries)`
+      : '';
+    return new RegistryError(kind, `${ref.canonical}: ${err.message}${hint}`);
   }
   return new RegistryError('protocol', `${ref.canonical}: ${(err as Error)?.message ?? String(err)}`);
 }
