@@ -203,6 +203,9 @@ start_etcd() {
 start_apiserver() {
   # --endpoint-reconciler-type=none: the `kubernetes` Endpoints would point at 127.0.0.1, which
   # validation refuses (loopback); nothing in the tests routes through that Service anyway.
+  # --shutdown-send-retry-after: on SIGTERM, drain the ordinary requests and then give the
+  # long-running ones (watches) 2 s; by default it waits up to 60 s for the controller-manager's
+  # watches, which makes restart-apiserver slow.
   launch kube-apiserver "$(bin_path kube-apiserver)" \
     --bind-address=127.0.0.1 \
     --advertise-address=127.0.0.1 \
@@ -219,6 +222,7 @@ start_apiserver() {
     --enable-admission-plugins=NodeRestriction,MutatingAdmissionWebhook,ValidatingAdmissionWebhook \
     --allow-privileged=true \
     --endpoint-reconciler-type=none \
+    --shutdown-send-retry-after=true \
     --profiling=false
 }
 

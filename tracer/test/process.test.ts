@@ -151,6 +151,17 @@ describe('process trees', () => {
   });
 });
 
+describe('as PID 1', () => {
+  it('reaps orphans of the traced program (in a new PID namespace)', () => {
+    const script = '(sleep 0.2 &); sleep 0.8; echo "pid1=$(cat /proc/1/comm)"; ' +
+      'echo "zombies=$(cat /proc/[0-9]*/stat 2>/dev/null | awk \'$3 == "Z"\' | wc -l)"; exit 4';
+    const r = run(['unshare', '--fork', '--pid', '--mount-proc', RBINDER, '--', 'sh', '-c', script], { env: quiet });
+    expect(r.stdout, r.stderr).toContain('pid1=node');
+    expect(r.stdout).toContain('zombies=0');
+    expect(r.code).toBe(4);
+  });
+});
+
 describe('exit with telemetry pending', () => {
   it('flushes within the flush timeout even when the collector never answers', async () => {
     // A collector that accepts connections and never replies.
