@@ -49,6 +49,18 @@ function statusOf(err: unknown): number | undefined {
   return err instanceof ApiException ? err.code : undefined;
 }
 
+/** The `message` of the Status object an API error carries. */
+function messageOf(err: unknown): string {
+  if (!(err instanceof ApiException)) return String(err);
+  const body: unknown = err.body;
+  try {
+    const status = (typeof body === 'string' ? JSON.parse(body) : body) as { message?: string };
+    return status.message ?? String(body);
+  } catch {
+    return String(body);
+  }
+}
+
 function pod(name: string): V1Pod {
   // Never pulled: there is no kubelet (and a kind cluster's kubelet just reports ErrImagePull).
   return { metadata: { name }, spec: { containers: [{ name: 'app', image: 'registry.invalid/rbinder/none:1' }] } };
@@ -208,7 +220,7 @@ describe('the e2e Kubernetes control plane', () => {
       (err: unknown) => err,
     );
     expect(statusOf(denied)).toBe(403);
-    expect(String((denied as ApiException<string>).body)).toContain(`"${user}" cannot list resource "pods"`);
+    expect(messageOf(denied)).toContain(`"${user}" cannot list resource "pods"`);
 
     await rbac.createNamespacedRole({
       namespace: ns,
@@ -238,33 +250,39 @@ describe('the e2e Kubernetes control plane', () => {
 
     // failurePolicy Fail on an unreachable webhook: pod creation is refused, so webhooks are live.
     const failing = await createWebhookConfig(podWebhook('fail.e2e.rbinder.io', url, 'Fail', 5));
-    const refused = await eventually('pod refused by the failing webhook', async () => {
-      const err = await core.createNamespacedPod({ namespace: ns, body: pod(`refused-${randomBytes(2).toString('hex')}`) }).then(
-        () => undefined,
-        (e: unknown) => e,
-      );
-      return err;
-    }, 30_000);
-    expect(statusOf(refused)).toBe(500);
-    expect(String((refused as ApiException<string>).body)).toContain('failed calling webhook "fail.e2e.rbinder.io"');
-    await deleteWebhookConfig(failing);
+    try {
+      const refused = await eventually('pod refused by the failing webhook', () =>
+        core.createNamespacedPod({ namespace: ns, body: pod(`refused-${randomBytes(2).toString('hex')}`) }).then(
+          () => undefined, // admitted: the webhook is not active yet
+          (e: unknown) => e,
+        ),
+      30_000);
+      expect(statusOf(refused)).toBe(500);
+      expect(messageOf(refused)).toContain('failed calling webhook "fail.e2e.rbinder.io"');
+      expect(messageOf(refused)).toContain('connection refused');
+    } finally {
+      await deleteWebhookConfig(failing);
+    }
 
     // failurePolicy Ignore on the same unreachable URL: admitted. The `Fail` one may linger in the
     // API server's cache for a moment after its deletion, so retry while it does.
     const ignoring = await createWebhookConfig(podWebhook('ignore.e2e.rbinder.io', url, 'Ignore', 5));
-    const started = Date.now();
-    const admitted = await eventually('pod admitted despite the unreachable webhook', () =>
-      core.createNamespacedPod({ namespace: ns, body: pod(`admitted-${randomBytes(2).toString('hex')}`) }),
-    30_000);
-    expect(admitted.metadata?.uid).toBeTruthy();
-    expect(Date.now() - started).toBeLessThan(15_000);
-    await deleteWebhookConfig(ignoring);
+    try {
+      const started = Date.now();
+      const admitted = await eventually('pod admitted despite the unreachable webhook', () =>
+        core.createNamespacedPod({ namespace: ns, body: pod(`admitted-${randomBytes(2).toString('hex')}`) }),
+      30_000);
+      expect(admitted.metadata?.uid).toBeTruthy();
+      expect(Date.now() - started).toBeLessThan(15_000);
+    } finally {
+      await deleteWebhookConfig(ignoring);
+    }
 
     // failurePolicy Ignore on a webhook that accepts the connection and never answers: the API
     // server gives up after timeoutSeconds and admits the pod.
     const hole = await blackHole();
     try {
-      const hanging = await createWebhookConfig(podWebhook('hang.e2e.rbinder.io', `https://127.0.0.1:${hole.port}/mutate--v1-pod`, 'Ignore', 2));
+      await createWebhookConfig(podWebhook('hang.e2e.rbinder.io', `https://127.0.0.1:${hole.port}/mutate--v1-pod`, 'Ignore', 2));
       let tookMs = 0;
       await eventually('the API server calls the hanging webhook', async () => {
         const t0 = Date.now();
@@ -274,8 +292,8 @@ describe('the e2e Kubernetes control plane', () => {
       }, 30_000);
       expect(tookMs).toBeGreaterThanOrEqual(1_500); // waited for the webhook's 2 s timeout ...
       expect(tookMs).toBeLessThan(10_000); // ... and not much longer
-      await deleteWebhookConfig(hanging);
     } finally {
+      for (const name of webhookConfigs.filter((n) => n.endsWith('-hang'))) await deleteWebhookConfig(name);
       await hole.close();
     }
   });

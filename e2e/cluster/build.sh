@@ -67,6 +67,14 @@ kubernetes_replaces() {
   echo ")"
 }
 
+version_of() {
+  case "$1" in
+    etcd) echo "$ETCD_VERSION" ;;
+    helm) echo "$HELM_VERSION" ;;
+    kube-*) echo "$K8S_VERSION" ;;
+  esac
+}
+
 main_package() {
   case "$1" in
     etcd) echo go.etcd.io/etcd/server/v3 ;;
@@ -116,10 +124,7 @@ progress() {
 build_one() {
   local c=$1 out dir lockfd work tmp started secs size
   out=$(bin_path "$c")
-  if [[ -x $out ]]; then
-    log "$c: cached $out"
-    return 0
-  fi
+  [[ -x $out ]] && return 0 # cached
   dir=$(dirname "$out")
   mkdir -p "$dir"
   exec {lockfd}>"$out.lock"
@@ -138,7 +143,7 @@ build_one() {
   # shellcheck disable=SC2064
   trap "rm -rf '$work' '$tmp'" EXIT
   started=$SECONDS
-  log "$c: building $(main_package "$c") ($(go env GOVERSION)); the first build of Kubernetes takes 10-30 min on 2 cores"
+  log "$c: building $(main_package "$c") $(version_of "$c") with $(go env GOVERSION) (cold: a few minutes on 2 cores, see docs/e2e.md)"
   : >"$out.log"
   (
     cd "$work"

@@ -16,7 +16,8 @@
 # existing state dir restarts whatever is not running, with the same ports, certs and data.
 #
 # If RBINDER_CLUSTER_OWNER_PID is set at `start`, a watchdog stops the cluster once that process
-# is gone (the test harness passes its own pid, so a killed test run leaves nothing behind).
+# is gone (the test harness passes its own pid, so a killed test run leaves nothing behind), and
+# with RBINDER_CLUSTER_WATCHDOG_PURGE=1 it also deletes the state dir then.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib.sh
@@ -244,15 +245,24 @@ start_controller_manager() {
     --secure-port=0
 }
 
+# The watchdog is a plain sleep loop: no need for a graceful stop.
+stop_watchdog() {
+  local pid
+  pid=$(running_pid watchdog)
+  # It may be the very process running this `stop`.
+  if [[ -n $pid && $pid != "$$" ]]; then kill -KILL "$pid" 2>/dev/null || true; fi
+  rm -f "$RUN/watchdog.pid"
+}
+
 start_watchdog() {
   local owner=${RBINDER_CLUSTER_OWNER_PID-}
   [[ -n $owner ]] || return 0
-  halt watchdog 1
+  stop_watchdog
   mkdir -p "$RUN" "$LOGS"
   # The loop's command line names "watchdog", which running_pid checks.
   RBINDER_CLUSTER_DIR=$DIR setsid bash -c '
     while kill -0 "$1" 2>/dev/null; do sleep 2; done
-    exec bash "$2" stop' watchdog "$owner" "$here/cluster.sh" >>"$LOGS/watchdog.log" 2>&1 </dev/null 9>&- &
+    exec bash "$2" stop $3' watchdog "$owner" "$here/cluster.sh" "${RBINDER_CLUSTER_WATCHDOG_PURGE:+--purge}" >>"$LOGS/watchdog.log" 2>&1 </dev/null 9>&- &
   echo "$!" >"$RUN/watchdog.pid"
 }
 
@@ -367,9 +377,7 @@ case "$cmd" in
     ;;
   stop)
     for name in kube-controller-manager kube-apiserver etcd; do halt "$name"; done
-    # The watchdog may be the one running this stop: leave it to exit by itself.
-    if [[ $(running_pid watchdog) != "$$" ]]; then halt watchdog 1; fi
-    rm -f "$RUN/watchdog.pid"
+    stop_watchdog
     if [[ ${1-} == --purge ]]; then
       rm -rf "$DIR"
       log "removed $DIR"

@@ -133,7 +133,11 @@ export async function startCluster(opts: StartClusterOptions = {}): Promise<Clus
   await ensureClusterBinaries(undefined, opts); // its own, long timeout
   const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), 'rbinder-cluster.')));
   const keep = opts.keep ?? (opts.dir !== undefined || process.env.RBINDER_E2E_KEEP === '1');
-  const env = { RBINDER_CLUSTER_DIR: dir, RBINDER_CLUSTER_OWNER_PID: String(process.pid) };
+  const env = {
+    RBINDER_CLUSTER_DIR: dir,
+    RBINDER_CLUSTER_OWNER_PID: String(process.pid),
+    RBINDER_CLUSTER_WATCHDOG_PURGE: keep ? '' : '1',
+  };
 
   // Stop the daemons if this process exits without stop() (the watchdog in cluster.sh covers a kill).
   let stopped = false;

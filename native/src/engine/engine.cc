@@ -5,6 +5,7 @@
 #include <linux/sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -111,7 +112,15 @@ bool is_socket_fd(pid_t pid, int fd) {
 
 Engine::Engine(EngineConfig config, BatchSink& sink)
     : config_(std::move(config)), sink_(sink), tracker_(*this, stats_.tracker, config_.tracker),
-      batch_(std::make_unique<Batch>()), debug_(getenv("RBINDER_ENGINE_DEBUG") != nullptr) {}
+      batch_(std::make_unique<Batch>()), debug_(getenv("RBINDER_ENGINE_DEBUG") != nullptr),
+      predict_(getenv("RBINDER_PTRACE_PREDICT") == nullptr || std::string(getenv("RBINDER_PTRACE_PREDICT")) != "0") {
+  // The engine keeps a copy of every tracked TCP socket: allow as many as the hard limit.
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+}
 
 pid_t Engine::start(std::string& error) {
   // The ptrace tracer is the thread that attached, so the loop must run on the thread that forks.
@@ -456,7 +465,15 @@ void Engine::on_syscall_entry(Thread& t) {
   switch (sc.kind) {
     case Kind::kRead:
     case Kind::kReadv:
-    case Kind::kRecvmsg:
+    case Kind::kRecvmsg: {
+      if (!tracker_.is_tracked(fds, fd)) break;
+      // recv(MSG_PEEK) leaves the bytes for a later read: nothing to see yet.
+      const uint64_t flags = sc.nr == SYS_recvfrom ? regs.arg(4) : sc.nr == SYS_recvmsg ? regs.arg(3) : 0;
+      if (flags & MSG_PEEK) break;
+      Connection& conn = *fds.get(fd);
+      need_exit = (flags & MSG_WAITALL) || !predict_read(t, sc, regs, conn);
+      break;
+    }
     case Kind::kSendfile:
       need_exit = tracker_.is_tracked(fds, fd);
       break;
@@ -464,7 +481,9 @@ void Engine::on_syscall_entry(Thread& t) {
     case Kind::kWritev:
     case Kind::kSendmsg:
       need_exit = tracker_.is_tracked(fds, fd);
-      if (need_exit && tracker_.may_inject(fds, fd)) {
+      if (need_exit && !tracker_.may_inject(fds, fd)) {
+        need_exit = !predict_write(t, sc, regs, *fds.get(fd));
+      } else if (need_exit) {
         std::vector<TraceeIovec> segments = write_segments(t, sc.kind, sc.nr, regs);
         TraceeBufferView view(t.tid, segments);
         Tracker::Io io;
@@ -623,12 +642,18 @@ void Engine::on_syscall_exit(Thread& t) {
 
 void Engine::new_connection(Thread& t, int fd, Side side, const PendingSyscall* connect) {
   SocketInfo info;
+  OwnedFd borrowed;
   if (!t.process->pidfd.valid()) t.process->pidfd = open_pidfd(t.process->tgid);
-  if (describe_socket(t.process->pidfd.get(), fd, info) != 0) return;
+  if (borrow_socket(t.process->pidfd.get(), fd, info, borrowed) != 0) return;
   if (info.type != SOCK_STREAM) return;
   if (info.domain != AF_INET && info.domain != AF_INET6 && info.domain != AF_UNIX) return;
   if (connect && info.peer.address.empty()) info.peer = connect->connect_peer;  // still connecting
   tracker_.on_connection(*t.fds, fd, side, t.process->tgid, info, now_ns());
+  if (predict_ && info.domain != AF_UNIX) {
+    Connection& conn = *t.fds->get(fd);
+    conn.source_fd = std::move(borrowed);
+    conn.predicted = true;
+  }
 }
 
 std::vector<TraceeIovec> Engine::write_segments(Thread& t, Kind kind, long nr, const arch::Registers& regs) {
@@ -796,6 +821,147 @@ void Engine::finish_rewritten_write(Thread& t, Tracker::Io& io) {
   p.injection = Injection{};
   p.app_segments.clear();
   p.slot = -1;
+}
+
+namespace {
+
+// The part of a view after its first `skip` bytes.
+class SkippedView final : public DataView {
+ public:
+  SkippedView(DataView& inner, uint64_t skip) : inner_(inner), skip_(skip < inner.size() ? skip : inner.size()) {}
+  uint64_t size() const override { return inner_.size() - skip_; }
+  long copy(uint64_t offset, void* buf, size_t len) override { return inner_.copy(skip_ + offset, buf, len); }
+
+ private:
+  DataView& inner_;
+  uint64_t skip_;
+};
+
+// Bytes waiting in a socket's receive queue, `ahead` bytes in, copied with MSG_PEEK only when the
+// parser asks (body bytes of known length are skipped and never copied).
+class QueuedBytes final : public DataView {
+ public:
+  QueuedBytes(int fd, uint64_t ahead, uint64_t n) : fd_(fd), ahead_(ahead), n_(n) {}
+  uint64_t size() const override { return n_; }
+  long copy(uint64_t offset, void* buf, size_t len) override {
+    constexpr uint64_t kMaxPeek = 4 << 20;
+    const uint64_t need = ahead_ + offset + len;
+    if (need > kMaxPeek) return -EFBIG;
+    if (peeked_.size() < need) {
+      peeked_.resize(need);
+      long got = peek_socket(fd_, peeked_.data(), need);
+      if (got < 0) return got;
+      peeked_.resize(static_cast<size_t>(got));
+    }
+    if (peeked_.size() <= ahead_ + offset) return 0;
+    size_t n = std::min<size_t>(len, peeked_.size() - static_cast<size_t>(ahead_ + offset));
+    std::memcpy(buf, peeked_.data() + ahead_ + offset, n);
+    return static_cast<long>(n);
+  }
+
+ private:
+  int fd_;
+  uint64_t ahead_;
+  uint64_t n_;
+  std::vector<uint8_t> peeked_;
+};
+
+}  // namespace
+
+uint64_t Engine::buffer_capacity(Thread& t, Kind kind, const arch::Registers& regs) {
+  if (kind == Kind::kRead) return regs.arg(3);
+  std::vector<TraceeIovec> segs;
+  if (kind == Kind::kReadv) {
+    if (regs.arg(3) > kMaxIovecs || read_tracee_iovecs(t.tid, TraceeAddr{regs.arg(2)}, regs.arg(3), segs) != 0) return 0;
+  } else {
+    msghdr msg{};
+    if (read_tracee(t.tid, TraceeAddr{regs.arg(2)}, &msg, sizeof(msg)) != static_cast<long>(sizeof(msg)) ||
+        msg.msg_iovlen > kMaxIovecs ||
+        read_tracee_iovecs(t.tid, TraceeAddr{reinterpret_cast<uint64_t>(msg.msg_iov)}, msg.msg_iovlen, segs) != 0)
+      return 0;
+  }
+  uint64_t total = 0;
+  for (const auto& s : segs) total += s.len;
+  return total;
+}
+
+bool Engine::predict_read(Thread& t, const syscall::TracedSyscall& sc, const arch::Registers& regs, Connection& conn) {
+  if (!conn.predicted || !conn.source_fd.valid()) return false;
+  TcpProgress progress;
+  if (tcp_progress(conn.source_fd.get(), progress) != 0) return false;
+  if (!conn.have_in_base) {
+    // Every earlier read took its exit stop, so the parser has seen exactly what was consumed.
+    conn.in_base = progress.consumed - conn.in_parsed;
+    conn.have_in_base = true;
+  }
+  Tracker::Io io;
+  io.tid = t.tid;
+  io.pid = t.process->tgid;
+  io.fd = static_cast<int>(regs.arg(1));
+  io.direction = Direction::kRead;
+  io.entry = io.exit = now_ns();
+  const uint64_t consumed = progress.consumed - conn.in_base;
+  if (debug_)
+    dprintf(2, "rbinder-engine: predict_read fd=%d consumed=%lu parsed=%lu queued=%u base=%lu closed=%d\n", io.fd,
+            (unsigned long)consumed, (unsigned long)conn.in_parsed, progress.queued_in, (unsigned long)conn.in_base,
+            progress.peer_closed);
+  if (consumed > conn.in_parsed) {
+    // More was read than predicted (bytes arrived between the prediction and the read).
+    tracker_.on_unseen(*t.fds, io, consumed - conn.in_parsed);
+    if (conn.opaque) return true;
+  }
+  const uint64_t ahead = conn.in_parsed > consumed ? conn.in_parsed - consumed : 0;  // parsed, not read yet
+  const uint64_t queued = progress.queued_in;
+  if (queued <= ahead) {
+    if (progress.peer_closed && queued == 0) {
+      io.result = 0;  // the read will return 0: end of stream
+      QueuedBytes none(conn.source_fd.get(), 0, 0);
+      tracker_.on_io(*t.fds, io, none);
+      return true;
+    }
+    // Nothing new: a non-blocking read gets EAGAIN; a blocking one waits, so watch its exit.
+    return progress.nonblocking;
+  }
+  const uint64_t capacity = buffer_capacity(t, sc.kind, regs);
+  if (capacity == 0) return false;
+  const uint64_t will_read = std::min(capacity, queued);
+  if (will_read <= ahead) return true;
+  QueuedBytes view(conn.source_fd.get(), ahead, will_read - ahead);
+  io.result = static_cast<long>(will_read - ahead);
+  tracker_.on_io(*t.fds, io, view);
+  return true;
+}
+
+bool Engine::predict_write(Thread& t, const syscall::TracedSyscall& sc, const arch::Registers& regs, Connection& conn) {
+  if (!conn.predicted || !conn.source_fd.valid()) return false;
+  TcpProgress progress;
+  if (tcp_progress(conn.source_fd.get(), progress) != 0) return false;
+  if (!conn.have_out_base) {
+    conn.out_base = progress.accepted - conn.out_parsed;
+    conn.have_out_base = true;
+  }
+  Tracker::Io io;
+  io.tid = t.tid;
+  io.pid = t.process->tgid;
+  io.fd = static_cast<int>(regs.arg(1));
+  io.direction = Direction::kWrite;
+  io.entry = io.exit = now_ns();
+  const uint64_t accepted = progress.accepted - conn.out_base;
+  if (debug_)
+    dprintf(2, "rbinder-engine: predict_write fd=%d accepted=%lu parsed=%lu base=%lu\n", io.fd,
+            (unsigned long)accepted, (unsigned long)conn.out_parsed, (unsigned long)conn.out_base);
+  if (accepted > conn.out_parsed) {
+    tracker_.on_unseen(*t.fds, io, accepted - conn.out_parsed);
+    if (conn.opaque) return true;
+  }
+  // A write the kernel took only part of is written again: its tail was parsed already.
+  const uint64_t resent = conn.out_parsed > accepted ? conn.out_parsed - accepted : 0;
+  TraceeBufferView whole(t.tid, write_segments(t, sc.kind, sc.nr, regs));
+  SkippedView fresh(whole, resent);
+  if (fresh.size() == 0) return true;
+  io.result = static_cast<long>(fresh.size());
+  tracker_.on_io(*t.fds, io, fresh);
+  return true;
 }
 
 void Engine::emit_span(SpanRecord&& span) {

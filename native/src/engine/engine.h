@@ -127,6 +127,13 @@ class Engine final : public SpanSink {
   void resume(pid_t tid, int sig = 0);
   void resume_to_exit(pid_t tid);
   void new_connection(Thread& t, int fd, Side side, const PendingSyscall* connect);
+  // The prediction (DESIGN section 2, "fewer stops"): on TCP connections the engine reads the
+  // socket's progress counters and peeks at queued bytes through its own copy of the socket, so
+  // a read or write is handled at its entry stop, without an exit stop. Each returns false when
+  // the syscall needs its exit stop after all.
+  bool predict_read(Thread& t, const syscall::TracedSyscall& sc, const arch::Registers& regs, Connection& conn);
+  bool predict_write(Thread& t, const syscall::TracedSyscall& sc, const arch::Registers& regs, Connection& conn);
+  uint64_t buffer_capacity(Thread& t, syscall::Kind kind, const arch::Registers& regs);
   // Injection (DESIGN section 4). Each returns false when it could not be done (no harm done).
   bool start_scratch_mapping(Thread& t, const arch::Registers& regs);
   void finish_scratch_mapping(Thread& t);
@@ -146,6 +153,7 @@ class Engine final : public SpanSink {
   std::unique_ptr<Batch> batch_;
   std::atomic<size_t> batch_size_{0};
   const bool debug_;  // RBINDER_ENGINE_DEBUG: one stderr line per stop
+  const bool predict_;  // RBINDER_PTRACE_PREDICT=0 turns the prediction off (exit stops always)
   pid_t root_pid_ = -1;
   bool root_exited_ = false;
   int exec_error_pipe_ = -1;

@@ -191,6 +191,8 @@ void Tracker::on_dup(FdTable& table, int oldfd, int newfd, TimeNs now) {
 void Tracker::release(std::shared_ptr<Connection> conn, TimeNs now) {
   if (!conn) return;
   if (--conn->fd_refs > 0) return;
+  // Before the program's close goes through: the socket must not outlive its last descriptor.
+  conn->source_fd = OwnedFd();
   // The last descriptor is gone, so the kernel closed the socket.
   if (!conn->opaque) fail_pending(*conn, "connection closed", now);
 }
@@ -201,7 +203,12 @@ void Tracker::on_io(FdTable& table, const Io& io, DataView& data) {
   if (io.result > 0) {
     (io.direction == Direction::kRead ? stats_.bytes_read : stats_.bytes_written) +=
         static_cast<uint64_t>(io.result);
-    if (io.direction == Direction::kWrite) conn->written += static_cast<uint64_t>(io.result);
+    if (io.direction == Direction::kWrite) {
+      conn->written += static_cast<uint64_t>(io.result);
+      conn->out_parsed += static_cast<uint64_t>(io.result);
+    } else {
+      conn->in_parsed += static_cast<uint64_t>(io.result);
+    }
     feed(*conn, io.direction, io, data);
     return;
   }
@@ -229,12 +236,27 @@ void Tracker::on_io(FdTable& table, const Io& io, DataView& data) {
   }
 }
 
+void Tracker::on_unseen(FdTable& table, const Io& io, uint64_t n) {
+  const std::shared_ptr<Connection> conn = table.get(io.fd);
+  if (!conn || conn->opaque || n == 0) return;
+  Stream& stream = conn->stream_for(io.direction);
+  if (stream.parser.skippable() < n) {
+    give_up(*conn, false);
+    return;
+  }
+  (io.direction == Direction::kRead ? conn->in_parsed : conn->out_parsed) += n;
+  StreamObserver observer(*this, *conn, io.direction, io);
+  observer.skipped(n);
+  stream.parser.skip(n, observer);
+}
+
 void Tracker::on_sendfile(FdTable& table, const Io& io) {
   const std::shared_ptr<Connection> conn = table.get(io.fd);
   if (!conn || conn->opaque || io.result <= 0) return;
   stats_.bytes_written += static_cast<uint64_t>(io.result);
   Stream& stream = conn->stream_for(Direction::kWrite);
   uint64_t n = static_cast<uint64_t>(io.result);
+  conn->out_parsed += n;
   StreamObserver observer(*this, *conn, Direction::kWrite, io);
   // sendfile carries body bytes only; anything else means we lost the message framing.
   if (stream.parser.skippable() < n) {

@@ -134,6 +134,14 @@ struct Connection {
   std::string pending_header;             // header bytes a partial write left unsent
   std::optional<uint64_t> inject_at;      // where in the written stream the header goes
   uint64_t written = 0;                   // bytes of the program written on it so far
+  // The event source's own handle on the socket and its bookkeeping (the ptrace source keeps a
+  // pidfd_getfd copy to read TCP progress and peek at queued bytes instead of taking exit stops).
+  // Closed when the last descriptor of the program naming the connection goes.
+  OwnedFd source_fd;
+  bool predicted = false;          // bytes are parsed at syscall entry (see Engine::predict_io)
+  bool have_in_base = false, have_out_base = false;
+  uint64_t in_base = 0, out_base = 0;      // TCP progress counters when tracking started
+  uint64_t in_parsed = 0, out_parsed = 0;  // bytes handed to the parsers per direction
   Stream& stream_for(Direction d) {
     bool reads_requests = side == Side::kServer;
     return (d == Direction::kRead) == reads_requests ? requests : responses;
@@ -219,6 +227,10 @@ class Tracker {
 
   // sendfile: `count` body bytes went out on fd without passing through a user buffer.
   void on_sendfile(FdTable& table, const Io& io);
+
+  // The program moved `n` bytes on fd that the parser never saw (learned after the fact). Body
+  // bytes of known length are skipped; anything else ends the tracking of the connection.
+  void on_unseen(FdTable& table, const Io& io, uint64_t n);
 
   void on_close(FdTable& table, int fd, TimeNs now);
   // newfd now names what oldfd names (dup family); whatever newfd named before is closed.

@@ -1,6 +1,10 @@
 #include "tracee/sockets.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <linux/sockios.h>
+#include <linux/tcp.h>
+#include <sys/ioctl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -84,6 +88,11 @@ bool read_tracee_sockaddr(pid_t pid, TraceeAddr addr, size_t len, int& domain, E
 }
 
 int describe_socket(int pidfd, int fd, SocketInfo& out) {
+  OwnedFd borrowed;
+  return borrow_socket(pidfd, fd, out, borrowed);
+}
+
+int borrow_socket(int pidfd, int fd, SocketInfo& out, OwnedFd& result) {
   OwnedFd borrowed(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, fd, 0)));
   if (!borrowed.valid()) return -errno;
   socklen_t optlen = sizeof(int);
@@ -98,7 +107,39 @@ int describe_socket(int pidfd, int fd, SocketInfo& out) {
   len = sizeof(ss);
   if (getpeername(borrowed.get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0)
     decode_sockaddr(&ss, len, domain, out.peer);
+  result = std::move(borrowed);
   return 0;
+}
+
+// TCP states (include/net/tcp_states.h; not exported to user space by linux/tcp.h).
+enum : uint8_t { kTcpTimeWait = 6, kTcpClose = 7, kTcpCloseWait = 8, kTcpLastAck = 9, kTcpClosing = 11 };
+
+int tcp_progress(int fd, TcpProgress& out) {
+  tcp_info info{};
+  socklen_t len = sizeof(info);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return -errno;
+  if (len < offsetof(tcp_info, tcpi_bytes_received) + sizeof(info.tcpi_bytes_received)) return -ENOTSUP;
+  int inq = 0, outq = 0;
+  if (ioctl(fd, SIOCINQ, &inq) != 0 || ioctl(fd, SIOCOUTQ, &outq) != 0) return -errno;
+  // The peer's FIN takes one sequence number, which tcpi_bytes_received counts.
+  out.peer_closed = info.tcpi_state == kTcpCloseWait || info.tcpi_state == kTcpLastAck ||
+                    info.tcpi_state == kTcpClosing || info.tcpi_state == kTcpTimeWait ||
+                    info.tcpi_state == kTcpClose;
+  uint64_t received = info.tcpi_bytes_received;
+  // In TCP_CLOSE a reset may have ended the stream instead (no FIN counted): counting one byte too
+  // few there is harmless (a read that returns nothing), one too many is not.
+  if (out.peer_closed && received > 0) received -= 1;
+  out.queued_in = static_cast<uint32_t>(inq);
+  out.consumed = received - static_cast<uint64_t>(inq);
+  out.accepted = info.tcpi_bytes_acked + static_cast<uint64_t>(outq);
+  int flags = fcntl(fd, F_GETFL);
+  out.nonblocking = flags >= 0 && (flags & O_NONBLOCK);
+  return 0;
+}
+
+long peek_socket(int fd, void* buf, size_t len) {
+  ssize_t n = recv(fd, buf, len, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 ? -errno : n;
 }
 
 }  // namespace rbinder

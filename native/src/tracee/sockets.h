@@ -47,6 +47,26 @@ OwnedFd open_pidfd(pid_t tgid);
 // descriptor is not a socket). A peer that is not connected yet (connect in progress) is left empty.
 int describe_socket(int pidfd, int fd, SocketInfo& out);
 
+// Like describe_socket, and keeps the borrowed descriptor in `borrowed` (it names the same open
+// file description as the tracee's: same queues, same O_NONBLOCK flag).
+int borrow_socket(int pidfd, int fd, SocketInfo& out, OwnedFd& borrowed);
+
+// Where a TCP stream stands, read from a borrowed descriptor without touching its data. Counts
+// are of payload bytes since the connection was established; SYN and FIN are not counted.
+struct TcpProgress {
+  uint64_t consumed = 0;   // bytes the program has read out of the receive queue
+  uint64_t accepted = 0;   // bytes the program has written into the send queue
+  uint32_t queued_in = 0;  // bytes waiting in the receive queue
+  bool peer_closed = false;  // FIN received: once the queue is empty, reads return 0
+  bool nonblocking = false;
+};
+// Returns 0 or -errno.
+int tcp_progress(int borrowed_fd, TcpProgress& out);
+
+// Copies up to `len` bytes from the head of the receive queue without consuming them.
+// Returns bytes copied or -errno.
+long peek_socket(int borrowed_fd, void* local_buf, size_t len);
+
 // Decodes a sockaddr copied out of a tracee (connect's argument).
 bool decode_sockaddr(const void* addr, size_t len, int& domain, Endpoint& out);
 

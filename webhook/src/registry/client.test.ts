@@ -159,6 +159,19 @@ describe('RegistryClient with Basic auth (htpasswd) and a dockerconfigjson pull 
     expect(err.message).toContain(`the registry refused access (401); no imagePullSecret of the pod or its ServiceAccount has credentials for ${r.host}`);
   });
 
+  it('answers from the cache only to credentials the registry let read the repository', async () => {
+    const keyring = new DockerKeyring();
+    keyring.addSecret(dockerConfigSecret(r.host, 'alice', 's3cret'), 'secret team-a/regcred');
+    const { client, lookups } = newClient({ insecureRegistries: [r.host] });
+    const credentials = keyring.lookup({ registry: r.host, repository: 'private/app' });
+    await client.entrypoints(`${r.host}/private/app:v2`, credentials);
+    await client.entrypoints(`${r.host}/private/app:v2`, credentials);
+    // Another namespace, without a pull secret: the cache must not answer for the registry.
+    const err = await rejection(client.entrypoints(`${r.host}/private/app:v2`, []));
+    expect(err.kind).toBe('auth');
+    expect(lookups).toEqual(['fetched', 'cache_hit', 'error']);
+  });
+
   it('names the secret whose credentials were refused', async () => {
     const keyring = new DockerKeyring();
     keyring.addSecret(dockerConfigSecret(`https://${r.host}/v1/`, 'alice', 'wrong'), 'secret team/stale');

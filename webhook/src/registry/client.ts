@@ -7,6 +7,10 @@
 // short time; failures of the network kind are remembered briefly so a burst of pods during a
 // registry outage is not slowed down by one timeout each. Every call has a short timeout, and the
 // whole lookup a deadline (the admission request's budget).
+//
+// The cache is shared by all namespaces, but a cached answer is given only to credentials (or to
+// anonymous callers) that the registry has let read the repository recently: a pod must not learn
+// a private image's command from another namespace's lookup.
 
 import { createHash } from 'node:crypto';
 import type { ImageEntrypoints, Platform, PlatformEntrypoint } from '../entrypoint';
@@ -46,6 +50,8 @@ export interface RegistryClientOptions {
   requestTimeoutMs?: number;
   /** How long a tag's digest is trusted. */
   tagTtlMs?: number;
+  /** How long a set of credentials that could read a repository may use the cache for it. */
+  accessTtlMs?: number;
   /** How long a timeout/network/TLS/5xx/429 failure is remembered. */
   errorTtlMs?: number;
   /** Entries per cache. */
@@ -137,6 +143,9 @@ export class RegistryClient {
   private readonly failures: Cache<RegistryError>;
   /** "host/repo|credentials" → Authorization header that worked. */
   private readonly authorizations: Cache<string>;
+  /** "registry/repo|credentials" that the registry let read the repository. */
+  private readonly access: Cache<true>;
+  private readonly accessTtlMs: number;
   private readonly inFlight = new Map<string, Promise<ImageEntrypoints>>();
 
   constructor(private readonly options: RegistryClientOptions = {}) {
@@ -147,6 +156,8 @@ export class RegistryClient {
     this.tags = new Cache(max, this.now);
     this.failures = new Cache(max, this.now);
     this.authorizations = new Cache(max, this.now);
+    this.access = new Cache(max, this.now);
+    this.accessTtlMs = options.accessTtlMs ?? 5 * 60_000;
     this.tagTtlMs = options.tagTtlMs ?? 60_000;
     this.errorTtlMs = options.errorTtlMs ?? 10_000;
     this.insecure = new Set((options.insecureRegistries ?? []).map((r) => r.trim().toLowerCase()).filter(Boolean));
@@ -226,13 +237,16 @@ export class RegistryClient {
   private async resolve(session: Session): Promise<ImageEntrypoints> {
     const { ref } = session;
     const repoKey = `${ref.registry}/${ref.repository}`;
+    const accessKey = `${repoKey}|${session.credentialsKey}`;
     const digest = ref.digest ?? this.tags.get(`${repoKey}:${ref.tag}`);
-    if (digest) {
+    if (digest && this.access.get(accessKey)) {
       const cached = this.byDigest.get(`${repoKey}@${digest}`);
       if (cached) return cached;
     }
 
+    // Fetching the manifest also proves that these credentials may read the repository.
     const manifest = await this.fetchManifest(session, ref.digest ?? ref.tag!);
+    this.access.set(accessKey, true, this.accessTtlMs);
     if (ref.tag && !ref.digest) this.tags.set(`${repoKey}:${ref.tag}`, manifest.digest, this.tagTtlMs);
     const known = this.byDigest.get(`${repoKey}@${manifest.digest}`);
     if (known) return known;
