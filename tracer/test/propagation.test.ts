@@ -182,6 +182,52 @@ describe('injection on the wire', () => {
     expect(block).toMatch(/^b3: [0-9a-f]{32}-[0-9a-f]{16}-1\r\nX-B3-TraceId: [0-9a-f]{32}\r\nX-B3-SpanId: [0-9a-f]{16}\r\nX-B3-Sampled: 1\r\n$/);
   });
 
+  it('tracestate and baggage of the inbound request travel with the context', async () => {
+    const server = await startServer('node', { wrap: [RBINDER, '--service-name', 'carrier', '--'], env: tracerEnv(receiver) });
+    try {
+      const traceId = '0af7651916cd43dd8448eb211c80319c';
+      const res = await fetch(`${server.url}/call?url=${encodeURIComponent(`http://${address}/downstream`)}`, {
+        headers: {
+          traceparent: `00-${traceId}-b7ad6b7169203331-01`,
+          tracestate: 'vendor=opaque,other=1',
+          baggage: 'tenant=acme',
+        },
+      });
+      const seen = await res.text(); // the echo server's view of the outbound request
+      const tp = /\r\ntraceparent: 00-([0-9a-f]{32})-([0-9a-f]{16})-01\r\n/.exec(seen);
+      expect(tp, seen).not.toBeNull();
+      expect(tp![1]).toBe(traceId);
+      expect(seen).toContain('\r\ntracestate: vendor=opaque,other=1\r\n');
+      expect(seen).toContain('\r\nbaggage: tenant=acme\r\n');
+      const spans = await receiver.waitFor((all) => all.some((s) => service(s) === 'carrier' && s.kind === CLIENT), 20_000);
+      expect(spans.find((s) => service(s) === 'carrier' && s.kind === CLIENT)?.spanId).toBe(tp![2]);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('sampling is parent-based and the sampled flag travels', async () => {
+    const [exchange] = await runClient('writev', 'wire-unsampled', { OTEL_TRACES_SAMPLER: 'always_off' });
+    expect(injectedBlock(exchange)).toMatch(/^traceparent: 00-[0-9a-f]{32}-[0-9a-f]{16}-00\r\n$/);
+    const server = await startServer('python', {
+      wrap: [RBINDER, '--service-name', 'sampled-child', '--'],
+      env: { ...tracerEnv(receiver), OTEL_TRACES_SAMPLER: 'parentbased_always_on' },
+    });
+    try {
+      const notSampled = '00-1234567890abcdef1234567890abcdef-1234567890abcdef-00';
+      const sampled = '00-fedcba0987654321fedcba0987654321-1234567890abcdef-01';
+      await (await fetch(`${server.url}/hello`, { headers: { traceparent: notSampled } })).text();
+      await (await fetch(`${server.url}/hello`, { headers: { traceparent: sampled } })).text();
+      const spans = await receiver.waitFor((all) => all.some((s) => service(s) === 'sampled-child'), 20_000);
+      await new Promise((r) => setTimeout(r, 500));
+      const mine = receiver.spans().filter((s) => service(s) === 'sampled-child');
+      expect(mine.map((s) => s.traceId)).toEqual(['fedcba0987654321fedcba0987654321']);
+      expect(spans.filter((s) => service(s) === 'wire-unsampled')).toHaveLength(0);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('respects the destination allow-list', async () => {
     const [exchange] = await runClient('writev', 'wire-denied', { RBINDER_INJECT_TO: '10.0.0.0/8,.example.com' });
     expect(exchange.received.equals(exchange.sent)).toBe(true);

@@ -139,16 +139,16 @@ function buildProgram(write: (text: string) => void): Command {
     .option('--sampler <type>', 'OTEL_TRACES_SAMPLER for traced containers')
     .option('--sampler-arg <value>', 'OTEL_TRACES_SAMPLER_ARG for traced containers')
     .option('--inject-to <list>', 'RBINDER_INJECT_TO for traced containers: destinations that may receive trace context', list)
-    .option('--tracer-env <NAME=VALUE>', 'another variable for traced containers (repeatable), e.g. RBINDER_MODE=fast', (value: string, previous: Record<string, string>) => {
+    .option('--tracer-env <NAME=VALUE>', 'another variable for traced containers (repeatable), e.g. RBINDER_MODE=fast', (value: string, previous: Record<string, string> | undefined) => {
       const eq = value.indexOf('=');
       if (eq <= 0) throw new InvalidArgumentError('expected NAME=VALUE.');
       return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
-    }, {} as Record<string, string>)
+    })
     .option('--controller-namespace <namespace>', "the controller's namespace, never injected (default: $POD_NAMESPACE, else the service account's, else rbinder-system)")
-    .option('--excluded-namespaces <list>', 'more namespaces never injected (kube-system always is)', list, [] as string[])
+    .option('--excluded-namespaces <list>', 'more namespaces never injected (kube-system always is)', list)
     .addOption(new Option('--failure-policy <policy>', 'when the webhook fails: Ignore admits the pod untraced, Fail rejects it').choices(FAILURE_POLICIES).default('Ignore'))
     .option('--registry-ca-file <path>', 'PEM CA bundle trusted for registries, besides the system roots')
-    .option('--insecure-registries <list>', 'registries reached over plain HTTP (host:port, or host for any port)', list, [] as string[])
+    .option('--insecure-registries <list>', 'registries reached over plain HTTP (host:port, or host for any port)', list)
     .option('--registry-credentials-file <path>', "a docker config.json with the webhook's own registry credentials")
     .option('--registry-timeout <ms>', 'most time for one registry request', whole('milliseconds', 1), 2000)
     .option('--lookup-budget <ms>', 'most time one admission request spends on lookups (keep under timeoutSeconds)', whole('milliseconds', 1), 3000)
@@ -177,12 +177,12 @@ interface Flags {
   sampler?: string;
   samplerArg?: string;
   injectTo?: string[];
-  tracerEnv: Record<string, string>;
+  tracerEnv?: Record<string, string>;
   controllerNamespace?: string;
-  excludedNamespaces: string[];
+  excludedNamespaces?: string[];
   failurePolicy: FailurePolicy;
   registryCaFile?: string;
-  insecureRegistries: string[];
+  insecureRegistries?: string[];
   registryCredentialsFile?: string;
   registryTimeout: number;
   lookupBudget: number;
@@ -216,9 +216,9 @@ export function parseControllerArgs(argv: string[], env: NodeJS.ProcessEnv = pro
     propagators: f.propagators,
     sampler: f.sampler ? { type: f.sampler, argument: f.samplerArg } : undefined,
     injectTo: f.injectTo,
-    extraEnv: f.tracerEnv,
+    extraEnv: f.tracerEnv ?? {},
     controllerNamespace: f.controllerNamespace ?? defaultNamespace(env),
-    excludedNamespaces: f.excludedNamespaces,
+    excludedNamespaces: f.excludedNamespaces ?? [],
     failurePolicy: f.failurePolicy,
   });
   return {
@@ -231,7 +231,7 @@ export function parseControllerArgs(argv: string[], env: NodeJS.ProcessEnv = pro
     injection,
     registry: {
       caFile: f.registryCaFile,
-      insecure: f.insecureRegistries,
+      insecure: f.insecureRegistries ?? [],
       credentialsFile: f.registryCredentialsFile,
       requestTimeoutMs: f.registryTimeout,
       lookupBudgetMs: f.lookupBudget,
