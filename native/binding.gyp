@@ -5,6 +5,7 @@
       "sources": [
         "src/addon.cc",
         "src/engine/engine.cc",
+        "src/engine/fast_path.cc",
         "src/engine/tracker.cc",
         "src/engine/ids.cc",
         "src/engine/propagation.cc",
@@ -13,7 +14,7 @@
         "src/tracee/memory.cc",
         "src/tracee/sockets.cc"
       ],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "src"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "src", "gen"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-std=gnu++17"],

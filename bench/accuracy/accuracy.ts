@@ -5,19 +5,21 @@
 // `GET /call?id=<k>&url=<sink>/hello?id=<k>`: the app makes the outbound GET with its language's
 // standard client, so the id travels from the inbound request into the outbound URL. The CLIENT
 // span whose url.query has id=k must be the child of the SERVER span whose url.query has id=k.
-// The sink is an untraced fixture server.
+// The sink is an untraced HTTP server in this process; it also records whether each outbound
+// request came on a new connection or a reused one.
 //
 //   npx tsc -p . && node dist/bench/accuracy/accuracy.js [--quick] [--requests N]
-//     [--concurrency 1,16] [--apps go,node-await,...] [--json FILE]
+//     [--concurrency 1,16] [--apps go,node-await,...] [--env NAME=VALUE]... [--json FILE]
 //
 // Results and their explanation: docs/propagation.md.
 
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import http from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import os from 'node:os';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../../e2e/support/otlp-receiver';
-import { startServer, type RunningServer, type ServerKind } from '../../e2e/support/programs';
+import { startServer, type ServerKind } from '../../e2e/support/programs';
 import { RBINDER, tracerEnv } from '../../tracer/test/helpers';
 
 const SERVER = 2;
@@ -82,6 +84,8 @@ export interface AccuracyOptions {
   warmup?: number;
   /** How long to wait for the spans of one run; default 30 s. */
   spanTimeoutMs?: number;
+  /** Added to the tracer's environment, e.g. { RBINDER_PTRACE_PREDICT: '0' }. */
+  tracerEnv?: Record<string, string>;
   /** Progress messages; default none. */
   log?: (message: string) => void;
 }
@@ -122,12 +126,23 @@ export interface RowResult {
   sameThread: number;
   /** Of matched: written by a thread that read no inbound request in this run (e.g. a client library's worker). */
   writtenByNonReader: number;
+  /** Of matched: the outbound request was the first on its connection (the app connected for it). */
+  newConnection: number;
+  /** Of matched and newConnection: correct. */
+  correctNewConnection: number;
   /** Of matched: another request's head was read (by any thread) between this request's read and its outbound write. */
   interleaved: number;
   /** Of matched and interleaved: correct. */
   correctInterleaved: number;
   /** Of matched and not interleaved: correct. */
   correctNotInterleaved: number;
+  /**
+   * What-if, computed from the same spans: the heuristic "open requests" of docs/propagation.md
+   * ("Improving the hard cases"). If the writing thread has exactly one request open (read, not
+   * yet answered): that one. If it has none: the process's only open request if there is exactly
+   * one, else no parent. If it has several: the thread context, as today.
+   */
+  openRequests: { correct: number; roots: number; wrong: number };
   /** Distinct thread ids that read the inbound requests / wrote the outbound ones. */
   serverThreads: number;
   clientThreads: number;
@@ -150,7 +165,7 @@ export interface AccuracyResult {
   date: string;
   machine: MachineInfo;
   /** warmup: per concurrency; undefined = max(10, 2 × concurrency). */
-  options: { apps: AppName[]; concurrency: number[]; requests: number; warmup?: number };
+  options: { apps: AppName[]; concurrency: number[]; requests: number; warmup?: number; tracerEnv: Record<string, string> };
   rows: RowResult[];
 }
 
@@ -186,9 +201,42 @@ async function drive(urls: string[], concurrency: number): Promise<Answer[]> {
   return answers;
 }
 
-function callUrl(app: RunningServer, spec: AppSpec, sink: RunningServer, id: string): string {
-  const target = `${sink.url}/hello?id=${id}`;
-  return `${app.url}/call?id=${id}${spec.extraQuery}&url=${encodeURIComponent(target)}`;
+function callUrl(appUrl: string, spec: AppSpec, sinkUrl: string, id: string): string {
+  const target = `${sinkUrl}/hello?id=${id}`;
+  return `${appUrl}/call?id=${id}${spec.extraQuery}&url=${encodeURIComponent(target)}`;
+}
+
+/** The untraced server the apps call: answers "hello\n" and notes, per id, whether its request opened the connection. */
+interface Sink {
+  url: string;
+  /** id → the request was the first on its connection. */
+  fresh: Map<string, boolean>;
+  stop(): Promise<void>;
+}
+
+async function startSink(): Promise<Sink> {
+  const served = new WeakMap<Socket, number>();
+  const fresh = new Map<string, boolean>();
+  const server = http.createServer((req, res) => {
+    const before = served.get(req.socket) ?? 0;
+    served.set(req.socket, before + 1);
+    const id = new URL(req.url ?? '/', 'http://sink').searchParams.get('id');
+    if (id !== null) fresh.set(id, before === 0);
+    res.writeHead(200, { 'Content-Type': 'text/plain', 'Content-Length': 6 });
+    res.end('hello\n');
+  });
+  server.keepAliveTimeout = 60_000;
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    fresh,
+    stop: () =>
+      new Promise<void>((done) => {
+        server.closeAllConnections();
+        server.close(() => done());
+      }),
+  };
 }
 
 // ---- matching ----
@@ -227,6 +275,7 @@ export function score(
   answers: Answer[],
   spans: ReceivedSpan[],
   durationMs: number,
+  freshConnection: ReadonlyMap<string, boolean> = new Map(),
 ): RowResult {
   const prefix = ids[0]?.replace(/\d+$/, '') ?? '';
   const servers = byId(spans, SERVER, prefix);
@@ -252,9 +301,12 @@ export function score(
     wrongParentEnded: 0,
     sameThread: 0,
     writtenByNonReader: 0,
+    newConnection: 0,
+    correctNewConnection: 0,
     interleaved: 0,
     correctInterleaved: 0,
     correctNotInterleaved: 0,
+    openRequests: { correct: 0, roots: 0, wrong: 0 },
     serverThreads: 0,
     clientThreads: 0,
     durationMs,
@@ -284,8 +336,15 @@ export function score(
     );
     const interleaved = between.length > 0;
     if (interleaved) row.interleaved++;
+    const guess = openRequestsGuess(writtenBy, client.startTimeUnixNano, serverStarts) ?? client.parentSpanId;
+    if (guess === '') row.openRequests.roots++;
+    else if (guess === server.spanId) row.openRequests.correct++;
+    else row.openRequests.wrong++;
+    const fresh = freshConnection.get(id) === true;
+    if (fresh) row.newConnection++;
     if (client.parentSpanId === server.spanId) {
       row.correct++;
+      if (fresh) row.correctNewConnection++;
       if (interleaved) row.correctInterleaved++;
       else row.correctNotInterleaved++;
     } else if (client.parentSpanId === '') {
@@ -321,6 +380,18 @@ function lastContextOn(thread: string, at: bigint, servers: ReceivedSpan[], clie
   return best?.context;
 }
 
+/**
+ * The parent the "open requests" heuristic would choose for a write by `thread` at `at`: a span
+ * id, "" for none, or undefined for "the thread context, as today".
+ */
+function openRequestsGuess(thread: string, at: bigint, servers: ReceivedSpan[]): string | undefined {
+  const open = servers.filter((s) => s.startTimeUnixNano < at && s.endTimeUnixNano > at);
+  const onThread = open.filter((s) => str(s.attributes['thread.id']) === thread);
+  if (onThread.length === 1) return onThread[0]?.spanId;
+  if (onThread.length > 1) return undefined;
+  return open.length === 1 ? (open[0]?.spanId ?? '') : '';
+}
+
 // ---- runs ----
 
 function serviceOf(s: ReceivedSpan): string {
@@ -344,33 +415,34 @@ async function collect(receiver: OtlpReceiver, service: string, prefix: string, 
 async function runApp(
   app: AppName,
   receiver: OtlpReceiver,
-  sink: RunningServer,
-  opts: Required<Pick<AccuracyOptions, 'concurrency' | 'requests' | 'spanTimeoutMs' | 'log'>> & { warmup?: number },
+  sink: Sink,
+  opts: Required<Pick<AccuracyOptions, 'concurrency' | 'requests' | 'spanTimeoutMs' | 'log' | 'tracerEnv'>> & { warmup?: number },
 ): Promise<RowResult[]> {
   const spec: AppSpec = APPS[app];
   const service = `accuracy-${app}`;
   const server = await startServer(spec.server, {
     wrap: [RBINDER, '--service-name', service, '--'],
-    env: tracerEnv(receiver),
+    env: { ...tracerEnv(receiver), ...opts.tracerEnv },
     startTimeoutMs: 60_000,
   });
+  const url = (id: string): string => callUrl(server.url, spec, sink.url, id);
   const rows: RowResult[] = [];
   try {
     for (const concurrency of opts.concurrency) {
       const warmup = opts.warmup ?? Math.max(10, 2 * concurrency);
       if (warmup > 0) {
         const ids = Array.from({ length: warmup }, (_, k) => `w${concurrency}r${k}`);
-        await drive(ids.map((id) => callUrl(server, spec, sink, id)), concurrency);
+        await drive(ids.map(url), concurrency);
         await collect(receiver, service, `w${concurrency}r`, warmup, opts.spanTimeoutMs);
       }
       receiver.clear();
       const prefix = `c${concurrency}r`;
       const ids = Array.from({ length: opts.requests }, (_, k) => `${prefix}${k}`);
       const started = performance.now();
-      const answers = await drive(ids.map((id) => callUrl(server, spec, sink, id)), concurrency);
+      const answers = await drive(ids.map(url), concurrency);
       const durationMs = performance.now() - started;
       const spans = await collect(receiver, service, prefix, ids.length, opts.spanTimeoutMs);
-      const row = score(app, concurrency, ids, answers, spans, durationMs);
+      const row = score(app, concurrency, ids, answers, spans, durationMs, sink.fresh);
       opts.log(
         `${app} c=${concurrency}: ${row.correct}/${row.requests} correct, ${row.roots} roots, ${row.wrong} wrong, ` +
           `${row.missing} missing (${Math.round(durationMs)} ms)`,
@@ -410,13 +482,14 @@ export async function runAccuracy(options: AccuracyOptions = {}): Promise<Accura
     requests: options.requests ?? 200,
     warmup: options.warmup,
     spanTimeoutMs: options.spanTimeoutMs ?? 30_000,
+    tracerEnv: options.tracerEnv ?? {},
     log: options.log ?? ((): void => undefined),
   };
   const receiver = await startOtlpReceiver();
   const rows: RowResult[] = [];
-  let sink: RunningServer | undefined;
+  let sink: Sink | undefined;
   try {
-    sink = await startServer('node'); // untraced
+    sink = await startSink();
     for (const app of opts.apps) rows.push(...(await runApp(app, receiver, sink, opts)));
   } finally {
     await sink?.stop();
@@ -425,7 +498,7 @@ export async function runAccuracy(options: AccuracyOptions = {}): Promise<Accura
   return {
     date: new Date().toISOString(),
     machine: machineInfo(),
-    options: { apps: opts.apps, concurrency: opts.concurrency, requests: opts.requests, warmup: opts.warmup },
+    options: { apps: opts.apps, concurrency: opts.concurrency, requests: opts.requests, warmup: opts.warmup, tracerEnv: opts.tracerEnv },
     rows,
   };
 }
@@ -437,32 +510,36 @@ const pct = (n: number, of: number): string => (of === 0 ? '–' : `${((100 * n)
 /** The results as two Markdown tables: accuracy, then the mechanism behind it. */
 export function formatTable(result: AccuracyResult): string {
   const lines = [
-    '| app | concurrency | correct | roots | wrong parent | missing |',
-    '| --- | ---: | ---: | ---: | ---: | ---: |',
+    '| app | concurrency | correct | roots | wrong parent | missing | what-if "open requests": correct / roots / wrong |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const r of result.rows) {
+    const h = r.openRequests;
     lines.push(
-      `| ${r.app} | ${r.concurrency} | ${pct(r.correct, r.requests)} (${r.correct}/${r.requests}) | ${r.roots} | ${r.wrong} | ${r.missing} |`,
+      `| ${r.app} | ${r.concurrency} | ${pct(r.correct, r.requests)} (${r.correct}/${r.requests}) | ${r.roots} | ${r.wrong} | ${r.missing} | ` +
+        `${pct(h.correct, r.matched)} / ${h.roots} / ${h.wrong} |`,
     );
   }
   lines.push(
     '',
-    '| app | concurrency | written by the reading thread | by a thread that read nothing | wrong = writer\'s last context | wrong, parent already ended | interleaved | correct if interleaved | correct if not |',
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| app | concurrency | written by the reading thread | by a thread that read nothing | wrong = writer\'s last context | wrong, parent already ended | interleaved | correct if interleaved | correct if not | on a new connection | correct if new |',
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   );
   for (const r of result.rows) {
     const notInterleaved = r.matched - r.interleaved;
     lines.push(
       `| ${r.app} | ${r.concurrency} | ${pct(r.sameThread, r.matched)} | ${pct(r.writtenByNonReader, r.matched)} | ` +
         `${r.wrongIsWritersLastContext}/${r.wrong} | ${r.wrongParentEnded}/${r.wrong} | ${pct(r.interleaved, r.matched)} | ` +
-        `${pct(r.correctInterleaved, r.interleaved)} | ${pct(r.correctNotInterleaved, notInterleaved)} |`,
+        `${pct(r.correctInterleaved, r.interleaved)} | ${pct(r.correctNotInterleaved, notInterleaved)} | ` +
+        `${pct(r.newConnection, r.matched)} | ${pct(r.correctNewConnection, r.newConnection)} |`,
     );
   }
   const m = result.machine;
   lines.push(
     '',
     `${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, Linux ${m.kernel}; node ${m.node}, java ${m.java}, ${m.go}, python ${m.python}; ` +
-      `${result.options.requests} requests per row, after ${result.options.warmup ?? 'max(10, 2 × concurrency)'} unmeasured warm-up requests.`,
+      `${result.options.requests} requests per row, after ${result.options.warmup ?? 'max(10, 2 × concurrency)'} unmeasured warm-up requests` +
+      `${Object.keys(result.options.tracerEnv).length > 0 ? `; tracer env ${Object.entries(result.options.tracerEnv).map(([k, v]) => `${k}=${v}`).join(' ')}` : ''}.`,
   );
   return lines.join('\n');
 }
@@ -491,6 +568,12 @@ function parseArgs(argv: string[]): { options: AccuracyOptions; json?: string } 
         const apps = value().split(',');
         for (const a of apps) if (!(a in APPS)) throw new Error(`unknown app ${a} (known: ${APP_NAMES.join(', ')})`);
         options.apps = apps as AppName[];
+        break;
+      }
+      case '--env': {
+        const [name, ...rest] = value().split('=');
+        if (!name || rest.length === 0) throw new Error('--env needs NAME=VALUE');
+        options.tracerEnv = { ...options.tracerEnv, [name]: rest.join('=') };
         break;
       }
       case '--json':

@@ -256,10 +256,11 @@ stop_watchdog() {
 
 start_watchdog() {
   local owner=${RBINDER_CLUSTER_OWNER_PID-}
+  stop_watchdog # one of an earlier start, watching another owner
   [[ -n $owner ]] || return 0
-  stop_watchdog
   mkdir -p "$RUN" "$LOGS"
   # The loop's command line names "watchdog", which running_pid checks.
+  # shellcheck disable=SC2016 # $1..$3 are the inner script's arguments
   RBINDER_CLUSTER_DIR=$DIR setsid bash -c '
     while kill -0 "$1" 2>/dev/null; do sleep 2; done
     exec bash "$2" stop $3' watchdog "$owner" "$here/cluster.sh" "${RBINDER_CLUSTER_WATCHDOG_PURGE:+--purge}" >>"$LOGS/watchdog.log" 2>&1 </dev/null 9>&- &
@@ -359,8 +360,8 @@ case "$cmd" in
         continue
       fi
       case $name in
-        etcd) etcd_ready && state=healthy || { state="not healthy"; ok=1; } ;;
-        kube-apiserver) apiserver_ready && state=ready || { state="not ready"; ok=1; } ;;
+        etcd) if etcd_ready; then state=healthy; else state="not healthy" ok=1; fi ;;
+        kube-apiserver) if apiserver_ready; then state=ready; else state="not ready" ok=1; fi ;;
         kube-controller-manager) state=running ;;
       esac
       echo "$name: pid $pid, $state"

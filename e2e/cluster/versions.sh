@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # Pinned versions of the control-plane binaries the e2e suite builds (sourced by the scripts here).
 # Changing one is enough: the cache is keyed by component and version, so the next run builds it.
 # Each must be served by the Go module proxy and build with the machine's Go (go1.26, GOTOOLCHAIN=local).

@@ -143,6 +143,7 @@ Napi::Value StartEngine(const Napi::CallbackInfo& info) {
   if (opts.Has("propagators")) {
     config.tracker.propagation.propagators = opts.Get("propagators").ToNumber().Uint32Value();
   }
+  if (opts.Has("fast")) config.fast = opts.Get("fast").ToBoolean().Value();
   if (opts.Has("inject")) config.tracker.inject = opts.Get("inject").ToBoolean().Value();
   if (opts.Has("injectTo")) {
     for (const std::string& entry : string_array(opts.Get("injectTo"), "injectTo")) {
@@ -187,6 +188,11 @@ Napi::Value EngineStatsJs(const Napi::CallbackInfo& info) {
   o.Set("injectionsSkipped", static_cast<double>(s.tracker.injections_skipped.load()));
   o.Set("contextsPresent", static_cast<double>(s.tracker.contexts_present.load()));
   o.Set("injectionsSplit", static_cast<double>(s.tracker.injections_split.load()));
+  o.Set("fastPathTraps", static_cast<double>(s.fast_traps.load()));
+  o.Set("fastPathEvents", static_cast<double>(s.fast_events.load()));
+  o.Set("fastPathDropped", static_cast<double>(s.fast_dropped.load()));
+  o.Set("fastPathProcesses", static_cast<double>(s.fast_processes.load()));
+  o.Set("fastPathFallbacks", static_cast<double>(s.fast_fallbacks.load()));
   return o;
 }
 

@@ -50,6 +50,11 @@ export function serviceDnsNames(name: string, namespace: string): string[] {
   return [`${name}.${namespace}.svc`, `${name}.${namespace}.svc.cluster.local`, `${name}.${namespace}`, name];
 }
 
+/** PEM text ending in exactly one newline. */
+export function normalizePem(pem: string): string {
+  return `${pem.trim()}\n`;
+}
+
 export function splitPem(bundle: string | undefined): string[] {
   return (bundle ?? '').match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g)?.map((p) => `${p}\n`) ?? [];
 }
@@ -154,9 +159,14 @@ export function bundleOf(current: string, previous: string | undefined, now: Dat
     const c = parse(pem);
     if (!c || c.notAfter <= now.getTime() || seen.has(c.cert.fingerprint256)) continue;
     seen.add(c.cert.fingerprint256);
-    out.push(pem.endsWith('\n') ? pem : `${pem}\n`);
+    out.push(normalizePem(pem));
   }
   return out.join('');
+}
+
+/** Certificates start a little in the past, for clocks behind ours: a minute, less for short lifetimes. */
+function clockSkew(lifetimeMs: number): number {
+  return Math.min(60_000, Math.round(lifetimeMs * 0.05));
 }
 
 /** Carries out a step; returns the new set. */
@@ -167,19 +177,20 @@ export async function applyCertificateStep(set: CertificateSet, step: Certificat
   if (step.kind === 'newCA') {
     const ca = await createCertificateAuthority({
       commonName: `${policy.commonName}-ca-${now.toISOString().slice(0, 19)}`,
-      notBefore: new Date(t - 60_000),
+      notBefore: new Date(t - clockSkew(policy.caLifetimeMs)),
       notAfter: new Date(t + policy.caLifetimeMs),
     });
-    next = { ...next, caCert: ca.certificate, caKey: ca.privateKey, caBundle: bundleOf(ca.certificate, set.caBundle, now) };
+    const caCert = normalizePem(ca.certificate);
+    next = { ...next, caCert, caKey: normalizePem(ca.privateKey), caBundle: bundleOf(caCert, set.caBundle, now) };
     if (step.keepServing) return next;
   } else {
     next.caBundle = bundleOf(next.caCert!, next.caBundle, now);
   }
   const leaf = await issueServingCertificate(
     { certificate: next.caCert!, privateKey: next.caKey! },
-    { commonName: policy.commonName, dnsNames: policy.dnsNames, ipAddresses: policy.ipAddresses, notBefore: new Date(t - 60_000), notAfter: new Date(t + policy.servingLifetimeMs) },
+    { commonName: policy.commonName, dnsNames: policy.dnsNames, ipAddresses: policy.ipAddresses, notBefore: new Date(t - clockSkew(policy.servingLifetimeMs)), notAfter: new Date(t + policy.servingLifetimeMs) },
   );
-  return { ...next, servingCert: leaf.certificate, servingKey: leaf.privateKey };
+  return { ...next, servingCert: normalizePem(leaf.certificate), servingKey: normalizePem(leaf.privateKey) };
 }
 
 export function certificateSetFromSecretData(data: Record<string, string> | undefined): CertificateSet {

@@ -52,7 +52,7 @@ export function collectorConfig(tw: TracedWorkload): Record<string, unknown> {
   const provision = tw.spec.collector?.provision ?? {};
   const exporters = provision.exporters && Object.keys(provision.exporters).length > 0 ? provision.exporters : DEFAULT_EXPORTERS;
   const exporterNames = Object.keys(exporters);
-  const pipeline = { receivers: ['otlp'], processors: ['memory_limiter', 'batch'], exporters: exporterNames };
+  const pipeline = (): Record<string, string[]> => ({ receivers: ['otlp'], processors: ['memory_limiter', 'batch'], exporters: exporterNames });
   const extensions = { ...provision.extensions, health_check: { endpoint: `0.0.0.0:${COLLECTOR_HEALTH_PORT}` } };
   return {
     receivers: {
@@ -72,7 +72,7 @@ export function collectorConfig(tw: TracedWorkload): Record<string, unknown> {
     extensions,
     service: {
       extensions: Object.keys(extensions),
-      pipelines: { traces: pipeline, metrics: pipeline },
+      pipelines: { traces: pipeline(), metrics: pipeline() },
     },
   };
 }
@@ -91,7 +91,8 @@ export function desiredCollectorObjects(tw: TracedWorkload, options: CollectorOp
   const labels = collectorLabels(tw);
   const selector = { [LABEL_INSTANCE]: tw.metadata.name, [LABEL_COMPONENT]: COLLECTOR_COMPONENT };
   const meta = { name, namespace, labels, ownerReferences: [ownerReference(tw)] };
-  const configText = stringify(collectorConfig(tw));
+  // Plain YAML, no anchors: people read this ConfigMap.
+  const configText = stringify(collectorConfig(tw), { aliasDuplicateObjects: false });
 
   const configMap: V1ConfigMap = { apiVersion: 'v1', kind: 'ConfigMap', metadata: { ...meta }, data: { [COLLECTOR_CONFIG_KEY]: configText } };
 

@@ -21,11 +21,15 @@ export const CRD_NAME = `${PLURAL}.${GROUP}`;
 /** Finalizer on every TracedWorkload: its workloads are reverted before it goes. */
 export const FINALIZER = 'rbinder.io/revert-workloads';
 
-/**
- * Field manager of every write (server-side apply owns the stamp annotations, so removing the
- * stamp removes exactly what the operator added and nothing a user set).
- */
+/** Field manager of the operator's writes, and of the objects it provisions (server-side apply). */
 export const FIELD_MANAGER = 'rbinder-operator';
+
+/**
+ * Field manager of the stamp alone: server-side apply owns exactly the stamp annotations, so removing
+ * the stamp removes what the operator added and nothing a user set. A manager of its own, because an
+ * apply declares everything its manager owns in the object.
+ */
+export const STAMP_FIELD_MANAGER = 'rbinder-stamp';
 
 /** reportingController of events, and the managed-by label value of objects the operator creates. */
 export const CONTROLLER_NAME = 'rbinder.io/operator';

@@ -3,7 +3,7 @@
 
 import type { KubernetesObject, V1ContainerStatus, V1DaemonSet, V1Deployment, V1ManagedFieldsEntry, V1Pod, V1StatefulSet } from '@kubernetes/client-node';
 import { owningWorkloads } from '../../webhook/src/workload';
-import { FIELD_MANAGER, type WorkloadKind } from './names';
+import { STAMP_FIELD_MANAGER, type WorkloadKind } from './names';
 import type { ObservedWorkload } from './selection';
 import type { TracedWorkload } from './types';
 
@@ -38,7 +38,7 @@ export type AppsWorkload = V1Deployment | V1StatefulSet | V1DaemonSet;
  * The template annotations a field manager owns through server-side apply, read from
  * managedFields (`f:spec.f:template.f:metadata.f:annotations.f:<key>`).
  */
-export function ownedTemplateAnnotationKeys(managedFields: V1ManagedFieldsEntry[] | undefined, manager = FIELD_MANAGER): string[] {
+export function ownedTemplateAnnotationKeys(managedFields: V1ManagedFieldsEntry[] | undefined, manager = STAMP_FIELD_MANAGER): string[] {
   const keys = new Set<string>();
   for (const entry of managedFields ?? []) {
     if (entry.manager !== manager || entry.operation !== 'Apply') continue;

@@ -22,7 +22,7 @@ import {
   LABEL_INSTANCE,
 } from './names';
 import { crashLoopingContainer, type ObservedPod, type ObservedState } from './observed';
-import { selectWorkloads, tracedWorkloadKey, workloadKey, type ObservedWorkload } from './selection';
+import { isOperatorManaged, selectWorkloads, tracedWorkloadKey, workloadKey, type ObservedWorkload } from './selection';
 import type { Condition, TracedWorkload, TracedWorkloadStatus, WorkloadStatus } from './types';
 
 export interface ObjectRef {
@@ -139,6 +139,8 @@ export function reconcile(observed: ObservedState, options: ReconcileOptions): A
   // 1. Each workload's stamp.
   const rolledBackNow = new Set<string>(); // TracedWorkload keys
   for (const w of observed.workloads) {
+    // The operator's own collectors: provisioned below, never stamped nor unstamped.
+    if (isOperatorManaged(w)) continue;
     const key = workloadKey(w);
     const sel = selection.get(key) ?? { by: 'none' as const };
     let desired: Record<string, string>;

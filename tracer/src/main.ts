@@ -104,6 +104,7 @@ async function run(config: TracerConfig): Promise<number> {
         argv: [command, ...args],
         env: envArray(programEnv(config.env)),
         sampler,
+        fast: config.mode === 'fast',
         propagators: propagatorMask(config.propagators),
         ...injectionSettings(config.injectTo, config.propagators),
         inheritFds: inheritedFds(config.env),

@@ -21,6 +21,8 @@ export interface EngineOptions {
   /** Its environment as "K=V" strings. */
   env: string[];
   sampler: { type: number; ratio: number };
+  /** Use the in-process fast path where it can be set up (--mode fast). */
+  fast: boolean;
   /** Propagation formats as bits (tracecontext 1, baggage 2, b3 4, b3multi 8). */
   propagators: number;
   /** Inject trace context into outbound requests at all. */

@@ -89,6 +89,7 @@ export interface ReviewOutcome {
   result: RequestResult;
   reason: string;
   injected: string[];
+  selectedBy?: string;
 }
 
 /** Checks the shape of the request body and returns its request; throws BadRequestError. */
@@ -159,7 +160,7 @@ export async function reviewPodRequest(request: AdmissionRequest, deps: ReviewDe
     }
     const all = [...warnings, ...mutation.warnings].map(shortWarning);
     if (all.length > 0) response.warnings = all;
-    return { response, result: mutation.result, reason: mutation.reason, injected: mutation.injected };
+    return { response, result: mutation.result, reason: mutation.reason, injected: mutation.injected, selectedBy: mutation.selectedBy };
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
     deps.log.error({ err, uid }, 'admission review failed');

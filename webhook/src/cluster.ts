@@ -25,11 +25,12 @@ export interface KubernetesLookupOptions {
   now?: () => number;
 }
 
-/** Loads the kubeconfig as kubectl would (KUBECONFIG, ~/.kube/config) or the in-cluster service account. */
-export async function loadKubeConfig(): Promise<KubeConfig> {
+/** Loads `path`, else the kubeconfig as kubectl would (KUBECONFIG, ~/.kube/config), else the in-cluster service account. */
+export async function loadKubeConfig(path?: string): Promise<KubeConfig> {
   const k8s = await import('@kubernetes/client-node');
   const kc = new k8s.KubeConfig();
-  kc.loadFromDefault();
+  if (path) kc.loadFromFile(path);
+  else kc.loadFromDefault();
   if (!kc.getCurrentCluster()) throw new Error('no Kubernetes cluster configured (no KUBECONFIG, ~/.kube/config or in-cluster service account)');
   return kc;
 }

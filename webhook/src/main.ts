@@ -1,10 +1,17 @@
 // bin/rbinder-controller: the operator and the webhook in one process, or the webhook alone with
-// --webhook-only. The operator (operator/src/run) starts the webhook through the context it is
-// given, passing its informer-backed TracedWorkload lookup.
+// --webhook-only.
+//
+// The operator lives in operator/src/run (compiled: dist/operator/src/run.js) and is loaded when it
+// is there: its command-line options join ours (those it marks shared, such as --namespace, are
+// registered once and mean the same to both), runOperator() starts it, and its TracedWorkload
+// cache answers the webhook's lookups. Without --webhook-only and without the operator, the process
+// exits 2.
 
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { V1ResourceRequirements } from '@kubernetes/client-node';
+import type { Registry } from 'prom-client';
 import { createLogger, LOG_LEVELS, type Logger, type LogLevel } from '../../tracer/src/log';
 import type { ClusterLookups } from './admission';
 import { NO_CLUSTER, coreApiFor, kubernetesLookups, loadKubeConfig } from './cluster';
@@ -41,9 +48,10 @@ export interface ControllerOptions {
   webhookOnly: boolean;
   port: number;
   bindAddress?: string;
-  tlsCertFile?: string;
-  tlsKeyFile?: string;
+  tlsCertFile: string;
+  tlsKeyFile: string;
   certCheckIntervalMs: number;
+  kubeconfig?: string;
   injection: InjectionConfig;
   registry: RegistrySettings;
   logLevel: LogLevel;
@@ -54,28 +62,50 @@ export class UsageError extends Error {
   readonly exitCode = 2;
 }
 
-export interface RunningWebhook {
-  server: WebhookServer;
-  metrics: WebhookMetrics;
-  /** Finishes in-flight requests and releases everything. */
-  close(): Promise<void>;
+// ---------------------------------------------------------------------------------------------
+// What the webhook needs from operator/src/run (its published contract), typed here so that the
+// webhook builds whether or not the operator is there.
+
+export interface OperatorCliOption {
+  flags: string;
+  /** The key commander gives the value (camelCase of the long flag). */
+  name: string;
+  description: string;
+  default?: string | boolean;
+  /** Also meaningful to the webhook: registered once. */
+  shared?: boolean;
 }
 
-/** What operator/src/run receives. */
-export interface OperatorContext {
-  options: ControllerOptions;
-  log: Logger;
-  /** Starts the webhook in this process, with the operator's lookups (its TracedWorkload cache). */
-  startWebhook(lookups?: { tracedWorkload?: TracedWorkloadLookup }): Promise<RunningWebhook>;
-  /** Aborted on SIGTERM or SIGINT: stop, then resolve run() with the exit status. */
-  signal: AbortSignal;
+export interface OperatorHandle {
+  /** The TracedWorkload cache; `lookup` is the webhook's TracedWorkloadLookup. */
+  cache: { lookup: TracedWorkloadLookup };
+  healthy(): boolean;
+  ready(): boolean;
+  stop(): Promise<void>;
 }
 
 export interface OperatorModule {
-  run(context: OperatorContext): Promise<number>;
+  operatorCliOptions: readonly OperatorCliOption[];
+  operatorOptionsFromCli(values: Record<string, unknown>, extra: { logger?: Logger; registry?: Registry }): unknown;
+  runOperator(options: unknown): Promise<OperatorHandle>;
+  /** The TracedWorkload cache alone, for --webhook-only. */
+  createTracedWorkloadCache?(options: { kubeconfig?: string; namespace?: string; logger?: Logger }): Promise<{ lookup: TracedWorkloadLookup }>;
 }
 
 const OPERATOR_MODULE = '../../operator/src/run';
+
+/** The operator module, or undefined when this build has none. A broken operator is an error. */
+export function loadOperator(): OperatorModule | undefined {
+  try {
+    return require(OPERATOR_MODULE) as OperatorModule;
+  } catch (err) {
+    const e = err as { code?: string; message?: string };
+    if (e.code === 'MODULE_NOT_FOUND' && e.message?.includes(OPERATOR_MODULE)) return undefined;
+    throw err;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 function whole(what: string, min = 0): (value: string) => number {
   return (value: string) => {
@@ -118,15 +148,23 @@ function defaultNamespace(env: NodeJS.ProcessEnv): string {
   }
 }
 
-function buildProgram(write: (text: string) => void): Command {
-  return new Command('rbinder-controller')
+function longFlag(flags: string): string | undefined {
+  return /--[a-z0-9-]+/i.exec(flags)?.[0]?.replace(/^--no-/, '--');
+}
+
+function buildProgram(write: (text: string) => void, operator: OperatorModule | undefined): Command {
+  const program = new Command('rbinder-controller')
     .description('The rbinder operator and its pod-mutating admission webhook (docs/webhook.md).')
     .option('--webhook-only', 'run only the admission webhook, not the operator')
     .option('--port <port>', 'HTTPS port of the webhook', whole('a port number', 0), 9443)
     .option('--bind-address <address>', 'address to listen on (default: all)')
-    .option('--tls-cert-file <path>', 'serving certificate (PEM); reloaded when the file changes')
-    .option('--tls-key-file <path>', 'serving key (PEM); reloaded when the file changes')
+    .option('--tls-cert-file <path>', 'serving certificate (PEM); reloaded when the file changes (default: <cert-dir>/tls.crt)')
+    .option('--tls-key-file <path>', 'serving key (PEM); reloaded when the file changes (default: <cert-dir>/tls.key)')
+    .option('--cert-dir <dir>', 'directory holding tls.crt and tls.key (the operator writes them there)')
     .option('--cert-check-interval <ms>', 'how often the certificate files are checked for changes', whole('milliseconds', 10), 10_000)
+    .option('--kubeconfig <path>', 'kubeconfig file (default: KUBECONFIG, ~/.kube/config, else in-cluster)')
+    .option('--namespace <namespace>', "the controller's namespace, never injected (default: $POD_NAMESPACE, else the service account's, else rbinder-system)")
+    .option('--exclude-namespaces <list>', 'more namespaces never injected (kube-system always is)', list)
     .requiredOption('--tracer-image <image>', 'the tracer bundle image (holds the installer and the bundle)')
     .addOption(new Option('--tracer-image-pull-policy <policy>', 'imagePullPolicy of the install container').choices(PULL_POLICIES).default('IfNotPresent'))
     .option('--tracer-install-command <json>', 'the installer in the bundle image; the target directory is appended', jsonOf('a non-empty array of strings', isStringArray), ['/rbinder/install'])
@@ -144,15 +182,23 @@ function buildProgram(write: (text: string) => void): Command {
       if (eq <= 0) throw new InvalidArgumentError('expected NAME=VALUE.');
       return { ...previous, [value.slice(0, eq)]: value.slice(eq + 1) };
     })
-    .option('--controller-namespace <namespace>', "the controller's namespace, never injected (default: $POD_NAMESPACE, else the service account's, else rbinder-system)")
-    .option('--excluded-namespaces <list>', 'more namespaces never injected (kube-system always is)', list)
     .addOption(new Option('--failure-policy <policy>', 'when the webhook fails: Ignore admits the pod untraced, Fail rejects it').choices(FAILURE_POLICIES).default('Ignore'))
     .option('--registry-ca-file <path>', 'PEM CA bundle trusted for registries, besides the system roots')
     .option('--insecure-registries <list>', 'registries reached over plain HTTP (host:port, or host for any port)', list)
     .option('--registry-credentials-file <path>', "a docker config.json with the webhook's own registry credentials")
     .option('--registry-timeout <ms>', 'most time for one registry request', whole('milliseconds', 1), 2000)
     .option('--lookup-budget <ms>', 'most time one admission request spends on lookups (keep under timeoutSeconds)', whole('milliseconds', 1), 3000)
-    .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'))
+    .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).default('info'));
+
+  // The operator's own options; a shared one we already have is the same flag, registered once.
+  const known = new Set(program.options.map((o) => o.long));
+  for (const o of operator?.operatorCliOptions ?? []) {
+    if (known.has(longFlag(o.flags))) continue;
+    const option = new Option(o.flags, `${o.description} [operator]`);
+    if (o.default !== undefined) option.default(o.default);
+    program.addOption(option);
+  }
+  return program
     .helpOption('-h, --help', 'print this help')
     .exitOverride()
     .configureOutput({ writeOut: write, writeErr: () => {}, outputError: () => {} });
@@ -164,7 +210,11 @@ interface Flags {
   bindAddress?: string;
   tlsCertFile?: string;
   tlsKeyFile?: string;
+  certDir?: string;
   certCheckInterval: number;
+  kubeconfig?: string;
+  namespace?: string;
+  excludeNamespaces?: string[];
   tracerImage: string;
   tracerImagePullPolicy: PullPolicy;
   tracerInstallCommand: string[];
@@ -178,8 +228,6 @@ interface Flags {
   samplerArg?: string;
   injectTo?: string[];
   tracerEnv?: Record<string, string>;
-  controllerNamespace?: string;
-  excludedNamespaces?: string[];
   failurePolicy: FailurePolicy;
   registryCaFile?: string;
   insecureRegistries?: string[];
@@ -189,10 +237,20 @@ interface Flags {
   logLevel: LogLevel;
 }
 
+export interface ParsedCommandLine {
+  options: ControllerOptions;
+  /** Every value commander parsed, by key (the operator reads its own from here). */
+  values: Record<string, unknown>;
+}
+
 /** Parses the controller's arguments (without "node" and the script). Throws UsageError. */
-export function parseControllerArgs(argv: string[], env: NodeJS.ProcessEnv = process.env): ControllerOptions | { help: string } {
+export function parseControllerArgs(
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+  operator: OperatorModule | undefined = undefined,
+): ParsedCommandLine | { help: string } {
   let output = '';
-  const program = buildProgram((text) => (output += text));
+  const program = buildProgram((text) => (output += text), operator);
   try {
     program.parse(argv, { from: 'user' });
   } catch (err) {
@@ -201,10 +259,12 @@ export function parseControllerArgs(argv: string[], env: NodeJS.ProcessEnv = pro
     throw new UsageError(`rbinder-controller: ${err.message.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ')}`);
   }
   const f = program.opts<Flags>();
-  if (f.webhookOnly && (!f.tlsCertFile || !f.tlsKeyFile)) {
-    throw new UsageError('rbinder-controller: --webhook-only needs --tls-cert-file and --tls-key-file');
-  }
+  const tlsCertFile = f.tlsCertFile ?? (f.certDir ? join(f.certDir, 'tls.crt') : undefined);
+  const tlsKeyFile = f.tlsKeyFile ?? (f.certDir ? join(f.certDir, 'tls.key') : undefined);
+  if (!tlsCertFile || !tlsKeyFile) throw new UsageError('rbinder-controller: the webhook needs --tls-cert-file and --tls-key-file, or --cert-dir');
   if (f.samplerArg !== undefined && f.sampler === undefined) throw new UsageError('rbinder-controller: --sampler-arg needs --sampler');
+  const controllerNamespace = f.namespace ?? defaultNamespace(env);
+  const excludedNamespaces = f.excludeNamespaces ?? [];
   const injection = defaultInjectionConfig(f.tracerImage, {
     tracerImagePullPolicy: f.tracerImagePullPolicy,
     installCommand: f.tracerInstallCommand,
@@ -217,17 +277,18 @@ export function parseControllerArgs(argv: string[], env: NodeJS.ProcessEnv = pro
     sampler: f.sampler ? { type: f.sampler, argument: f.samplerArg } : undefined,
     injectTo: f.injectTo,
     extraEnv: f.tracerEnv ?? {},
-    controllerNamespace: f.controllerNamespace ?? defaultNamespace(env),
-    excludedNamespaces: f.excludedNamespaces ?? [],
+    controllerNamespace,
+    excludedNamespaces,
     failurePolicy: f.failurePolicy,
   });
-  return {
+  const options: ControllerOptions = {
     webhookOnly: f.webhookOnly === true,
     port: f.port,
     bindAddress: f.bindAddress,
-    tlsCertFile: f.tlsCertFile,
-    tlsKeyFile: f.tlsKeyFile,
+    tlsCertFile,
+    tlsKeyFile,
     certCheckIntervalMs: f.certCheckInterval,
+    kubeconfig: f.kubeconfig,
     injection,
     registry: {
       caFile: f.registryCaFile,
@@ -238,28 +299,39 @@ export function parseControllerArgs(argv: string[], env: NodeJS.ProcessEnv = pro
     },
     logLevel: f.logLevel,
   };
+  // The shared values as the operator expects them (strings, as it parses its own).
+  const values = { ...program.opts(), namespace: controllerNamespace, excludeNamespaces: excludedNamespaces.join(',') || undefined };
+  return { options, values };
 }
 
 /** The cluster through the API server, or none (with a warning) when no kubeconfig is to be found. */
-async function clusterLookups(log: Logger, tracedWorkload: TracedWorkloadLookup | undefined): Promise<ClusterLookups> {
+async function clusterLookups(log: Logger, kubeconfig: string | undefined): Promise<ClusterLookups> {
   try {
-    const kc = await loadKubeConfig();
+    const kc = await loadKubeConfig(kubeconfig);
     log.info({ server: kc.getCurrentCluster()?.server }, 'reading namespaces and pull secrets from the API server');
-    return kubernetesLookups(await coreApiFor(kc), { tracedWorkload });
+    return kubernetesLookups(await coreApiFor(kc));
   } catch (err) {
     log.warn({ err: (err as Error).message }, 'no Kubernetes API: namespace labels and imagePullSecrets are not available');
-    return { ...NO_CLUSTER, tracedWorkload };
+    return NO_CLUSTER;
   }
 }
 
+export interface RunningWebhook {
+  server: WebhookServer;
+  /** Finishes in-flight requests and releases everything. */
+  close(): Promise<void>;
+}
+
+export interface WebhookExtras {
+  /** Instead of the API server (tests). */
+  cluster?: ClusterLookups;
+  tracedWorkload?: TracedWorkloadLookup;
+  healthy?: () => boolean;
+  ready?: () => boolean;
+}
+
 /** Starts the webhook server with everything it needs. */
-export async function startWebhook(
-  options: ControllerOptions,
-  log: Logger,
-  lookups: { cluster?: ClusterLookups; tracedWorkload?: TracedWorkloadLookup } = {},
-): Promise<RunningWebhook> {
-  if (!options.tlsCertFile || !options.tlsKeyFile) throw new UsageError('rbinder-controller: the webhook needs --tls-cert-file and --tls-key-file');
-  const metrics = new WebhookMetrics({ processMetrics: true });
+export async function startWebhook(options: ControllerOptions, log: Logger, metrics: WebhookMetrics, extras: WebhookExtras = {}): Promise<RunningWebhook> {
   const { registry: settings } = options;
   const ownCredentials = new DockerKeyring();
   if (settings.credentialsFile) {
@@ -273,7 +345,8 @@ export async function startWebhook(
     onError: metrics.onRegistryError,
   });
   try {
-    const cluster = lookups.cluster ?? (await clusterLookups(log, lookups.tracedWorkload));
+    const base = extras.cluster ?? (await clusterLookups(log, options.kubeconfig));
+    const cluster = extras.tracedWorkload ? { ...base, tracedWorkload: extras.tracedWorkload } : base;
     const server = await startWebhookServer({
       port: options.port,
       host: options.bindAddress,
@@ -287,10 +360,11 @@ export async function startWebhook(
       lookupBudgetMs: settings.lookupBudgetMs,
       log,
       metrics,
+      healthy: extras.healthy,
+      ready: extras.ready,
     });
     return {
       server,
-      metrics,
       close: async () => {
         await server.close();
         registry.close();
@@ -302,32 +376,94 @@ export async function startWebhook(
   }
 }
 
-function loadOperator(): OperatorModule | undefined {
+export interface RunningController {
+  webhook: RunningWebhook;
+  operator?: OperatorHandle;
+  /** Stops the webhook (finishing in-flight requests), then the operator. */
+  close(): Promise<void>;
+}
+
+/** Waits for files the operator writes (the serving certificate on first start). */
+async function waitForFiles(files: string[], log: Logger, signal: AbortSignal): Promise<void> {
+  let said = false;
+  while (!files.every((f) => existsSync(f))) {
+    if (signal.aborted) throw new Error('stopped while waiting for the serving certificate');
+    if (!said) log.info({ files }, 'waiting for the operator to write the serving certificate');
+    said = true;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/**
+ * Starts the operator (unless webhookOnly) and the webhook, wired together: one metrics registry,
+ * the operator's TracedWorkload cache as the webhook's lookup, its health in /healthz and /readyz.
+ */
+export async function startController(
+  parsed: ParsedCommandLine,
+  log: Logger,
+  operator: OperatorModule | undefined,
+  signal: AbortSignal = new AbortController().signal,
+  extras: Pick<WebhookExtras, 'cluster'> = {},
+): Promise<RunningController> {
+  const { options, values } = parsed;
+  const metrics = new WebhookMetrics({ processMetrics: true });
+  if (options.webhookOnly) {
+    let tracedWorkload: TracedWorkloadLookup | undefined;
+    if (operator?.createTracedWorkloadCache) {
+      try {
+        const cache = await operator.createTracedWorkloadCache({ kubeconfig: options.kubeconfig, namespace: options.injection.controllerNamespace, logger: log });
+        tracedWorkload = cache.lookup;
+      } catch (err) {
+        log.warn({ err: (err as Error).message }, 'no TracedWorkload cache: pods stamped by the operator get the cluster defaults');
+      }
+    }
+    const webhook = await startWebhook(options, log, metrics, { ...extras, tracedWorkload });
+    return { webhook, close: () => webhook.close() };
+  }
+
+  if (!operator) throw new UsageError('rbinder-controller: the operator is not available yet; run with --webhook-only');
+  const handle = await operator.runOperator(operator.operatorOptionsFromCli(values, { logger: log, registry: metrics.registry }));
   try {
-    return require(OPERATOR_MODULE) as OperatorModule;
+    await waitForFiles([options.tlsCertFile, options.tlsKeyFile], log, signal);
+    const webhook = await startWebhook(options, log, metrics, {
+      ...extras,
+      tracedWorkload: handle.cache.lookup,
+      healthy: () => handle.healthy(),
+      ready: () => handle.ready(),
+    });
+    return {
+      webhook,
+      operator: handle,
+      close: async () => {
+        await webhook.close();
+        await handle.stop();
+      },
+    };
   } catch (err) {
-    const e = err as { code?: string; message?: string };
-    // Only the operator itself missing means "not available"; a broken operator is an error.
-    if (e.code === 'MODULE_NOT_FOUND' && e.message?.includes(OPERATOR_MODULE)) return undefined;
+    await handle.stop();
     throw err;
   }
 }
 
 /** Runs the controller until SIGTERM/SIGINT; resolves with the exit status. */
-export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
-  let options: ReturnType<typeof parseControllerArgs>;
+export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env, operator: OperatorModule | undefined = loadOperator()): Promise<number> {
+  let parsed: ReturnType<typeof parseControllerArgs>;
   try {
-    options = parseControllerArgs(argv, env);
+    parsed = parseControllerArgs(argv, env, operator);
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     process.stderr.write(`${err.message}\n(see 'rbinder-controller --help')\n`);
     return err.exitCode;
   }
-  if ('help' in options) {
-    process.stdout.write(options.help);
+  if ('help' in parsed) {
+    process.stdout.write(parsed.help);
     return 0;
   }
-  const log = createLogger({ level: options.logLevel }).child({ component: 'controller' });
+  if (!parsed.options.webhookOnly && !operator) {
+    process.stderr.write('rbinder-controller: the operator is not available yet; run with --webhook-only\n');
+    return 2;
+  }
+  const log = createLogger({ level: parsed.options.logLevel }).child({ component: 'controller' });
   process.on('unhandledRejection', (reason) => log.error({ err: reason }, 'unhandled promise rejection'));
 
   const stop = new AbortController();
@@ -339,34 +475,15 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
   process.once('SIGINT', onSignal);
   const stopped = new Promise<void>((resolve) => stop.signal.addEventListener('abort', () => resolve(), { once: true }));
 
-  if (!options.webhookOnly) {
-    const operator = loadOperator();
-    if (!operator) {
-      process.stderr.write('rbinder-controller: the operator is not available yet; run with --webhook-only\n');
-      return 2;
-    }
-    const opts = options;
-    return operator.run({
-      options: opts,
-      log,
-      startWebhook: (lookups = {}) => startWebhook(opts, log, lookups),
-      signal: stop.signal,
-    });
-  }
-
-  let webhook: RunningWebhook;
+  let controller: RunningController;
   try {
-    webhook = await startWebhook(options, log);
+    controller = await startController(parsed, log, operator, stop.signal);
   } catch (err) {
-    if (err instanceof UsageError) {
-      process.stderr.write(`${err.message}\n`);
-      return err.exitCode;
-    }
-    log.fatal({ err }, 'cannot start the webhook');
+    log.fatal({ err }, 'cannot start the controller');
     return 1;
   }
   await stopped;
-  await webhook.close();
+  await controller.close();
   return 0;
 }
 

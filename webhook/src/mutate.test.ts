@@ -79,6 +79,19 @@ describe('mutatePod: selection', () => {
     if (result === 'skipped') expect(patched(p, m).metadata?.annotations?.['rbinder.io/skipped']).toBe(reason);
   });
 
+  it('says which rule selected the pod', () => {
+    const tracedWorkload = (): TracedWorkloadConfig => ({});
+    const by = (p: V1Pod, o: Partial<MutationInput> = {}): string | undefined => mutatePod(p, input(o)).selectedBy;
+    expect(by(pod({ annotations: { 'rbinder.io/traced-workload': 'web', 'rbinder.io/inject': 'true' } }), { tracedWorkload })).toBe('TracedWorkload web');
+    expect(by(pod({ annotations: { 'rbinder.io/inject': 'true' } }))).toBe('annotation rbinder.io/inject=true');
+    expect(by(pod(), { namespaceLabels: {} })).toBeUndefined();
+  });
+
+  it('does not warn about an unknown TracedWorkload on a pod it skips for that reason', () => {
+    const m = mutatePod(pod({ annotations: { 'rbinder.io/traced-workload': 'gone' } }), input({ namespaceLabels: {}, tracedWorkload: () => undefined }));
+    expect(m.warnings).toEqual(['rbinder: pod not traced: TracedWorkload shop/gone not found']);
+  });
+
   it('warns about a bad rbinder.io/inject value and treats it as absent', () => {
     const m = mutatePod(pod({ annotations: { 'rbinder.io/inject': 'yes' } }), input({ namespaceLabels: {} }));
     expect(m.result).toBe('ignored');
@@ -116,7 +129,7 @@ describe('mutatePod: the mutation', () => {
   it('adds the volume, the install container, and runs the app under the launcher', () => {
     const p = pod();
     const m = mutatePod(p, input());
-    expect(m).toMatchObject({ result: 'injected', reason: '', injected: ['app'], warnings: [] });
+    expect(m).toMatchObject({ result: 'injected', reason: '', injected: ['app'], warnings: [], selectedBy: 'namespace label rbinder.io/inject=enabled' });
     const out = patched(p, m);
     expect(out.spec!.volumes).toEqual([{ name: 'rbinder-bundle', emptyDir: { sizeLimit: '256Mi' } }]);
     expect(out.spec!.initContainers).toEqual([
@@ -385,7 +398,7 @@ describe('mutatePod: containers', () => {
     const m = mutatePod(p, input());
     expect(m.injected).toEqual(['app', 'b', 'c']);
     expect(m.warnings).toEqual([
-      'container app: seccomp profile profiles/strict.json must allow ptrace, seccomp and process_vm_readv, or the traced container fails to start',
+      'container app: seccomp profile profiles/strict.json must allow ptrace and seccomp, or the traced container fails to start',
       "container b: a custom AppArmor profile must allow ptrace (trace) of the container's own processes",
     ]);
   });

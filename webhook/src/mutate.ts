@@ -71,6 +71,8 @@ export interface PodMutation {
   patch: Operation[];
   /** For the admission response (kubectl prints them). */
   warnings: string[];
+  /** Which rule selected the pod, e.g. "namespace label rbinder.io/inject=enabled"; absent when none did. */
+  selectedBy?: string;
 }
 
 /** A container the registry must be asked about. */
@@ -84,6 +86,7 @@ type Plan =
   | { selected: false; reason: string; annotate: boolean; warnings: string[] }
   | {
       selected: true;
+      selectedBy: string;
       workload: TracedWorkloadConfig | undefined;
       /** Chosen containers that may be injected, in pod order. */
       containers: V1Container[];
@@ -139,7 +142,6 @@ function planPod(pod: V1Pod, context: PodContext): Plan {
   if (workloadName) {
     workload = context.tracedWorkload?.(namespace, workloadName);
     if (workload) selectedBy = `TracedWorkload ${workloadName}`;
-    else warnings.push(`TracedWorkload ${namespace}/${workloadName} is not known to the webhook; using the cluster defaults`);
   }
   if (!selectedBy && optIn === true) selectedBy = `annotation ${ANNOTATION_INJECT}=true`;
   if (!selectedBy && context.namespaceLabels?.[LABEL_INJECT] === LABEL_INJECT_ENABLED) {
@@ -149,6 +151,9 @@ function planPod(pod: V1Pod, context: PodContext): Plan {
     // The operator meant this pod to be traced: say on the pod why it is not.
     if (workloadName) return refuse(`TracedWorkload ${namespace}/${workloadName} not found`);
     return ignore('not selected');
+  }
+  if (workloadName && !workload) {
+    warnings.push(`TracedWorkload ${namespace}/${workloadName} is not known to the webhook; using the cluster defaults`);
   }
   if (pod.spec?.os?.name && pod.spec.os.name !== 'linux') return refuse(`pods for ${pod.spec.os.name} nodes cannot be traced`);
 
@@ -166,7 +171,7 @@ function planPod(pod: V1Pod, context: PodContext): Plan {
       warnings.push(...ptraceWarnings(pod, c));
     }
   }
-  return { selected: true, workload, containers: injectable, refused, pinned: pinnedPlatform(pod), warnings };
+  return { selected: true, selectedBy, workload, containers: injectable, refused, pinned: pinnedPlatform(pod), warnings };
 }
 
 /**
@@ -229,7 +234,7 @@ function ptraceWarnings(pod: V1Pod, c: V1Container): string[] {
   const out: string[] = [];
   const seccomp = c.securityContext?.seccompProfile ?? pod.spec?.securityContext?.seccompProfile;
   if (seccomp?.type === 'Localhost') {
-    out.push(`container ${c.name}: seccomp profile ${seccomp.localhostProfile ?? 'Localhost'} must allow ptrace, seccomp and process_vm_readv, or the traced container fails to start`);
+    out.push(`container ${c.name}: seccomp profile ${seccomp.localhostProfile ?? 'Localhost'} must allow ptrace and seccomp, or the traced container fails to start`);
   }
   const apparmor = c.securityContext?.appArmorProfile ?? pod.spec?.securityContext?.appArmorProfile;
   const legacy = pod.metadata?.annotations?.[`container.apparmor.security.beta.kubernetes.io/${c.name}`];
@@ -263,7 +268,7 @@ export function mutatePod(pod: V1Pod, input: MutationInput): PodMutation {
     }
   }
   const reason = refused.map((r) => `container ${r.name}: ${r.reason}`).join('; ');
-  if (commands.size === 0) return skippedPod(pod, reason || 'no container to trace', warnings);
+  if (commands.size === 0) return { ...skippedPod(pod, reason || 'no container to trace', warnings), selectedBy: plan.selectedBy };
 
   const mutated = structuredClone(pod);
   const spec = (mutated.spec ??= { containers: [] });
@@ -297,7 +302,7 @@ export function mutatePod(pod: V1Pod, input: MutationInput): PodMutation {
   meta.annotations = { ...meta.annotations, [ANNOTATION_INJECTED]: injected.join(',') };
   if (reason) meta.annotations[ANNOTATION_SKIPPED] = reason;
   else delete meta.annotations[ANNOTATION_SKIPPED];
-  return { result: 'injected', reason, injected, patch: compare(pod, mutated), warnings };
+  return { result: 'injected', reason, injected, patch: compare(pod, mutated), warnings, selectedBy: plan.selectedBy };
 }
 
 function skippedPod(pod: V1Pod, reason: string, warnings: string[]): PodMutation {

@@ -286,6 +286,17 @@ describe('health, readiness, metrics', () => {
     expect(other.status).toBe(404);
   });
 
+  it('answers 503 while what shares the process is unhealthy or not ready', async () => {
+    let healthy = false;
+    let ready = false;
+    const { server } = await start({ healthy: () => healthy, ready: () => ready });
+    expect(await call(server.port, 'GET', '/healthz')).toMatchObject({ status: 503, body: 'unhealthy' });
+    expect(await call(server.port, 'GET', '/readyz')).toMatchObject({ status: 503, body: 'not ready' });
+    healthy = ready = true;
+    expect((await call(server.port, 'GET', '/healthz')).status).toBe(200);
+    expect((await call(server.port, 'GET', '/readyz')).status).toBe(200);
+  });
+
   it('exposes request counts by result, the latency histogram, image lookups and certificate expiry', async () => {
     const registry = new RegistryClient({ insecureRegistries: ['127.0.0.1'] });
     const metrics = new WebhookMetrics();

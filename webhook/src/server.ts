@@ -37,6 +37,10 @@ export interface WebhookServerOptions extends ReviewDependencies {
   /** On close, how long in-flight requests may take before their connections are cut. */
   shutdownGraceMs?: number;
   metrics: WebhookMetrics;
+  /** Liveness of what shares the process (the operator); /healthz answers 503 when false. */
+  healthy?: () => boolean;
+  /** Readiness of what the webhook depends on (the TracedWorkload cache); /readyz answers 503 when false. */
+  ready?: () => boolean;
 }
 
 export interface WebhookServer {
@@ -86,10 +90,12 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
     next();
   });
   app.get('/healthz', (_req, res) => {
-    res.type('text/plain').send('ok');
+    if (options.healthy && !options.healthy()) res.status(503).type('text/plain').send('unhealthy');
+    else res.type('text/plain').send('ok');
   });
   app.get('/readyz', (_req, res) => {
     if (closing) res.status(503).type('text/plain').send('shutting down');
+    else if (options.ready && !options.ready()) res.status(503).type('text/plain').send('not ready');
     else res.type('text/plain').send('ok');
   });
   app.get('/metrics', async (_req, res) => {
@@ -119,6 +125,7 @@ export async function startWebhookServer(options: WebhookServerOptions): Promise
         pod: pod?.metadata?.name || pod?.metadata?.generateName,
         operation: request.operation,
         result: outcome.result,
+        selectedBy: outcome.selectedBy,
         reason: outcome.reason || undefined,
         injected: outcome.injected.length > 0 ? outcome.injected : undefined,
         warnings: outcome.response.warnings,

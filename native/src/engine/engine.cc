@@ -17,6 +17,7 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <algorithm>
 
 #include "syscall/seccomp.h"
 #include "tracee/memory.h"
@@ -33,6 +34,7 @@ constexpr unsigned kPtraceOptions = PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACESECCOM
                                     PTRACE_O_EXITKILL;
 constexpr size_t kBatchSpans = 512;
 constexpr std::chrono::milliseconds kFlushInterval{20};
+constexpr std::chrono::milliseconds kDrainInterval{2};
 // Scratch memory per traced address space: kScratchSlots slots, one per thread with a rewritten
 // syscall in flight. A slot holds the injected header, a msghdr and an iovec array.
 constexpr size_t kScratchSlots = 64;
@@ -145,6 +147,16 @@ void Engine::run() {
         flush();
       }
     }).detach();
+    if (config_.fast) {
+      // Events the stubs put in the rings while no ptrace stop came along.
+      std::thread([this] {
+        for (;;) {
+          std::this_thread::sleep_for(kDrainInterval);
+          std::lock_guard<std::mutex> lock(engine_mutex_);
+          drain_all();
+        }
+      }).detach();
+    }
     loop();
   }
   flush();
@@ -160,7 +172,7 @@ void Engine::spawn() {
   };
 
   // Everything the child needs is prepared before fork: it may only make async-signal-safe calls.
-  std::vector<sock_filter> filter = syscall::build_trace_filter();
+  std::vector<sock_filter> filter = syscall::build_trace_filter(config_.fast);
   sock_fprog prog{static_cast<unsigned short>(filter.size()), filter.data()};
   std::vector<char*> argv, envp;
   for (auto& a : config_.argv) argv.push_back(a.data());
@@ -243,6 +255,7 @@ void Engine::loop() {
       if (errno != ECHILD) fail(errno_text("waitpid", errno));
       return;
     }
+    std::lock_guard<std::mutex> lock(engine_mutex_);
     if (WIFEXITED(status) || WIFSIGNALED(status)) {
       handle_exit(tid, status);
     } else if (WIFSTOPPED(status)) {
@@ -274,7 +287,14 @@ void Engine::handle_stop(pid_t tid, int status) {
     regs.fetch(tid);
     dprintf(2, "rbinder-engine: stop tid=%d sig=%d event=%d nr=%ld rax=%ld\n", tid, sig, event, regs.syscall_nr(), regs.result());
   }
+  // What the stub recorded before this stop happened first.
+  if (t.process->region) drain(*t.process);
   if (sig == (SIGTRAP | 0x80)) {
+    if (t.exec_setup_pending) {
+      t.exec_setup_pending = false;
+      setup_fast_path(t);
+      return;
+    }
     on_syscall_exit(t);
     resume(tid);
     return;
@@ -295,6 +315,11 @@ void Engine::handle_stop(pid_t tid, int status) {
     case PTRACE_EVENT_STOP:
       if (t.awaiting_first_stop) {
         t.awaiting_first_stop = false;
+        if (t.needs_own_region) {
+          t.needs_own_region = false;
+          give_child_own_region(t);
+          return;
+        }
         resume(tid);
       } else if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) {
         // Group-stop (job control): stay stopped until SIGCONT, as without a tracer.
@@ -343,6 +368,7 @@ void Engine::drop_thread(pid_t tid) {
   auto it = threads_.find(tid);
   if (it == threads_.end()) return;
   Thread& t = it->second;
+  if (t.process && t.process->region) drain(*t.process);
   tracker_.on_thread_exit(tid);
   // The last thread using an fd table takes its descriptors with it.
   if (t.fds && t.fds.use_count() == 1) tracker_.release_fd_table(*t.fds, now_ns());
@@ -379,6 +405,13 @@ void Engine::on_new_tracee(Thread& parent, int event) {
     process->tgid = child;
     process->ppid = parent.process->tgid;
     process->pidfd = open_pidfd(child);
+    if (parent.process->region) {
+      if (flags & CLONE_VM) {
+        process->region = parent.process->region;  // vfork: the same memory
+      } else {
+        t.needs_own_region = true;  // fork: a region of its own before it runs
+      }
+    }
     const auto& parent_scratch = parent.process->scratch;
     if (parent_scratch && (flags & CLONE_VM)) {
       process->scratch = parent_scratch;  // same address space
@@ -440,9 +473,18 @@ void Engine::on_exec(Thread& t) {
   for (int fd : gone) tracker_.on_close(*thread->fds, fd, now_ns());
   thread->process->announced = false;
   thread->process->scratch.reset();  // a new address space
+  if (thread->process->region) drain(*thread->process);
+  thread->process->region.reset();
   if (tid == root_pid_ && exec_error_pipe_ >= 0) {
     close(exec_error_pipe_);  // the program started: no spawn error can come any more
     exec_error_pipe_ = -1;
+  }
+  if (config_.fast) {
+    // The new image's first instruction has not run: set the stub up at execve's exit stop,
+    // where registers can be changed for good.
+    thread->exec_setup_pending = true;
+    resume_to_exit(tid);
+    return;
   }
   resume(tid);
 }
@@ -522,30 +564,39 @@ void Engine::on_syscall_entry(Thread& t) {
     case Kind::kAccept:
       need_exit = true;
       break;
-    case Kind::kClose:
-      tracker_.on_close(fds, fd, now_ns());
-      break;
-    case Kind::kCloseRange: {
-      const unsigned first = static_cast<unsigned>(regs.arg(1));
-      const unsigned last = static_cast<unsigned>(regs.arg(2));
-      const unsigned flags = static_cast<unsigned>(regs.arg(3));
-      if (flags & CLOSE_RANGE_UNSHARE) t.fds = tracker_.copy_fd_table(fds);
-      if (!(flags & CLOSE_RANGE_CLOEXEC)) {  // CLOEXEC only marks: exec checks what survived
-        std::vector<int> in_range;
-        t.fds->for_each([&](int f, const std::shared_ptr<Connection>&) {
-          if (static_cast<unsigned>(f) >= first && static_cast<unsigned>(f) <= last) in_range.push_back(f);
-        });
-        for (int f : in_range) tracker_.on_close(*t.fds, f, now_ns());
+    case Kind::kClose: {
+      const std::shared_ptr<Connection> conn = fds.get(fd);
+      if (conn && conn->predicted && !conn->opaque && conn->source_fd.valid() && conn->fd_refs == 1) {
+        TcpProgress progress;
+        Tracker::Io io;
+        io.tid = t.tid;
+        io.pid = t.process->tgid;
+        io.fd = fd;
+        io.entry = io.exit = now_ns();
+        if (tcp_progress(conn->source_fd.get(), progress) == 0) settle_reads(t, *conn, progress, io);
       }
+      tracker_.on_close(fds, fd, now_ns());
+      sync_fd(t, fd);
       break;
     }
-    case Kind::kDup:
-    case Kind::kFcntlDup:
-      need_exit = tracker_.is_known(fds, fd);
+    case Kind::kSigsysAction:
+      if (!t.process->region) break;
+      if (regs.arg(1) == SIGSYS) {
+        emulate_sigsys_action(t, true, regs);
+        need_exit = true;
+      } else {
+        // A handler's mask must not block SIGSYS either: the kernel applies it while it runs.
+        need_exit = unblock_sigsys(t, regs, sizeof(uint64_t) * 4, sizeof(uint64_t) * 3);
+      }
       break;
-    case Kind::kDup2:
-      need_exit = tracker_.is_known(fds, fd) || tracker_.is_known(fds, static_cast<int>(regs.arg(2)));
+    case Kind::kSigmask:
+      // A blocked SIGSYS would turn the stub's trap into a kill (the kernel resets the handler).
+      if (t.process->region && regs.arg(1) != SIG_UNBLOCK) need_exit = unblock_sigsys(t, regs, sizeof(uint64_t), 0);
       break;
+  }
+  if (p.mapping_scratch) {
+    resume_to_exit(t.tid);  // the program's syscall is issued again once scratch memory is there
+    return;
   }
   if (!need_exit || sc.exit == Exit::kNever) {
     resume(t.tid);
@@ -567,6 +618,23 @@ void Engine::on_syscall_exit(Thread& t) {
   stats_.exit_stops[static_cast<size_t>(index)]++;
   if (p.mapping_scratch) {
     finish_scratch_mapping(t);
+    return;
+  }
+  if (p.emulated) {
+    arch::Registers now_regs;
+    if (now_regs.fetch(t.tid) == 0) emulate_sigsys_action(t, false, now_regs);
+    return;
+  }
+  if (p.mask_rewritten) {
+    arch::Registers now_regs;
+    if (now_regs.fetch(t.tid) == 0) {
+      arch::Registers restored = p.original;
+      restored.set_result(now_regs.result());
+      restored.store(t.tid);
+    }
+    if (t.process->scratch && p.slot >= 0) t.process->scratch->slot_used[static_cast<size_t>(p.slot)] = false;
+    p.mask_rewritten = false;
+    p.slot = -1;
     return;
   }
   arch::Registers regs;
@@ -596,6 +664,7 @@ void Engine::on_syscall_exit(Thread& t) {
   if (p.rewritten) {
     io.direction = Direction::kWrite;
     finish_rewritten_write(t, io);
+    sync_fd(t, fd);
     return;
   }
   switch (sc.kind) {
@@ -628,16 +697,23 @@ void Engine::on_syscall_exit(Thread& t) {
       break;
     case Kind::kAccept:
       if (result >= 0) new_connection(t, static_cast<int>(result), Side::kServer, nullptr);
+      sync_fd(t, static_cast<int>(result));
       break;
     case Kind::kDup:
     case Kind::kDup2:
     case Kind::kFcntlDup:
-      if (result >= 0) tracker_.on_dup(fds, fd, static_cast<int>(result), io.exit);
+      if (result >= 0) {
+        tracker_.on_dup(fds, fd, static_cast<int>(result), io.exit);
+        sync_fd(t, static_cast<int>(result));
+      }
       break;
     case Kind::kClose:
     case Kind::kCloseRange:
+    case Kind::kSigsysAction:
+    case Kind::kSigmask:
       break;
   }
+  sync_fd(t, fd);
 }
 
 void Engine::new_connection(Thread& t, int fd, Side side, const PendingSyscall* connect) {
@@ -868,21 +944,216 @@ class QueuedBytes final : public DataView {
 
 }  // namespace
 
-uint64_t Engine::buffer_capacity(Thread& t, Kind kind, const arch::Registers& regs) {
-  if (kind == Kind::kRead) return regs.arg(3);
+void Engine::setup_fast_path(Thread& t) {
+  std::string error;
+  std::vector<int> pending;
+  std::shared_ptr<fast::SharedRegion> region = fast::setup_after_exec(t.tid, error, pending);
+  if (region) {
+    t.process->region = std::move(region);
+    stats_.fast_processes++;
+    sync_all_fds(t);
+  } else {
+    stats_.fast_fallbacks++;
+    if (debug_) dprintf(2, "rbinder-engine: fast path not set up in %d: %s\n", t.tid, error.c_str());
+  }
+  resume(t.tid, pending.empty() ? 0 : pending.front());
+}
+
+void Engine::give_child_own_region(Thread& t) {
+  std::string error;
+  std::vector<int> pending;
+  std::shared_ptr<fast::SharedRegion> region = fast::remap_for_child(t.tid, error, pending);
+  if (region) {
+    t.process->region = std::move(region);
+    sync_all_fds(t);
+  } else {
+    // It would write into its parent's ring and routing table: rather stop it than corrupt both.
+    fail("fast path: cannot give process " + std::to_string(t.tid) + " its own region: " + error);
+    return;
+  }
+  resume(t.tid, pending.empty() ? 0 : pending.front());
+}
+
+void Engine::sync_fd(Thread& t, int fd) {
+  if (!t.process->region || fd < 0) return;
+  rb_fd_state state = RB_FD_PASS;
+  if (tracker_.is_tracked(*t.fds, fd)) state = tracker_.may_inject(*t.fds, fd) ? RB_FD_TRACE : RB_FD_RECORD;
+  t.process->region->set_fd_state(fd, state);
+}
+
+void Engine::sync_all_fds(Thread& t) {
+  if (!t.process->region) return;
+  std::memset(t.process->region->get()->fd_state, RB_FD_PASS, RB_FD_MAX);
+  std::vector<int> fds;
+  t.fds->for_each([&](int fd, const std::shared_ptr<Connection>&) { fds.push_back(fd); });
+  for (int fd : fds) sync_fd(t, fd);
+}
+
+namespace {
+
+// The bytes a ring event carries (the stub copies at most RB_EVENT_MAX_DATA of them).
+class RingBytes final : public DataView {
+ public:
+  RingBytes(const uint8_t* data, uint32_t copied, uint64_t total) : data_(data), copied_(copied), total_(total) {}
+  uint64_t size() const override { return total_; }
+  long copy(uint64_t offset, void* buf, size_t len) override {
+    if (offset >= copied_) return 0;  // not copied: the parser must do without (it gives up)
+    size_t n = std::min<size_t>(len, copied_ - static_cast<size_t>(offset));
+    std::memcpy(buf, data_ + offset, n);
+    return static_cast<long>(n);
+  }
+
+ private:
+  const uint8_t* data_;
+  uint32_t copied_;
+  uint64_t total_;
+};
+
+bool is_read_syscall(long nr) { return nr == SYS_read || nr == SYS_readv || nr == SYS_recvfrom || nr == SYS_recvmsg; }
+
+}  // namespace
+
+void Engine::drain(Process& p) {
+  fast::SharedRegion& region = *p.region;
+  rb_shared* shared = region.get();
+  const uint64_t traps = __atomic_load_n(&shared->traps, __ATOMIC_RELAXED);
+  const uint64_t dropped = __atomic_load_n(&shared->dropped, __ATOMIC_RELAXED);
+  if (traps > p.traps_seen) stats_.fast_traps += traps - p.traps_seen;
+  p.traps_seen = traps;
+  if (dropped > p.dropped_seen) {
+    // Lost bytes: the connections they belonged to cannot be parsed reliably any more.
+    stats_.fast_dropped += dropped - p.dropped_seen;
+    p.dropped_seen = dropped;
+  }
+  region.drain([&](const rb_event& e, const uint8_t* data) {
+    stats_.fast_events++;
+    auto it = threads_.find(static_cast<pid_t>(e.tid));
+    if (it == threads_.end()) return;
+    Thread& t = it->second;
+    if ((e.nr == SYS_recvfrom || e.nr == SYS_recvmsg) && (e.flags & MSG_PEEK)) return;
+    Tracker::Io io;
+    io.tid = t.tid;
+    io.pid = t.process->tgid;
+    io.fd = e.fd;
+    io.direction = is_read_syscall(e.nr) ? Direction::kRead : Direction::kWrite;
+    io.result = static_cast<long>(e.result);
+    io.entry = e.start_ns;
+    io.exit = e.end_ns;
+    RingBytes view(data, e.data_len, e.total);
+    tracker_.on_io(*t.fds, io, view);
+    sync_fd(t, e.fd);
+  });
+}
+
+void Engine::drain_all() {
+  std::vector<Process*> seen;
+  for (auto& [tgid, process] : processes_) {
+    if (process->region && std::find(seen.begin(), seen.end(), process.get()) == seen.end()) {
+      seen.push_back(process.get());
+      drain(*process);
+    }
+  }
+}
+
+bool Engine::unblock_sigsys(Thread& t, const arch::Registers& regs, size_t size, size_t mask_offset) {
+  constexpr uint64_t kSigsysBit = 1ull << (SIGSYS - 1);
+  PendingSyscall& p = t.pending;
+  std::array<uint8_t, 32> copy{};
+  uint64_t mask = 0;
+  if (!regs.arg(2) || size > copy.size() ||
+      read_tracee(t.tid, TraceeAddr{regs.arg(2)}, copy.data(), size) != static_cast<long>(size))
+    return false;
+  std::memcpy(&mask, copy.data() + mask_offset, sizeof(mask));
+  if (!(mask & kSigsysBit)) return false;
+  if (!t.process->scratch) t.process->scratch = std::make_shared<Scratch>();
+  Scratch& scratch = *t.process->scratch;
+  if (!scratch.base && !scratch.failed) {
+    p.index = syscall::traced_index(regs.syscall_nr());
+    for (int i = 0; i < 6; i++) p.args[static_cast<size_t>(i)] = regs.arg(i + 1);
+    return start_scratch_mapping(t, regs);  // the caller resumes to its exit
+  }
+  int slot = -1;
+  for (size_t i = 0; i < scratch.slot_used.size(); i++) {
+    if (!scratch.slot_used[i]) {
+      slot = static_cast<int>(i);
+      break;
+    }
+  }
+  if (slot < 0) return false;
+  mask &= ~kSigsysBit;
+  std::memcpy(copy.data() + mask_offset, &mask, sizeof(mask));
+  const TraceeAddr at = scratch.base + static_cast<uint64_t>(slot) * kSlotSize;
+  if (write_tracee(t.tid, at, copy.data(), size) != static_cast<long>(size)) return false;
+  arch::Registers changed = regs;
+  changed.set_arg(2, at.value);
+  if (changed.store(t.tid) != 0) return false;
+  scratch.slot_used[static_cast<size_t>(slot)] = true;
+  p.original = regs;
+  p.slot = slot;
+  p.mask_rewritten = true;
+  return true;
+}
+
+void Engine::emulate_sigsys_action(Thread& t, bool at_entry, const arch::Registers& regs) {
+  // The fast path's SIGSYS handler stays installed: the program's own rt_sigaction(SIGSYS) is
+  // remembered and answered as if it had taken effect (Go and the JVM set every handler).
+  PendingSyscall& p = t.pending;
+  std::array<uint64_t, 4>& app = t.process->app_sigsys_action;
+  if (at_entry) {
+    p.emulated = true;
+    p.sigsys_previous = app;
+    if (regs.arg(2)) read_tracee(t.tid, TraceeAddr{regs.arg(2)}, app.data(), sizeof(app));
+    p.original = regs;
+    arch::Registers skip = regs;
+    skip.set_syscall_nr(-1);
+    skip.store(t.tid);
+    return;
+  }
+  if (p.original.arg(3))
+    write_tracee(t.tid, TraceeAddr{p.original.arg(3)}, p.sigsys_previous.data(), sizeof(p.sigsys_previous));
+  arch::Registers done = p.original;
+  done.set_result(0);
+  done.store(t.tid);
+  p.emulated = false;
+}
+
+std::vector<TraceeIovec> Engine::read_segments(Thread& t, Kind kind, const arch::Registers& regs) {
   std::vector<TraceeIovec> segs;
-  if (kind == Kind::kReadv) {
-    if (regs.arg(3) > kMaxIovecs || read_tracee_iovecs(t.tid, TraceeAddr{regs.arg(2)}, regs.arg(3), segs) != 0) return 0;
+  if (kind == Kind::kRead) {
+    segs.push_back(TraceeIovec{TraceeAddr{regs.arg(2)}, regs.arg(3)});
+  } else if (kind == Kind::kReadv) {
+    if (regs.arg(3) > kMaxIovecs || read_tracee_iovecs(t.tid, TraceeAddr{regs.arg(2)}, regs.arg(3), segs) != 0)
+      segs.clear();
   } else {
     msghdr msg{};
     if (read_tracee(t.tid, TraceeAddr{regs.arg(2)}, &msg, sizeof(msg)) != static_cast<long>(sizeof(msg)) ||
         msg.msg_iovlen > kMaxIovecs ||
         read_tracee_iovecs(t.tid, TraceeAddr{reinterpret_cast<uint64_t>(msg.msg_iov)}, msg.msg_iovlen, segs) != 0)
-      return 0;
+      segs.clear();
   }
-  uint64_t total = 0;
-  for (const auto& s : segs) total += s.len;
-  return total;
+  return segs;
+}
+
+void Engine::settle_reads(Thread& t, Connection& conn, const TcpProgress& progress, const Tracker::Io& at) {
+  if (!conn.have_in_base) return;
+  const uint64_t consumed = progress.consumed - conn.in_base;
+  if (consumed <= conn.in_parsed) return;
+  // The last read took more than was queued when it was predicted (bytes arrived in between):
+  // they are in its buffer, right after the predicted ones.
+  const uint64_t extra = consumed - conn.in_parsed;
+  Tracker::Io io = at;
+  io.direction = Direction::kRead;
+  uint64_t capacity = 0;
+  for (const auto& seg : conn.last_read) capacity += seg.len;
+  if (!conn.last_read.empty() && conn.last_read_predicted + extra <= capacity) {
+    TraceeBufferView buffer(conn.last_read_tid, conn.last_read);
+    SkippedView beyond(buffer, conn.last_read_predicted);
+    io.result = static_cast<long>(extra);
+    conn.last_read_predicted += extra;
+    tracker_.on_io(*t.fds, io, beyond);
+  } else {
+    tracker_.on_unseen(*t.fds, io, extra);
+  }
 }
 
 bool Engine::predict_read(Thread& t, const syscall::TracedSyscall& sc, const arch::Registers& regs, Connection& conn) {
@@ -900,31 +1171,30 @@ bool Engine::predict_read(Thread& t, const syscall::TracedSyscall& sc, const arc
   io.fd = static_cast<int>(regs.arg(1));
   io.direction = Direction::kRead;
   io.entry = io.exit = now_ns();
+  settle_reads(t, conn, progress, io);
+  if (conn.opaque) return true;
   const uint64_t consumed = progress.consumed - conn.in_base;
-  if (debug_)
-    dprintf(2, "rbinder-engine: predict_read fd=%d consumed=%lu parsed=%lu queued=%u base=%lu closed=%d\n", io.fd,
-            (unsigned long)consumed, (unsigned long)conn.in_parsed, progress.queued_in, (unsigned long)conn.in_base,
-            progress.peer_closed);
-  if (consumed > conn.in_parsed) {
-    // More was read than predicted (bytes arrived between the prediction and the read).
-    tracker_.on_unseen(*t.fds, io, consumed - conn.in_parsed);
-    if (conn.opaque) return true;
-  }
   const uint64_t ahead = conn.in_parsed > consumed ? conn.in_parsed - consumed : 0;  // parsed, not read yet
   const uint64_t queued = progress.queued_in;
-  if (queued <= ahead) {
-    if (progress.peer_closed && queued == 0) {
+  conn.last_read.clear();
+  if (queued == 0) {
+    if (progress.peer_closed) {
       io.result = 0;  // the read will return 0: end of stream
       QueuedBytes none(conn.source_fd.get(), 0, 0);
       tracker_.on_io(*t.fds, io, none);
       return true;
     }
-    // Nothing new: a non-blocking read gets EAGAIN; a blocking one waits, so watch its exit.
+    // Nothing queued: a non-blocking read gets EAGAIN; a blocking one waits, so watch its exit.
     return progress.nonblocking;
   }
-  const uint64_t capacity = buffer_capacity(t, sc.kind, regs);
+  std::vector<TraceeIovec> segments = read_segments(t, sc.kind, regs);
+  uint64_t capacity = 0;
+  for (const auto& seg : segments) capacity += seg.len;
   if (capacity == 0) return false;
   const uint64_t will_read = std::min(capacity, queued);
+  conn.last_read = std::move(segments);
+  conn.last_read_tid = t.tid;
+  conn.last_read_predicted = will_read;
   if (will_read <= ahead) return true;
   QueuedBytes view(conn.source_fd.get(), ahead, will_read - ahead);
   io.result = static_cast<long>(will_read - ahead);
@@ -946,10 +1216,9 @@ bool Engine::predict_write(Thread& t, const syscall::TracedSyscall& sc, const ar
   io.fd = static_cast<int>(regs.arg(1));
   io.direction = Direction::kWrite;
   io.entry = io.exit = now_ns();
+  settle_reads(t, conn, progress, io);  // a response read beyond its prediction ends first
+  if (conn.opaque) return true;
   const uint64_t accepted = progress.accepted - conn.out_base;
-  if (debug_)
-    dprintf(2, "rbinder-engine: predict_write fd=%d accepted=%lu parsed=%lu base=%lu\n", io.fd,
-            (unsigned long)accepted, (unsigned long)conn.out_parsed, (unsigned long)conn.out_base);
   if (accepted > conn.out_parsed) {
     tracker_.on_unseen(*t.fds, io, accepted - conn.out_parsed);
     if (conn.opaque) return true;

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "arch/registers.h"
+#include "engine/fast_path.h"
 #include "engine/tracker.h"
 #include "syscall/table.h"
 #include "tracee/memory.h"
@@ -54,6 +55,7 @@ struct EngineConfig {
   std::vector<std::string> argv;  // argv[0] included
   std::vector<std::string> env;   // "K=V"
   std::vector<int> inherit_fds;   // descriptors rbinder inherited, passed on to the program
+  bool fast = false;              // --mode fast: the in-process stub where it can be set up
   TrackerConfig tracker;
 };
 
@@ -63,6 +65,11 @@ struct EngineStats {
   std::array<std::atomic<uint64_t>, syscall::kTracedSyscallCount> exit_stops{};
   std::atomic<uint64_t> spans_dropped{0};
   std::atomic<uint64_t> spans_emitted{0};
+  std::atomic<uint64_t> fast_traps{0};        // syscalls the stub handled in-process
+  std::atomic<uint64_t> fast_events{0};       // ring events the engine consumed
+  std::atomic<uint64_t> fast_dropped{0};      // events lost to a full ring
+  std::atomic<uint64_t> fast_processes{0};    // processes set up with the fast path
+  std::atomic<uint64_t> fast_fallbacks{0};    // processes left on ptrace stops
 };
 
 class Engine final : public SpanSink {
@@ -88,6 +95,11 @@ class Engine final : public SpanSink {
     OwnedFd pidfd;
     bool announced = false;
     std::shared_ptr<Scratch> scratch;  // shared by the processes of one address space
+    // The fast path: the engine's view of the process's shared region (shared by the processes
+    // of one address space), what the stub reported so far, and the program's own wish for SIGSYS.
+    std::shared_ptr<fast::SharedRegion> region;
+    uint64_t traps_seen = 0, dropped_seen = 0;
+    std::array<uint64_t, 4> app_sigsys_action{};
   };
   // A syscall between its entry and exit stops.
   struct PendingSyscall {
@@ -96,6 +108,9 @@ class Engine final : public SpanSink {
     TimeNs entry = 0;
     int connect_domain = 0;
     Endpoint connect_peer;
+    bool emulated = false;  // skipped by the engine, which supplies the result at exit
+    bool mask_rewritten = false;  // rt_sigprocmask pointed at a copy without SIGSYS
+    std::array<uint64_t, 4> sigsys_previous{};  // rt_sigaction(SIGSYS): the action to report back
     // An injected mmap in place of the program's syscall, which is issued again afterwards.
     bool mapping_scratch = false;
     // The syscall was rewritten to carry injected header bytes.
@@ -110,6 +125,8 @@ class Engine final : public SpanSink {
     std::shared_ptr<Process> process;
     std::shared_ptr<FdTable> fds;
     bool awaiting_first_stop = false;  // auto-attached, its initial PTRACE_EVENT_STOP not seen yet
+    bool needs_own_region = false;     // a fork child of a fast-path process: remap at first stop
+    bool exec_setup_pending = false;   // set up the fast path at execve's exit stop
     PendingSyscall pending;
   };
 
@@ -133,7 +150,9 @@ class Engine final : public SpanSink {
   // the syscall needs its exit stop after all.
   bool predict_read(Thread& t, const syscall::TracedSyscall& sc, const arch::Registers& regs, Connection& conn);
   bool predict_write(Thread& t, const syscall::TracedSyscall& sc, const arch::Registers& regs, Connection& conn);
-  uint64_t buffer_capacity(Thread& t, syscall::Kind kind, const arch::Registers& regs);
+  std::vector<TraceeIovec> read_segments(Thread& t, syscall::Kind kind, const arch::Registers& regs);
+  // Bytes a predicted read took beyond its prediction are read from the program's buffer now.
+  void settle_reads(Thread& t, Connection& conn, const TcpProgress& progress, const Tracker::Io& io);
   // Injection (DESIGN section 4). Each returns false when it could not be done (no harm done).
   bool start_scratch_mapping(Thread& t, const arch::Registers& regs);
   void finish_scratch_mapping(Thread& t);
@@ -143,12 +162,24 @@ class Engine final : public SpanSink {
   void announce(Process& p);
   void flush();
   void set_exit(const ExitInfo& exit);
+  // The fast path.
+  void setup_fast_path(Thread& t);
+  void give_child_own_region(Thread& t);
+  void sync_fd(Thread& t, int fd);
+  void sync_all_fds(Thread& t);
+  void drain(Process& p);
+  void drain_all();
+  void emulate_sigsys_action(Thread& t, bool at_entry, const arch::Registers& regs);
+  // Points argument 2 of the syscall at a copy of the program's `size`-byte struct whose signal
+  // mask (at `mask_offset`) no longer blocks SIGSYS. Returns false when nothing had to change.
+  bool unblock_sigsys(Thread& t, const arch::Registers& regs, size_t size, size_t mask_offset);
   void fail(const std::string& message);
 
   EngineConfig config_;
   BatchSink& sink_;
   EngineStats stats_;
   Tracker tracker_;
+  std::mutex engine_mutex_;  // the loop's stop handling vs the drainer thread
   std::mutex batch_mutex_;  // the loop fills batch_, the flusher thread may hand it over
   std::unique_ptr<Batch> batch_;
   std::atomic<size_t> batch_size_{0};

@@ -17,6 +17,7 @@
 #include "engine/ids.h"
 #include "engine/propagation.h"
 #include "http/parser.h"
+#include "tracee/memory.h"
 #include "tracee/sockets.h"
 
 namespace rbinder {
@@ -142,6 +143,11 @@ struct Connection {
   bool have_in_base = false, have_out_base = false;
   uint64_t in_base = 0, out_base = 0;      // TCP progress counters when tracking started
   uint64_t in_parsed = 0, out_parsed = 0;  // bytes handed to the parsers per direction
+  // The last predicted read: where its bytes went, so bytes it took beyond the prediction can be
+  // read from the program's buffer afterwards.
+  std::vector<TraceeIovec> last_read;
+  pid_t last_read_tid = 0;
+  uint64_t last_read_predicted = 0;
   Stream& stream_for(Direction d) {
     bool reads_requests = side == Side::kServer;
     return (d == Direction::kRead) == reads_requests ? requests : responses;

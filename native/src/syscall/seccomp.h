@@ -8,7 +8,8 @@
 
 namespace rbinder::syscall {
 
-std::vector<sock_filter> build_trace_filter();
+// `fast`: the fast path may run, so the syscalls that could break it are traced too.
+std::vector<sock_filter> build_trace_filter(bool fast);
 
 // Installs a filter in the calling process (PR_SET_NO_NEW_PRIVS first). Async-signal-safe: it is
 // called in the forked child. Returns 0 or -errno.

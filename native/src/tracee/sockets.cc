@@ -115,12 +115,22 @@ int borrow_socket(int pidfd, int fd, SocketInfo& out, OwnedFd& result) {
 enum : uint8_t { kTcpTimeWait = 6, kTcpClose = 7, kTcpCloseWait = 8, kTcpLastAck = 9, kTcpClosing = 11 };
 
 int tcp_progress(int fd, TcpProgress& out) {
-  tcp_info info{};
-  socklen_t len = sizeof(info);
-  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return -errno;
-  if (len < offsetof(tcp_info, tcpi_bytes_received) + sizeof(info.tcpi_bytes_received)) return -ENOTSUP;
+  // TCP_INFO and the queue sizes come from separate calls: an ACK or a segment arriving in
+  // between would skew the sums, so read until the counters did not move around the queues.
+  tcp_info info{}, again{};
   int inq = 0, outq = 0;
-  if (ioctl(fd, SIOCINQ, &inq) != 0 || ioctl(fd, SIOCOUTQ, &outq) != 0) return -errno;
+  for (int attempt = 0;; attempt++) {
+    socklen_t len = sizeof(info);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return -errno;
+    if (len < offsetof(tcp_info, tcpi_bytes_received) + sizeof(info.tcpi_bytes_received)) return -ENOTSUP;
+    if (ioctl(fd, SIOCINQ, &inq) != 0 || ioctl(fd, SIOCOUTQ, &outq) != 0) return -errno;
+    len = sizeof(again);
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &again, &len) != 0) return -errno;
+    if (again.tcpi_bytes_received == info.tcpi_bytes_received && again.tcpi_bytes_acked == info.tcpi_bytes_acked &&
+        again.tcpi_state == info.tcpi_state)
+      break;
+    if (attempt == 16) return -EAGAIN;  // a stream too busy to pin down: the caller takes exit stops
+  }
   // The peer's FIN takes one sequence number, which tcpi_bytes_received counts.
   out.peer_closed = info.tcpi_state == kTcpCloseWait || info.tcpi_state == kTcpLastAck ||
                     info.tcpi_state == kTcpClosing || info.tcpi_state == kTcpTimeWait ||

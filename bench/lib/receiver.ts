@@ -1,0 +1,55 @@
+// The OTLP receiver every traced variant exports to: the same Go receiver as the tests
+// (e2e/otlp-receiver, built by e2e/support), but its output is only counted here. The tests'
+// startOtlpReceiver() keeps and parses every request, which for millions of spans would cost the
+// harness gigabytes and compete for the CPUs being measured.
+
+import { receiverBinary } from '../../e2e/support/otlp-receiver';
+import { spawnTracked, terminate, waitForStdout, type Tracked } from '../../e2e/support/process';
+
+export interface CountingReceiver {
+  httpEndpoint: string;
+  pid: number;
+  /** Spans received so far (all accepted trace export requests). */
+  spans(): number;
+  /** Resolves once no output came for quietMs (or after maxMs): the exports in flight are in. */
+  settle(quietMs?: number, maxMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const SPAN_KEY = '"spanId":"'; // each span has one; parent ids are "parentSpanId"
+
+export async function startCountingReceiver(): Promise<CountingReceiver> {
+  const t: Tracked = spawnTracked([await receiverBinary(), '-http', '0', '-grpc', '0', '-exit-on-stdin-eof'], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  // spawnTracked accumulates stdout; count from our own listener and let the port line be parsed first.
+  const [line] = await waitForStdout(t, /^\{.*"http":\d+.*\}$/m, 30_000, 'otlp-receiver');
+  const { http } = JSON.parse(line) as { http: number };
+  t.proc.stdout?.removeAllListeners('data'); // stop keeping a copy of everything
+  let spans = 0;
+  let carry = '';
+  let lastData = Date.now();
+  t.proc.stdout?.on('data', (chunk: string) => {
+    lastData = Date.now();
+    const text = carry + chunk;
+    for (let i = text.indexOf(SPAN_KEY); i >= 0; i = text.indexOf(SPAN_KEY, i + SPAN_KEY.length)) spans++;
+    carry = text.slice(-(SPAN_KEY.length - 1));
+  });
+  return {
+    httpEndpoint: `http://127.0.0.1:${http}`,
+    pid: t.proc.pid as number,
+    spans: () => spans,
+    async settle(quietMs = 300, maxMs = 5_000) {
+      const start = Date.now();
+      while (Date.now() - lastData < quietMs && Date.now() - start < maxMs) await sleep(50);
+    },
+    async stop() {
+      t.proc.stdin?.end();
+      await terminate(t, 5_000);
+    },
+  };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((done) => setTimeout(done, ms));
+}

@@ -1,0 +1,158 @@
+// The ways the benchmark runs a program: untraced, under rbinder (each mode its CLI offers), with
+// OpenTelemetry's own auto-instrumentation (Node SDK or Java agent), under strace, and under the
+// bare seccomp+ptrace loop. Each turns a program's argv into the argv that runs it that way.
+
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { repoRoot } from '../../e2e/support/process';
+
+export const RBINDER = join(repoRoot, 'bin', 'rbinder');
+
+/** The syscalls rbinder traces (native/src/syscall/table.h), for strace -e trace=. */
+export const TRACED_SYSCALLS = [
+  'read', 'recvfrom', 'readv', 'recvmsg', 'write', 'sendto', 'writev', 'sendmsg', 'sendfile',
+  'connect', 'accept', 'accept4', 'close', 'close_range', 'dup', 'dup2', 'dup3', 'fcntl',
+];
+
+export type Lang = 'node' | 'java';
+
+/** A program to run: argv[0] is `node` or `java`, so SDKs and agents can be put after it. */
+export interface AppCommand {
+  service: string;
+  lang: Lang;
+  argv: string[];
+  env?: Record<string, string>;
+}
+
+export interface Variant {
+  id: string;
+  label: string;
+  description: string;
+  /** The tracer is a process of its own whose child is the program (rbinder, strace, bare loop). */
+  externalTracer: boolean;
+  /** Why it cannot run a program in this language, or null. */
+  unsupported(lang: Lang): string | null;
+  command(app: AppCommand, otlpHttpEndpoint: string): { argv: string[]; env: Record<string, string> };
+}
+
+export interface VariantTools {
+  barePtrace?: string;
+  otelNodeRegister?: string;
+  otelJavaAgent?: string;
+  /** Why the OpenTelemetry variant is missing for a language, if it is. */
+  otelMissing?: Partial<Record<Lang, string>>;
+  strace?: string;
+}
+
+/** The modes `bin/rbinder --help` lists for --mode (e.g. ["fast", "ptrace"]). */
+export function rbinderModes(): string[] {
+  const help = execFileSync(RBINDER, ['--help'], { encoding: 'utf8' });
+  const m = /--mode <mode>[\s\S]*?\(choices:([^)]*)\)/.exec(help);
+  if (!m?.[1]) return ['ptrace'];
+  return [...m[1].matchAll(/"([^"]+)"/g)].map((x) => x[1] as string);
+}
+
+const otlpEnv = (endpoint: string): Record<string, string> => ({
+  OTEL_EXPORTER_OTLP_ENDPOINT: endpoint,
+  OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
+});
+
+export const untraced: Variant = {
+  id: 'untraced',
+  label: 'untraced',
+  description: 'the program alone',
+  externalTracer: false,
+  unsupported: () => null,
+  command: (app) => ({ argv: app.argv, env: {} }),
+};
+
+export function rbinderVariant(mode: string): Variant {
+  return {
+    id: `rbinder-${mode}`,
+    label: `rbinder --mode ${mode}`,
+    description: `bin/rbinder --mode ${mode}, OTLP/HTTP protobuf export to the local receiver (traces and metrics, SDK defaults)`,
+    externalTracer: true,
+    unsupported: () => null,
+    command: (app, endpoint) => ({
+      argv: [RBINDER, '--mode', mode, '--service-name', app.service, '--', ...app.argv],
+      // debug: the engine's counters at exit (one line; nothing is logged per request).
+      env: { ...otlpEnv(endpoint), RBINDER_LOG_LEVEL: 'debug' },
+    }),
+  };
+}
+
+export function otelVariant(tools: VariantTools): Variant {
+  return {
+    id: 'otel',
+    label: 'OTel auto-instr.',
+    description:
+      'OpenTelemetry auto-instrumentation in the process: Node `--require @opentelemetry/auto-instrumentations-node/register`, ' +
+      'Java `-javaagent:opentelemetry-javaagent.jar`; traces over OTLP/HTTP protobuf to the local receiver (metrics and logs off)',
+    externalTracer: false,
+    unsupported: (lang) => {
+      if (lang === 'node' && !tools.otelNodeRegister) return tools.otelMissing?.node ?? 'not installed';
+      if (lang === 'java' && !tools.otelJavaAgent) return tools.otelMissing?.java ?? 'not installed';
+      return null;
+    },
+    command: (app, endpoint) => {
+      const [runtime, ...rest] = app.argv as [string, ...string[]];
+      const env = {
+        ...otlpEnv(endpoint),
+        OTEL_SERVICE_NAME: app.service,
+        OTEL_TRACES_EXPORTER: 'otlp',
+        OTEL_METRICS_EXPORTER: 'none',
+        OTEL_LOGS_EXPORTER: 'none',
+        // No cloud detectors: they probe metadata addresses off this machine.
+        OTEL_NODE_RESOURCE_DETECTORS: 'env,host,os,process',
+        OTEL_RESOURCE_PROVIDERS_AWS_ENABLED: 'false',
+        OTEL_RESOURCE_PROVIDERS_GCP_ENABLED: 'false',
+        OTEL_RESOURCE_PROVIDERS_AZURE_ENABLED: 'false',
+      };
+      const hook = app.lang === 'node' ? ['--require', tools.otelNodeRegister as string] : [`-javaagent:${tools.otelJavaAgent as string}`];
+      return { argv: [runtime, ...hook, ...rest], env };
+    },
+  };
+}
+
+export function straceVariant(strace: string): Variant {
+  return {
+    id: 'strace',
+    label: 'strace',
+    description: `strace -f --seccomp-bpf -e trace=<rbinder's syscalls> -o /dev/null`,
+    externalTracer: true,
+    unsupported: () => null,
+    command: (app) => ({
+      argv: [strace, '-f', '--seccomp-bpf', '-e', `trace=${TRACED_SYSCALLS.join(',')}`, '-o', '/dev/null', ...app.argv],
+      env: {},
+    }),
+  };
+}
+
+export function bareVariant(bin: string, stops: 'entry' | 'entry-exit'): Variant {
+  return {
+    id: `bare-${stops}`,
+    label: `bare loop (${stops === 'entry' ? 'entry' : 'entry+exit'})`,
+    description: `bench/bare/bare-ptrace.c: seccomp RET_TRACE on rbinder's syscalls, a waitpid loop that only resumes (${
+      stops === 'entry' ? 'PTRACE_CONT at the seccomp stop' : 'PTRACE_SYSCALL at the seccomp stop, then the exit stop'
+    })`,
+    externalTracer: true,
+    unsupported: () => null,
+    command: (app) => ({ argv: [bin, stops, ...app.argv], env: { BARE_PTRACE_STATS: '1' } }),
+  };
+}
+
+/** The stops a tracer reported on its stderr at exit: rbinder's engine counters or the bare loop's line. */
+export function parseStops(stderr: string): Record<string, number> | undefined {
+  for (const line of stderr.split('\n').reverse()) {
+    if (line.includes('engine counters at exit')) {
+      try {
+        return (JSON.parse(line) as { stats?: { stops?: Record<string, number> } }).stats?.stops ?? {};
+      } catch {
+        return undefined;
+      }
+    }
+    const bare = /^\{"enter":(\d+),"exit":(\d+)\}$/.exec(line.trim());
+    if (bare) return { enter: Number(bare[1]), exit: Number(bare[2]) };
+  }
+  return undefined;
+}
