@@ -254,12 +254,12 @@ export function spanRequestId(s: ReceivedSpan): string | undefined {
   return new URLSearchParams(query).get('id') ?? undefined;
 }
 
-function byId(spans: ReceivedSpan[], kind: number, prefix: string): Map<string, ReceivedSpan[]> {
+function byId(spans: ReceivedSpan[], kind: number, wanted: ReadonlySet<string>): Map<string, ReceivedSpan[]> {
   const out = new Map<string, ReceivedSpan[]>();
   for (const s of spans) {
     if (s.kind !== kind) continue;
     const id = spanRequestId(s);
-    if (id === undefined || !id.startsWith(prefix)) continue;
+    if (id === undefined || !wanted.has(id)) continue;
     const list = out.get(id) ?? [];
     list.push(s);
     out.set(id, list);
@@ -277,9 +277,9 @@ export function score(
   durationMs: number,
   freshConnection: ReadonlyMap<string, boolean> = new Map(),
 ): RowResult {
-  const prefix = ids[0]?.replace(/\d+$/, '') ?? '';
-  const servers = byId(spans, SERVER, prefix);
-  const clients = byId(spans, CLIENT, prefix);
+  const wanted = new Set(ids);
+  const servers = byId(spans, SERVER, wanted);
+  const clients = byId(spans, CLIENT, wanted);
   const serverBySpanId = new Map<string, ReceivedSpan>();
   for (const list of servers.values()) for (const s of list) serverBySpanId.set(s.spanId, s);
   const serverStarts = [...serverBySpanId.values()].sort((a, b) => (a.startTimeUnixNano < b.startTimeUnixNano ? -1 : 1));

@@ -36,12 +36,8 @@ export class TracedWorkloadCache {
    * TracedWorkloads' status, which the leader keeps.
    */
   forWorkload = (namespace: string, kind: WorkloadKind, name: string): { name: string; config: TracedWorkloadConfig } | undefined => {
-    for (const tw of this.informer.list(namespace)) {
-      if (tw.metadata.deletionTimestamp) continue;
-      const entry = tw.status?.workloads?.find((w) => w.kind === kind && w.name === name);
-      if (entry && (entry.state === 'Stamped' || entry.state === 'RestartNeeded')) return { name: tw.metadata.name, config: this.configOf(tw) };
-    }
-    return undefined;
+    const tw = selectingTracedWorkload(this.informer.list(namespace), kind, name);
+    return tw ? { name: tw.metadata.name, config: this.configOf(tw) } : undefined;
   };
 
   private configOf(tw: TracedWorkload): TracedWorkloadConfig {
@@ -73,4 +69,13 @@ export class TracedWorkloadCache {
   async stop(): Promise<void> {
     await this.informer.stop();
   }
+}
+
+/** The TracedWorkload whose status says it applies to the workload (not a conflict, opt-out or rollback). */
+export function selectingTracedWorkload(tracedWorkloads: readonly TracedWorkload[], kind: WorkloadKind, name: string): TracedWorkload | undefined {
+  return tracedWorkloads.find(
+    (tw) =>
+      !tw.metadata.deletionTimestamp &&
+      tw.status?.workloads?.some((w) => w.kind === kind && w.name === name && (w.state === 'Stamped' || w.state === 'RestartNeeded')),
+  );
 }

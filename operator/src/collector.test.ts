@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { COLLECTOR_CONFIG_KEY, collectorAvailable, desiredCollectorObjects } from './collector';
 import { tracedWorkload } from './fixtures';
-import { ANNOTATION_APPLIED_HASH, ANNOTATION_INJECT } from './names';
+import { ANNOTATION_APPLIED_HASH, ANNOTATION_COLLECTOR_CONFIG_HASH, ANNOTATION_INJECT } from './names';
 
 const options = { defaultImage: 'otel/opentelemetry-collector:default' };
 
@@ -42,7 +42,7 @@ describe('desiredCollectorObjects', () => {
     expect(pod.metadata!.annotations![ANNOTATION_INJECT]).toBe('false');
     expect(deployment.spec!.selector.matchLabels).toEqual(service.spec!.selector);
     const other = desiredCollectorObjects(tracedWorkload('tw', { selector: {}, collector: { provision: { image: 'my/collector:1', replicas: 2 } } }), options)[1] as V1Deployment;
-    expect(other.spec!.template.metadata!.annotations!['rbinder.io/collector-config-hash']).not.toBe(pod.metadata!.annotations!['rbinder.io/collector-config-hash']);
+    expect(other.spec!.template.metadata!.annotations![ANNOTATION_COLLECTOR_CONFIG_HASH]).not.toBe(pod.metadata!.annotations![ANNOTATION_COLLECTOR_CONFIG_HASH]);
   });
 
   it('marks each object with the hash of its content', () => {

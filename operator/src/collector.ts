@@ -7,6 +7,7 @@ import { stringify } from 'yaml';
 import { collectorName, hashOf } from './config';
 import {
   ANNOTATION_APPLIED_HASH,
+  ANNOTATION_COLLECTOR_CONFIG_HASH,
   ANNOTATION_INJECT,
   API_VERSION,
   COLLECTOR_HEALTH_PORT,
@@ -110,7 +111,7 @@ export function desiredCollectorObjects(tw: TracedWorkload, options: CollectorOp
             // Never trace the collector: its export traffic would be traced in turn.
             [ANNOTATION_INJECT]: 'false',
             // A new configuration restarts the collector.
-            'rbinder.io/collector-config-hash': hashOf(configText),
+            [ANNOTATION_COLLECTOR_CONFIG_HASH]: hashOf(configText),
           },
         },
         spec: {

@@ -126,14 +126,6 @@ export class Controller {
       });
   }
 
-  /** Resolves when no pass is running or scheduled (tests). */
-  async idle(): Promise<void> {
-    while (this.running || this.debounceTimer) {
-      await this.running;
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  }
-
   snapshot(): ObservedState {
     const workloads = WORKLOAD_KINDS.flatMap((kind) => this.workloads.get(kind)!.list().map((o) => observeWorkload(kind, o as AppsWorkload)));
     const deployments = this.workloads.get('Deployment')!.list();

@@ -152,7 +152,7 @@ export class Kube {
     this.admission = kubeConfig.makeApiClient(AdmissionregistrationV1Api);
     this.requests = counter(options.registry, {
       name: 'rbinder_operator_api_requests_total',
-      help: 'API requests made by the operator, by call and HTTP status (0: no answer)',
+      help: 'API requests made by the operator, by call and HTTP status (2xx: success, 0: no answer)',
       labelNames: ['call', 'code'],
     });
   }
@@ -161,7 +161,7 @@ export class Kube {
   async call<T>(name: ApiCall, run: () => Promise<T>): Promise<T> {
     try {
       const out = await run();
-      this.requests.inc({ call: name, code: '200' });
+      this.requests.inc({ call: name, code: '2xx' });
       return out;
     } catch (err) {
       this.requests.inc({ call: name, code: String((err as { code?: number }).code ?? 0) });

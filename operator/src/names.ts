@@ -46,6 +46,9 @@ export const LABEL_COMPONENT = 'app.kubernetes.io/component';
  */
 export const ANNOTATION_APPLIED_HASH = 'rbinder.io/applied-hash';
 
+/** Pod-template annotation of a provisioned collector: its configuration's hash (a new one restarts it). */
+export const ANNOTATION_COLLECTOR_CONFIG_HASH = 'rbinder.io/collector-config-hash';
+
 /** Workload kinds a TracedWorkload selects. */
 export type WorkloadKind = 'Deployment' | 'StatefulSet' | 'DaemonSet';
 export const WORKLOAD_KINDS: readonly WorkloadKind[] = ['Deployment', 'StatefulSet', 'DaemonSet'];

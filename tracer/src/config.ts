@@ -58,8 +58,10 @@ export interface MetricsConfig extends SignalConfig {
 }
 
 export interface TracerConfig {
-  /** The program and its arguments, exactly as given. */
+  /** The program and its arguments, exactly as given (with --command-by-arch: the ARGS only). */
   command: string[];
+  /** --command-by-arch: the program comes from RBINDER_COMMAND_<ARCH> (see tracer/src/arch-command.ts). */
+  commandByArch: boolean;
   /** The environment the program gets: rbinder's own, unchanged. */
   env: NodeJS.ProcessEnv;
   /** --service-name or OTEL_SERVICE_NAME; undefined lets the resource decide (see export/resource.ts). */
@@ -133,6 +135,7 @@ interface Flags {
   mode?: TracerMode;
   flushTimeout?: number;
   logLevel?: LogLevel;
+  commandByArch?: boolean;
 }
 
 /**
@@ -158,8 +161,9 @@ export function parseCommandLine(
     throw new UsageError(err.message.replace(/^error: /, '').replace(/\s*\n\s*/g, ' '));
   }
   const command = program.args;
-  if (command.length === 0 || command[0] === '') throw new UsageError('missing COMMAND to run');
-  return resolveConfig(command, program.opts<Flags>(), env);
+  const flags = program.opts<Flags>();
+  if (!flags.commandByArch && (command.length === 0 || command[0] === '')) throw new UsageError('missing COMMAND to run');
+  return resolveConfig(command, flags, env);
 }
 
 function buildProgram(write: (text: string) => void): Command {
@@ -167,7 +171,7 @@ function buildProgram(write: (text: string) => void): Command {
     new Command('rbinder')
       .usage(USAGE)
       .description('Run COMMAND and trace its HTTP/1.x traffic as OpenTelemetry spans and metrics.')
-      .argument('<command...>', 'the program to trace and its arguments')
+      .argument('[command...]', 'the program to trace and its arguments')
       // Options after COMMAND belong to the program: `rbinder python3 app.py -v`.
       .passThroughOptions()
       .option('--service-name <name>', 'service.name of the spans (OTEL_SERVICE_NAME; default: COMMAND basename)')
@@ -188,6 +192,10 @@ function buildProgram(write: (text: string) => void): Command {
           .argParser((value: string) => parsePropagatorList(value, (p) => { throw new InvalidArgumentError(p); })),
       )
       .option('--inject-to <list>', 'destinations that may receive trace context headers (RBINDER_INJECT_TO)')
+      .option(
+        '--command-by-arch',
+        "take the program from RBINDER_COMMAND_<ARCH>[_<VARIANT>] (a JSON array) for this machine's architecture; ARGS follow it",
+      )
       .addOption(new Option('--mode <mode>', 'how syscalls are intercepted (RBINDER_MODE; default: ptrace)').choices(TRACER_MODES))
       .addOption(
         new Option('--flush-timeout <ms>', 'most time spent flushing telemetry at exit (RBINDER_FLUSH_TIMEOUT; default: 5000)')
@@ -252,6 +260,7 @@ function resolveConfig(command: string[], flags: Flags, env: NodeJS.ProcessEnv):
 
   return {
     command,
+    commandByArch: flags.commandByArch ?? false,
     env: { ...env },
     serviceName: flags.serviceName || fromEnv.string('OTEL_SERVICE_NAME'),
     traces: { exporters: flags.exporter ?? envExporters('OTEL_TRACES_EXPORTER'), protocol: protocolFor('TRACES') },

@@ -1,6 +1,7 @@
 // rbinder's entry point: parse the command line, start the engine on the program, export what it
 // sees, and end exactly as the program ends.
 import * as os from 'node:os';
+import { commandForArch } from './arch-command';
 import { parseCommandLine, TracerConfig, UsageError } from './config';
 import { createTelemetry, Telemetry } from './export/pipeline';
 import { log, setLogLevel } from './log';
@@ -67,6 +68,14 @@ export async function main(argv: string[]): Promise<number> {
 async function run(config: TracerConfig): Promise<number> {
   setLogLevel(config.logLevel);
   for (const warning of config.warnings) log.warn(warning);
+  if (config.commandByArch) {
+    const chosen = commandForArch(config.env, config.command);
+    if ('error' in chosen) {
+      writeStderr(chosen.error);
+      return 127;
+    }
+    config = { ...config, command: chosen.argv, env: chosen.env };
+  }
   const [command, ...args] = config.command;
   const resolution = resolveExecutable(command, config.env);
   if (!('file' in resolution)) {
