@@ -2,16 +2,8 @@
 import * as path from 'node:path';
 import type { Batch, EngineStats } from './records';
 
-/** Sampler kinds in the order of the engine's SamplerType. */
-export const SAMPLER_TYPES = [
-  'always_on',
-  'always_off',
-  'traceidratio',
-  'parentbased_always_on',
-  'parentbased_always_off',
-  'parentbased_traceidratio',
-] as const;
-export type SamplerName = (typeof SAMPLER_TYPES)[number];
+// The engine's SamplerType enumerates the sampler names in the order of config.ts's SAMPLER_TYPES.
+export { SAMPLER_TYPES } from './config';
 
 export interface EngineOptions {
   /** Resolved path of the program to execute. */

@@ -568,11 +568,7 @@ void Engine::on_syscall_entry(Thread& t) {
       const std::shared_ptr<Connection> conn = fds.get(fd);
       if (conn && conn->predicted && !conn->opaque && conn->source_fd.valid() && conn->fd_refs == 1) {
         TcpProgress progress;
-        Tracker::Io io;
-        io.tid = t.tid;
-        io.pid = t.process->tgid;
-        io.fd = fd;
-        io.entry = io.exit = now_ns();
+        const Tracker::Io io = io_now(t, fd, Direction::kRead);
         if (tcp_progress(conn->source_fd.get(), progress) == 0) settle_reads(t, *conn, progress, io);
       }
       tracker_.on_close(fds, fd, now_ns());
@@ -1117,6 +1113,16 @@ void Engine::emulate_sigsys_action(Thread& t, bool at_entry, const arch::Registe
   p.emulated = false;
 }
 
+Tracker::Io Engine::io_now(const Thread& t, int fd, Direction direction) const {
+  Tracker::Io io;
+  io.tid = t.tid;
+  io.pid = t.process->tgid;
+  io.fd = fd;
+  io.direction = direction;
+  io.entry = io.exit = now_ns();
+  return io;
+}
+
 std::vector<TraceeIovec> Engine::read_segments(Thread& t, Kind kind, const arch::Registers& regs) {
   std::vector<TraceeIovec> segs;
   if (kind == Kind::kRead) {
@@ -1165,12 +1171,7 @@ bool Engine::predict_read(Thread& t, const syscall::TracedSyscall& sc, const arc
     conn.in_base = progress.consumed - conn.in_parsed;
     conn.have_in_base = true;
   }
-  Tracker::Io io;
-  io.tid = t.tid;
-  io.pid = t.process->tgid;
-  io.fd = static_cast<int>(regs.arg(1));
-  io.direction = Direction::kRead;
-  io.entry = io.exit = now_ns();
+  Tracker::Io io = io_now(t, static_cast<int>(regs.arg(1)), Direction::kRead);
   settle_reads(t, conn, progress, io);
   if (conn.opaque) return true;
   const uint64_t consumed = progress.consumed - conn.in_base;
@@ -1210,12 +1211,7 @@ bool Engine::predict_write(Thread& t, const syscall::TracedSyscall& sc, const ar
     conn.out_base = progress.accepted - conn.out_parsed;
     conn.have_out_base = true;
   }
-  Tracker::Io io;
-  io.tid = t.tid;
-  io.pid = t.process->tgid;
-  io.fd = static_cast<int>(regs.arg(1));
-  io.direction = Direction::kWrite;
-  io.entry = io.exit = now_ns();
+  Tracker::Io io = io_now(t, static_cast<int>(regs.arg(1)), Direction::kWrite);
   settle_reads(t, conn, progress, io);  // a response read beyond its prediction ends first
   if (conn.opaque) return true;
   const uint64_t accepted = progress.accepted - conn.out_base;

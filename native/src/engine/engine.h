@@ -150,6 +150,8 @@ class Engine final : public SpanSink {
   // the syscall needs its exit stop after all.
   bool predict_read(Thread& t, const syscall::TracedSyscall& sc, const arch::Registers& regs, Connection& conn);
   bool predict_write(Thread& t, const syscall::TracedSyscall& sc, const arch::Registers& regs, Connection& conn);
+  // An I/O event of thread t on fd, happening now (entry and exit at once: a predicted syscall).
+  Tracker::Io io_now(const Thread& t, int fd, Direction direction) const;
   std::vector<TraceeIovec> read_segments(Thread& t, syscall::Kind kind, const arch::Registers& regs);
   // Bytes a predicted read took beyond its prediction are read from the program's buffer now.
   void settle_reads(Thread& t, Connection& conn, const TcpProgress& progress, const Tracker::Io& io);
