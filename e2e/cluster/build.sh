@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # Builds the pinned control-plane binaries from the Go module proxy, once per machine.
 #
 #   e2e/cluster/build.sh [COMPONENT...]   build what is missing (default: all) -> cache

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
 # No kubelet and no scheduler, so Pods stay Pending; everything else (RBAC, admission webhooks,
 # controllers turning Deployments into ReplicaSets into Pods, TokenRequest, CRDs) is the real thing.
 #
 #   cluster.sh start              build what is missing (build.sh), then start what is not running
-#                                 and wait until ready; prints `export KUBECONFIG=...` on stdout
+#                                 and wait until ready; prints `export RBINDER_CLUSTER_DIR=... KUBECONFIG=...`
+#                                 lines on stdout, so `eval "$(cluster.sh start)"` sets both
 #   cluster.sh wait-ready [SECS]  wait for etcd /health, apiserver /readyz, controller-manager
 #   cluster.sh status             one line per component; exit 0 only if all are up and ready
 #   cluster.sh restart-apiserver  stop and start kube-apiserver alone (same port, certs, etcd data)
@@ -24,7 +26,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/lib.sh"
 
 cmd=${1-}
-[[ -n $cmd ]] || { sed -n '2,20p' "$0" >&2; exit 2; }
+[[ -n $cmd ]] || { sed -n '3,/^set -/{/^#/p}' "$0" >&2; exit 2; }
 shift
 
 if [[ -n ${RBINDER_CLUSTER_DIR-} ]]; then
@@ -34,7 +36,13 @@ elif [[ $cmd == start ]]; then
 else
   die "set RBINDER_CLUSTER_DIR to the state dir that \`start\` printed"
 fi
-mkdir -p "$DIR"
+if [[ ! -d $DIR ]]; then
+  case "$cmd" in
+    start) mkdir -p "$DIR" ;;
+    stop) exit 0 ;; # nothing to stop
+    *) die "no state dir $DIR" ;;
+  esac
+fi
 DIR=$(cd "$DIR" && pwd)
 PKI=$DIR/pki
 RUN=$DIR/run
@@ -343,6 +351,7 @@ case "$cmd" in
     start_controller_manager
     wait_ready 120
     log "ready: $APISERVER_URL (Kubernetes $K8S_VERSION, etcd $ETCD_VERSION)"
+    echo "export RBINDER_CLUSTER_DIR=$DIR"
     echo "export KUBECONFIG=$DIR/admin.kubeconfig"
     ;;
   wait-ready)

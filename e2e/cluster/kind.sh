@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
 # NEEDS DOCKER (a running Docker engine, and Docker Hub or a mirror for kind's node image).
 # Not usable on the project's own machines, which have no Docker engine: there the suite starts
 # its own control plane (cluster.sh). Where Docker exists, this makes a kind cluster for the same
@@ -28,7 +29,7 @@ if [[ -z $kind ]]; then
   if [[ ! -x $kind ]]; then
     log "building kind $KIND_VERSION"
     mkdir -p "$(dirname "$kind")"
-    GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN="$(dirname "$kind")/.tmp-$$" \
+    GOFLAGS='' GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN="$(dirname "$kind")/.tmp-$$" \
       go install -trimpath -ldflags='-s -w' "sigs.k8s.io/kind@$KIND_VERSION" >&2
     mv -f "$(dirname "$kind")/.tmp-$$/kind" "$kind"
     rmdir "$(dirname "$kind")/.tmp-$$"

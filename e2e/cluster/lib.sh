@@ -1,3 +1,4 @@
+# shellcheck source-path=SCRIPTDIR
 # shellcheck shell=bash disable=SC2034
 # Shared by build.sh and cluster.sh (sourced, not run).
 
