@@ -11,6 +11,7 @@ export default defineConfig({
       'operator/**/*.test.ts',
       'e2e/support/**/*.test.ts',
       'e2e/registry/**/*.test.ts',
+      'bench/accuracy/**/*.test.ts',
     ],
     testTimeout: 120_000,
     hookTimeout: 300_000,

@@ -306,11 +306,13 @@ afterAll(async () => {
     await controller.stop(10_000).catch(() => undefined);
   }
   controller?.kill(); // the whole process group, whatever is left
+  if (controller && workDir) await writeFile(join(workDir, 'controller.log'), controller.log()).catch(() => undefined);
   await cluster?.stop();
   if (process.env.RBINDER_E2E_KEEP !== '1' && workDir) await rm(workDir, { recursive: true, force: true });
 }, 180_000);
 
-beforeEach(({ onTestFailed }) => {
+beforeEach(({ task, onTestFailed }) => {
+  if (task.fails) return; // an expected failure (a known bug) is no reason for a dump
   onTestFailed(() => {
     process.stderr.write(`\n[controller.e2e] test failed; controller argv: ${controller?.argv.join(' ')}${context()}\n`);
     if (cluster?.logPath('kube-apiserver')) process.stderr.write(`[controller.e2e] API server log: ${cluster.logPath('kube-apiserver')} (RBINDER_E2E_KEEP=1 keeps it)\n`);
@@ -499,6 +501,8 @@ describe('rbinder-controller (operator + webhook) out of cluster against a real 
     expect(conditionOf(settled, 'CollectorReady')).toMatchObject({ status: 'False', reason: 'Progressing' });
     expect(conditionOf(settled, 'Ready')).toMatchObject({ status: 'False' });
     expect(conditionOf(settled, 'Degraded')).toMatchObject({ status: 'False' });
+    const rolledOut = conditionOf(settled, 'RolledOut')!;
+    process.stderr.write(`[controller.e2e] RolledOut: ${rolledOut.status} ${rolledOut.reason}: ${rolledOut.message}\n`);
     const web = await eventually('web counted as injected', async () => {
       const w = (await getTw('shop')).status?.workloads?.find((x) => x.name === 'web');
       return w?.injectedPods === 1 && w.podsNeedingRestart === 0 ? w : undefined;

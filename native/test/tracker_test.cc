@@ -291,6 +291,12 @@ TEST(AllowList, NetworksAndHostSuffixes) {
   EXPECT_TRUE(list.allows("1.2.3.4", "EXAMPLE.com"));
   EXPECT_TRUE(list.allows("1.2.3.4", "api.example.com."));
   EXPECT_FALSE(list.allows("1.2.3.4", "notexample.com"));
+  ASSERT_TRUE(list.add("*.internal", error));
+  ASSERT_TRUE(list.add("svc-a:8080", error));
+  EXPECT_FALSE(list.add("svc-a:http", error));
+  EXPECT_TRUE(list.allows("1.2.3.4", "db.corp.internal"));
+  EXPECT_TRUE(list.allows("1.2.3.4", "svc-a:8080"));
+  EXPECT_FALSE(list.allows("1.2.3.4", "svc-a:9090"));
   DestinationAllowList all;
   ASSERT_TRUE(all.add("*", error));
   EXPECT_TRUE(all.allows("8.8.8.8", "anything"));

@@ -1185,8 +1185,10 @@ bool Engine::predict_read(Thread& t, const syscall::TracedSyscall& sc, const arc
       tracker_.on_io(*t.fds, io, none);
       return true;
     }
-    // Nothing queued: a non-blocking read gets EAGAIN; a blocking one waits, so watch its exit.
-    return progress.nonblocking;
+    // Nothing queued: the read waits (blocking) or returns EAGAIN (non-blocking) — unless bytes
+    // arrive before it runs, which for a non-blocking read (Go reads before it polls) is often a
+    // whole new request. Watch its exit either way.
+    return false;
   }
   std::vector<TraceeIovec> segments = read_segments(t, sc.kind, regs);
   uint64_t capacity = 0;

@@ -146,8 +146,17 @@ bool DestinationAllowList::add(const std::string& raw, std::string& error) {
   } else if (slash != std::string::npos) {
     error = "bad network address in '" + entry + "'";
     return false;
+  } else if (size_t colon = entry.rfind(':'); colon != std::string::npos) {
+    const std::string port = entry.substr(colon + 1);
+    if (port.empty() || port.find_first_not_of("0123456789") != std::string::npos || colon == 0) {
+      error = "bad host:port in '" + entry + "'";
+      return false;
+    }
+    host_ports_.push_back(lower(entry));
+    return true;
   } else {
-    suffixes_.push_back(lower(entry[0] == '.' ? entry.substr(1) : entry));
+    std::string suffix = entry.rfind("*.", 0) == 0 ? entry.substr(2) : entry[0] == '.' ? entry.substr(1) : entry;
+    suffixes_.push_back(lower(suffix));
     return true;
   }
   n.prefix = prefix;
@@ -175,6 +184,8 @@ bool DestinationAllowList::allows(const std::string& peer_address, const std::st
   if (family == 0 && !peer_address.empty() && allows("127.0.0.1", "")) return true;
   // Host header without port, lowercased.
   std::string host = lower(host_header);
+  for (const std::string& exact : host_ports_)
+    if (host == exact) return true;
   if (!host.empty() && host[0] == '[') {
     host = host.substr(1, host.find(']') == std::string::npos ? std::string::npos : host.find(']') - 1);
   } else if (size_t colon = host.find(':'); colon != std::string::npos && host.find(':', colon + 1) == std::string::npos) {

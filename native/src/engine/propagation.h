@@ -40,8 +40,9 @@ std::string context_headers(const SpanContext& context, const PropagationConfig&
 // address is in one of the networks or the request's Host ends with one of the suffixes.
 class DestinationAllowList {
  public:
-  // Entries: "*" (everywhere), CIDRs ("10.0.0.0/8", "fd00::/8", a bare address), or host
-  // suffixes (".svc.cluster.local", "example.com" matches itself and its subdomains).
+  // Entries: "*" (everywhere), CIDRs ("10.0.0.0/8", "fd00::/8", a bare address), host suffixes
+  // (".svc.cluster.local", "*.internal", "example.com" matches itself and its subdomains), or a
+  // host with a port ("svc-a:8080", matched against the Host header exactly).
   // Returns false and sets `error` for a malformed CIDR.
   bool add(const std::string& entry, std::string& error);
   bool allows(const std::string& peer_address, const std::string& host) const;
@@ -56,6 +57,7 @@ class DestinationAllowList {
   bool all_ = false;
   std::vector<Network> networks_;
   std::vector<std::string> suffixes_;
+  std::vector<std::string> host_ports_;
 };
 
 }  // namespace rbinder
