@@ -5,6 +5,10 @@
 // with the certificate the operator made, wrote into --cert-dir and published in the caBundle.
 // There is no kubelet: pods stay Pending, and nothing runs the images (the containers have an
 // explicit command, so the webhook needs no registry).
+//
+// The tests are numbered as the scenarios of issue #4 and run in file order, which differs where
+// one scenario needs another's state: 1, 2, 3, 4, 7, 8 (API server restart), 5 (delete), 6 (stop
+// the controller, last). 3b is a known bug kept as an expected failure (see its comment).
 
 import {
   AdmissionregistrationV1Api,
@@ -101,6 +105,9 @@ let controller: ControllerProcess | undefined;
 
 const context = (): string => (controller ? controller.tail() : '(controller not started)');
 
+/** Thrown inside eventually()'s fn to stop polling at once (e.g. the controller died). */
+class Fatal extends Error {}
+
 /** Polls fn (every 250 ms) until it returns something other than undefined/false. */
 async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -110,6 +117,7 @@ async function eventually<T>(what: string, fn: () => Promise<T | undefined | fal
       const value = await fn();
       if (value !== undefined && value !== false) return value;
     } catch (err) {
+      if (err instanceof Fatal) throw err;
       lastError = err;
     }
     if (Date.now() > deadline) {
@@ -226,7 +234,7 @@ async function applyRbac(): Promise<void> {
   // The webhook half of the process reads namespaces (rbinder.io/inject label), ServiceAccounts and
   // Secrets (pull credentials): docs/webhook.md asks for get on these cluster-wide. operator/rbac
   // does not grant it (the process runs as one ServiceAccount), so it is granted here.
-  for (const doc of loadAllYaml(readFileSync(join(__dirname, 'controller', 'webhook-rbac.yaml'), 'utf8')) as { kind: string }[]) {
+  for (const doc of loadAllYaml(readFileSync(join(__dirname, '..', 'webhook', 'rbac', 'clusterrole.yaml'), 'utf8')) as { kind: string }[]) {
     if (doc.kind === 'ClusterRole') await rbac.createClusterRole({ body: doc as V1ClusterRole });
     else if (doc.kind === 'ClusterRoleBinding') await rbac.createClusterRoleBinding({ body: doc as V1ClusterRoleBinding });
   }
@@ -284,7 +292,7 @@ beforeAll(async () => {
 async function waitControllerReady(): Promise<void> {
   const c = controller!;
   await eventually('certificate files in --cert-dir', async () => {
-    if (!c.running()) throw new Error(`controller exited: ${c.tracked.proc.exitCode}${c.tail()}`);
+    if (!c.running()) throw new Fatal(`controller exited: ${c.tracked.proc.exitCode}${c.tail()}`);
     return existsSync(join(certDir, 'tls.crt')) && existsSync(join(certDir, 'tls.key')) && existsSync(join(certDir, 'ca.crt'));
   }, 90_000).catch((err: Error) => {
     throw new Error(`${err.message}${c.tail()}`);
@@ -294,7 +302,7 @@ async function waitControllerReady(): Promise<void> {
     return bundle && Buffer.from(bundle, 'base64').toString('utf8').includes((await readFile(join(certDir, 'ca.crt'), 'utf8')).trim());
   }, 60_000);
   await eventually('/readyz 200', async () => {
-    if (!c.running()) throw new Error(`controller exited: ${c.tracked.proc.exitCode}${c.tail()}`);
+    if (!c.running()) throw new Fatal(`controller exited: ${c.tracked.proc.exitCode}${c.tail()}`);
     return (await c.get('/readyz')).status === 200;
   }, 90_000).catch((err: Error) => {
     throw new Error(`${err.message}${c.tail()}`);
@@ -428,7 +436,7 @@ describe('rbinder-controller (operator + webhook) out of cluster against a real 
   // without rbinder.io/skipped, so the operator counts it as "not yet replaced" forever and the
   // TracedWorkload's RolledOut never becomes True. Marked `fails` so the suite stays green while
   // it stands; it turns red (remove `.fails`) once webhook/src/mutate.ts annotates such pods.
-  it.fails('3b. opt-out: the pod says why (rbinder.io/skipped) and the TracedWorkload rolls out', async () => {
+  it('3b. opt-out: the pod says why (rbinder.io/skipped) and the TracedWorkload rolls out', async () => {
     const pods = (await podsOf('optout')).filter((p) => annotationsOf(p)[A.configHash] === firstHash);
     expect(pods.length).toBeGreaterThan(0);
     for (const p of pods) expect(annotationsOf(p)[A.skipped]).toMatch(/inject=false|opted out/);

@@ -1,5 +1,6 @@
 // A small grouped bar chart of throughput ratios (traced / untraced) as a standalone SVG: one group
-// per scenario, one bar per variant (median, with a min–max whisker), the issue's target dashed.
+// per scenario, one bar per variant (median, with a min–max whisker), the issue's target dashed,
+// and behind them a grey band: the spread of the untraced runs against each other (the noise).
 
 import type { BenchResults, ThroughputScenario } from '../lib/types';
 
@@ -23,17 +24,19 @@ export function chartSvg(r: BenchResults): string {
   if (s.chain) groups.push({ title: 'chain node→java', target: 0.98, scenario: s.chain });
   const variants = r.variants.filter((v) => v.id !== 'untraced' && groups.some((g) => g.scenario.variants.some((x) => x.variant === v.id)));
 
-  const W = 760, H = 360, left = 50, right = 10, top = 40, bottom = 90; // prettier-ignore
+  const W = 760, H = 380, left = 50, right = 10, top = 48, bottom = 90; // prettier-ignore
   const plotW = W - left - right;
   const plotH = H - top - bottom;
-  const yMax = 1.1;
+  const tops = groups.flatMap((g) => g.scenario.variants.map((v) => v.ratio.max)).filter(Number.isFinite);
+  const yMax = Math.min(3, Math.max(1.2, Math.ceil(Math.max(0, ...tops) * 5) / 5)); // 0.2 steps
   const y = (v: number): number => top + plotH * (1 - Math.min(v, yMax) / yMax);
   const groupW = plotW / Math.max(1, groups.length);
   const barW = Math.min(28, (groupW - 30) / Math.max(1, variants.length));
   const out: string[] = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="sans-serif" font-size="11">`);
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
-  out.push(`<text x="${W / 2}" y="18" text-anchor="middle" font-size="13">Throughput relative to untraced (median of rounds; whisker min–max; dashed: target)</text>`);
+  out.push(`<text x="${W / 2}" y="16" text-anchor="middle" font-size="13">Throughput relative to untraced: median of rounds, whisker min–max</text>`);
+  out.push(`<text x="${W / 2}" y="31" text-anchor="middle" font-size="11" fill="#555">red dashes: target; grey band: untraced runs against each other (noise)</text>`);
   for (let t = 0; t <= yMax + 1e-9; t += 0.2) {
     out.push(`<line x1="${left}" x2="${W - right}" y1="${y(t)}" y2="${y(t)}" stroke="#ddd"/>`);
     out.push(`<text x="${left - 6}" y="${y(t) + 4}" text-anchor="end">${t.toFixed(1)}</text>`);
@@ -41,6 +44,10 @@ export function chartSvg(r: BenchResults): string {
   out.push(`<line x1="${left}" x2="${W - right}" y1="${y(1)}" y2="${y(1)}" stroke="#999"/>`);
   groups.forEach((g, gi) => {
     const x0 = left + gi * groupW + (groupW - barW * variants.length) / 2;
+    const noise = g.scenario.variants.find((x) => x.variant === 'untraced')?.ratio;
+    if (noise && Number.isFinite(noise.min) && Number.isFinite(noise.max)) {
+      out.push(`<rect x="${x0 - 6}" y="${y(noise.max)}" width="${barW * variants.length + 12}" height="${y(noise.min) - y(noise.max)}" fill="#bbb" fill-opacity="0.35"/>`);
+    }
     variants.forEach((v, vi) => {
       const summary = g.scenario.variants.find((x) => x.variant === v.id);
       if (!summary || !Number.isFinite(summary.ratio.median)) return;

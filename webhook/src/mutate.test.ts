@@ -66,7 +66,9 @@ describe('mutatePod: selection', () => {
     ['namespace labels unknown', pod(), { namespaceLabels: undefined }, 'ignored', 'not selected'],
     ['namespace label with another value', pod(), { namespaceLabels: { 'rbinder.io/inject': 'disabled' } }, 'ignored', 'not selected'],
     ['opted out in an enabled namespace', pod({ annotations: { 'rbinder.io/inject': 'false' } }), {}, 'ignored', 'opted out by annotation rbinder.io/inject=false'],
-    ['opt-out beats a TracedWorkload', pod({ annotations: { 'rbinder.io/inject': 'false', 'rbinder.io/traced-workload': 'web' } }), { tracedWorkload: lookup }, 'ignored', 'opted out by annotation rbinder.io/inject=false'],
+    // Stamped by the operator, so the pod says why it is not traced (the rollout counts it).
+    ['opt-out beats a TracedWorkload', pod({ annotations: { 'rbinder.io/inject': 'false', 'rbinder.io/traced-workload': 'web' } }), { tracedWorkload: lookup }, 'skipped', 'opted out by annotation rbinder.io/inject=false'],
+    ['opt-out of an unselected pod', pod({ annotations: { 'rbinder.io/inject': 'false' } }), { namespaceLabels: { 'rbinder.io/inject': 'enabled' } }, 'ignored', 'opted out by annotation rbinder.io/inject=false'],
     ['kube-system, even when asked', pod({ annotations: { 'rbinder.io/inject': 'true' } }), { namespace: 'kube-system' }, 'ignored', 'namespace kube-system is excluded'],
     ["the controller's namespace", pod({ annotations: { 'rbinder.io/inject': 'true' } }), { namespace: 'rbinder-system' }, 'ignored', 'namespace rbinder-system is excluded'],
     ['a configured excluded namespace', pod(), { namespace: 'infra', config: config({ excludedNamespaces: ['infra'] }) }, 'ignored', 'namespace infra is excluded'],

@@ -134,7 +134,12 @@ function planPod(pod: V1Pod, context: PodContext): Plan {
   if (isInjected(pod)) return ignore('already injected');
 
   const optIn = parseInjectAnnotation(annotations[ANNOTATION_INJECT], warnings);
-  if (optIn === false) return ignore(`opted out by annotation ${ANNOTATION_INJECT}=false`);
+  if (optIn === false) {
+    // A pod of a workload the operator stamped says why it is not traced, so the rollout can
+    // count it as current; a pod nobody selected just passes.
+    const why = `opted out by annotation ${ANNOTATION_INJECT}=false`;
+    return annotations[ANNOTATION_TRACED_WORKLOAD] ? refuse(why) : ignore(why);
+  }
 
   let workload: TracedWorkloadConfig | undefined;
   const workloadName = annotations[ANNOTATION_TRACED_WORKLOAD]?.trim();

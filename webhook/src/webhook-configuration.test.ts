@@ -13,7 +13,7 @@ describe('buildMutatingWebhookConfiguration', () => {
     expect(config).toEqual({
       apiVersion: 'admissionregistration.k8s.io/v1',
       kind: 'MutatingWebhookConfiguration',
-      metadata: { name: 'rbinder' },
+      metadata: { name: 'rbinder-webhook' },
       webhooks: [
         {
           name: 'pods.rbinder.io',

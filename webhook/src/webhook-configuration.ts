@@ -1,13 +1,12 @@
-// The MutatingWebhookConfiguration that sends pod CREATEs to the webhook. The operator applies it
-// (and keeps caBundle current); `bin/rbinder-controller --print-webhook-configuration` prints it
-// for installs without the operator. Its failurePolicy comes from the same setting as the
-// handler's behaviour on its own errors.
+// The MutatingWebhookConfiguration that sends pod CREATEs to the webhook. It is installed with
+// the controller (chart/manifests); the operator keeps its caBundle current. Its failurePolicy
+// comes from the same setting as the handler's behaviour on its own errors.
 
 import type { V1MutatingWebhookConfiguration } from '@kubernetes/client-node';
 import type { FailurePolicy } from './config';
 import { ALWAYS_EXCLUDED_NAMESPACES, LABEL_NAMESPACE_NAME, MUTATE_PODS_PATH } from './names';
 
-export const WEBHOOK_CONFIGURATION_NAME = 'rbinder';
+export const WEBHOOK_CONFIGURATION_NAME = 'rbinder-webhook'; // the operator's default and RBAC resourceNames
 export const WEBHOOK_NAME = 'pods.rbinder.io';
 export const DEFAULT_TIMEOUT_SECONDS = 5;
 
