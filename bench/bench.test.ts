@@ -5,10 +5,16 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { receiverBinary } from '../e2e/support/otlp-receiver';
+import { ensureApt, ensureBarePtrace } from './lib/tools';
 import { runBenchmarks } from './run';
 
 const outDir = mkdtempSync(join(tmpdir(), 'rbinder-bench-'));
+// Builds and installs (cached) under the hook timeout, so the test's own time is the measuring.
+beforeAll(async () => {
+  await Promise.all([receiverBinary(), ensureApt('wrk', 'wrk'), ensureBarePtrace()]);
+}, 300_000);
 afterAll(() => rmSync(outDir, { recursive: true, force: true }));
 
 it('measures hello untraced, under rbinder and under the bare loop', async () => {

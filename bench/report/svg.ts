@@ -37,7 +37,8 @@ export function chartSvg(r: BenchResults): string {
   out.push(`<rect width="${W}" height="${H}" fill="white"/>`);
   out.push(`<text x="${W / 2}" y="16" text-anchor="middle" font-size="13">Throughput relative to untraced: median of rounds, whisker min–max</text>`);
   out.push(`<text x="${W / 2}" y="31" text-anchor="middle" font-size="11" fill="#555">red dashes: target; grey band: untraced runs against each other (noise)</text>`);
-  for (let t = 0; t <= yMax + 1e-9; t += 0.2) {
+  const step = yMax > 1.6 ? 0.5 : 0.2;
+  for (let t = 0; t <= yMax + 1e-9; t += step) {
     out.push(`<line x1="${left}" x2="${W - right}" y1="${y(t)}" y2="${y(t)}" stroke="#ddd"/>`);
     out.push(`<text x="${left - 6}" y="${y(t) + 4}" text-anchor="end">${t.toFixed(1)}</text>`);
   }
