@@ -12,6 +12,7 @@ export default defineConfig({
       'e2e/support/**/*.test.ts',
       'e2e/registry/**/*.test.ts',
       'bench/accuracy/**/*.test.ts',
+      'bench/bench.test.ts',
     ],
     testTimeout: 120_000,
     hookTimeout: 300_000,

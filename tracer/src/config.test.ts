@@ -59,7 +59,7 @@ describe('parseCommandLine: defaults', () => {
       traces: { exporters: ['otlp'], protocol: 'http/protobuf' },
       metrics: { exporters: ['otlp'], protocol: 'http/protobuf', exportIntervalMillis: 60000, exportTimeoutMillis: 30000 },
       endpoint: undefined,
-      batch: { scheduledDelayMillis: 5000, exportTimeoutMillis: 30000, maxQueueSize: 2048, maxExportBatchSize: 512 },
+      batch: { scheduledDelayMillis: 5000, exportTimeoutMillis: 30000, maxQueueSize: 65536, maxExportBatchSize: 4096 },
       propagators: ['tracecontext', 'baggage'],
       injectTo: [],
       mode: 'ptrace',
@@ -162,7 +162,7 @@ describe('parseCommandLine: bad input', () => {
     [{ RBINDER_MODE: 'ebpf' }, { mode: 'ptrace' }, /RBINDER_MODE="ebpf"/],
     [{ RBINDER_FLUSH_TIMEOUT: 'soon' }, { flushTimeoutMillis: 5000 }, /RBINDER_FLUSH_TIMEOUT="soon"/],
     [{ RBINDER_LOG_LEVEL: 'loud' }, { logLevel: 'warn' }, /RBINDER_LOG_LEVEL="loud"/],
-    [{ OTEL_BSP_MAX_QUEUE_SIZE: '0' }, { batch: expect.objectContaining({ maxQueueSize: 2048 }) }, /OTEL_BSP_MAX_QUEUE_SIZE="0"/],
+    [{ OTEL_BSP_MAX_QUEUE_SIZE: '0' }, { batch: expect.objectContaining({ maxQueueSize: 65536 }) }, /OTEL_BSP_MAX_QUEUE_SIZE="0"/],
   ])('bad environment value %j: warning and default', (env, expected, warning) => {
     const config = parse(['app'], env);
     expect(config).toMatchObject(expected);

@@ -106,7 +106,9 @@ const DEFAULTS = {
   flushTimeoutMillis: 5000,
   sampler: 'parentbased_always_on' as SamplerType,
   // The SDK defaults for the BatchSpanProcessor and the PeriodicExportingMetricReader.
-  batch: { scheduledDelayMillis: 5000, exportTimeoutMillis: 30000, maxQueueSize: 2048, maxExportBatchSize: 512 },
+  // One tracer exports every request of a whole process (thousands of spans a second), so the
+  // queue and batches are larger than the SDK's 2048/512, which dropped spans above ~5k spans/s.
+  batch: { scheduledDelayMillis: 5000, exportTimeoutMillis: 30000, maxQueueSize: 65536, maxExportBatchSize: 4096 },
   metricExportIntervalMillis: 60000,
   metricExportTimeoutMillis: 30000,
 };
