@@ -7,8 +7,8 @@
 // explicit command, so the webhook needs no registry).
 //
 // The tests are numbered as the scenarios of issue #4 and run in file order, which differs where
-// one scenario needs another's state: 1, 2, 3, 4, 7, 8 (API server restart), 5 (delete), 6 (stop
-// the controller, last). 3b is a known bug kept as an expected failure (see its comment).
+// one scenario needs another's state: 1, 2, 3, 4, 7, 8 (API server restart), 9 (automatic rollout
+// off), 5 (delete), 6 (stop the controller, last). 3b is a known bug kept as an expected failure (see its comment).
 
 import {
   AdmissionregistrationV1Api,
@@ -541,6 +541,47 @@ describe('rbinder-controller (operator + webhook) out of cluster against a real 
     expect(envOf(q!).OTEL_SERVICE_NAME).toBe('shop-web');
     expect((await controller!.get('/readyz')).status).toBe(200);
   }, 300_000);
+
+  it('9. automatic rollout off: the template is left alone, yet NEW pods of the selected Deployment are injected and stamped by the webhook', async () => {
+    await apps.createNamespacedDeployment({ namespace: NS, body: deployment('manual', { tier: 'manual' }) });
+    const [old] = await eventually('the first manual pod', async () => {
+      const list = await podsOf('manual');
+      return list.length > 0 ? list : undefined;
+    });
+    expectUnmutated(old!);
+    await createTw('manual', { selector: { matchLabels: { tier: 'manual' } }, rollout: { automatic: false } });
+    const tw = await eventually('manual lists the Deployment as RestartNeeded', async () => {
+      const t = await getTw('manual');
+      return t.status?.configHash && t.status.workloads?.some((w) => w.kind === 'Deployment' && w.name === 'manual' && w.state === 'RestartNeeded') ? t : undefined;
+    });
+    const hash = tw.status!.configHash!;
+    // Not stamped: a template change would have restarted the existing pod.
+    const template = await templateAnnotations('manual');
+    expect(template[A.tracedWorkload]).toBeUndefined();
+    expect(template[A.configHash]).toBeUndefined();
+
+    await apps.patchNamespacedDeploymentScale({ name: 'manual', namespace: NS, body: { spec: { replicas: 3 } } }, mergePatch);
+    const fresh = await mutatedPods('manual', hash, 2);
+    expect(fresh.length).toBe(2);
+    for (const p of fresh) {
+      expect(annotationsOf(p)).toMatchObject({ [A.injected]: 'app', [A.tracedWorkload]: 'manual', [A.configHash]: hash });
+      expect(appContainer(p).command).toEqual([LAUNCHER, '--', '/web', '--port', '8080']);
+      expect(envOf(p)).toMatchObject({ OTEL_SERVICE_NAME: 'manual', OTEL_EXPORTER_OTLP_ENDPOINT: DEFAULT_ENDPOINT, LOG_FORMAT: 'json' });
+    }
+    // The existing pod is untouched: same pod, still untraced; the template still unstamped.
+    const pods = await podsOf('manual');
+    expect(pods.length).toBe(3);
+    const still = pods.find((p) => p.metadata?.name === old!.metadata?.name);
+    expect(still, 'the pre-existing pod is still there').toBeDefined();
+    expectUnmutated(still!);
+    expect(annotationsOf(still!)[A.configHash]).toBeUndefined();
+    expect((await templateAnnotations('manual'))[A.configHash]).toBeUndefined();
+    // The operator counts the webhook-stamped pods as injected.
+    await eventually('status counts 2 injected pods of manual', async () => (await getTw('manual')).status?.workloads?.find((w) => w.name === 'manual')?.injectedPods === 2);
+
+    await custom.deleteNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace: NS, name: 'manual' });
+    await eventually('TracedWorkload manual gone', async () => !(await twExists('manual')));
+  }, 180_000);
 
   it('5. deleting the TracedWorkload reverts its Deployments (stamp gone, untraced Pods) and removes the finalizer', async () => {
     const stamped = new Map<string, string | undefined>();

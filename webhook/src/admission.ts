@@ -4,7 +4,7 @@
 
 import type { V1Pod, V1Secret } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
-import type { FailurePolicy, InjectionConfig, TracedWorkloadLookup } from './config';
+import type { FailurePolicy, InjectionConfig, TracedWorkloadLookup, WorkloadSelection } from './config';
 import type { ImageEntrypoints, ImageLookup } from './entrypoint';
 import type { RequestResult } from './metrics';
 import { imagesToResolve, mutatePod, type ImageRequest, type PodContext } from './mutate';
@@ -67,6 +67,8 @@ export interface ClusterLookups {
   serviceAccountPullSecrets(namespace: string, serviceAccount: string): Promise<string[]>;
   /** The operator's TracedWorkload cache. */
   tracedWorkload?: TracedWorkloadLookup;
+  /** The TracedWorkload selecting a workload, for unstamped pods (the cache's `forWorkload`). */
+  workloadSelection?: WorkloadSelection;
 }
 
 export interface EntrypointSource {
@@ -149,7 +151,13 @@ export async function reviewPodRequest(request: AdmissionRequest, deps: ReviewDe
       deps.log.warn({ err, namespace }, 'cannot read namespace labels');
       warnings.push(`rbinder: cannot read the labels of namespace ${namespace}: ${(err as Error).message}`);
     }
-    const context: PodContext = { namespace, namespaceLabels, config: deps.config, tracedWorkload: deps.cluster.tracedWorkload };
+    const context: PodContext = {
+      namespace,
+      namespaceLabels,
+      config: deps.config,
+      tracedWorkload: deps.cluster.tracedWorkload,
+      workloadSelection: deps.cluster.workloadSelection,
+    };
     const wanted = imagesToResolve(pod, context);
     const images = wanted.length > 0 ? await resolveImages(pod, namespace, wanted, deps, warnings) : undefined;
     const mutation = mutatePod(pod, { ...context, images });

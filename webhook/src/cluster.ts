@@ -7,7 +7,7 @@
 
 import type { KubeConfig, V1Namespace, V1Secret, V1ServiceAccount } from '@kubernetes/client-node';
 import type { ClusterLookups } from './admission';
-import type { TracedWorkloadLookup } from './config';
+import type { TracedWorkloadLookup, WorkloadSelection } from './config';
 
 /** The calls used, in @kubernetes/client-node 1.x's object-parameter style. */
 export interface CoreApi {
@@ -22,6 +22,7 @@ export interface KubernetesLookupOptions {
   /** Most time for one API call. */
   timeoutMs?: number;
   tracedWorkload?: TracedWorkloadLookup;
+  workloadSelection?: WorkloadSelection;
   now?: () => number;
 }
 
@@ -71,6 +72,7 @@ export function kubernetesLookups(api: CoreApi, options: KubernetesLookupOptions
         return (sa?.imagePullSecrets ?? []).map((s) => s.name).filter((n): n is string => !!n);
       }),
     tracedWorkload: options.tracedWorkload,
+    workloadSelection: options.workloadSelection,
   };
 }
 

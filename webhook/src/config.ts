@@ -79,6 +79,20 @@ export interface TracedWorkloadConfig extends TelemetrySettings {
 /** How the webhook finds a TracedWorkload's configuration (the operator backs it with an informer cache). */
 export type TracedWorkloadLookup = (namespace: string, name: string) => TracedWorkloadConfig | undefined;
 
+/** The workload kinds a TracedWorkload selects (and whose pod templates the operator stamps). */
+export type SelectableWorkloadKind = 'Deployment' | 'StatefulSet' | 'DaemonSet';
+
+/**
+ * The TracedWorkload selecting a workload, by the workload's kind and name, for pods that carry no
+ * `rbinder.io/traced-workload` stamp (automatic rollout off leaves the pod template alone). The
+ * operator backs it with `TracedWorkloadCache.forWorkload`.
+ */
+export type WorkloadSelection = (
+  namespace: string,
+  kind: SelectableWorkloadKind,
+  name: string,
+) => { name: string; config: TracedWorkloadConfig } | undefined;
+
 export const DEFAULT_INSTALL_RESOURCES: V1ResourceRequirements = {
   requests: { cpu: '10m', memory: '32Mi' },
   limits: { cpu: '500m', memory: '128Mi' },

@@ -26,6 +26,7 @@ import {
   type InjectionConfig,
   type PullPolicy,
   type TracedWorkloadLookup,
+  type WorkloadSelection,
 } from './config';
 import { WebhookMetrics } from './metrics';
 import { RegistryClient } from './registry/client';
@@ -76,9 +77,17 @@ export interface OperatorCliOption {
   shared?: boolean;
 }
 
+/** The operator's TracedWorkload cache as the webhook uses it. */
+export interface TracedWorkloadCacheLike {
+  /** The webhook's TracedWorkloadLookup (pods stamped `rbinder.io/traced-workload`). */
+  lookup: TracedWorkloadLookup;
+  /** The TracedWorkload selecting a workload, for unstamped pods; absent in older operators. */
+  forWorkload?: WorkloadSelection;
+}
+
 export interface OperatorHandle {
-  /** The TracedWorkload cache; `lookup` is the webhook's TracedWorkloadLookup. */
-  cache: { lookup: TracedWorkloadLookup };
+  /** The TracedWorkload cache. */
+  cache: TracedWorkloadCacheLike;
   healthy(): boolean;
   ready(): boolean;
   stop(): Promise<void>;
@@ -89,7 +98,7 @@ export interface OperatorModule {
   operatorOptionsFromCli(values: Record<string, unknown>, extra: { logger?: Logger; registry?: Registry }): unknown;
   runOperator(options: unknown): Promise<OperatorHandle>;
   /** The TracedWorkload cache alone, for --webhook-only. */
-  createTracedWorkloadCache?(options: { kubeconfig?: string; namespace?: string; logger?: Logger }): Promise<{ lookup: TracedWorkloadLookup }>;
+  createTracedWorkloadCache?(options: { kubeconfig?: string; namespace?: string; logger?: Logger }): Promise<TracedWorkloadCacheLike>;
 }
 
 const OPERATOR_MODULE = '../../operator/src/run';
@@ -326,6 +335,7 @@ export interface WebhookExtras {
   /** Instead of the API server (tests). */
   cluster?: ClusterLookups;
   tracedWorkload?: TracedWorkloadLookup;
+  workloadSelection?: WorkloadSelection;
   healthy?: () => boolean;
   ready?: () => boolean;
 }
@@ -346,7 +356,9 @@ export async function startWebhook(options: ControllerOptions, log: Logger, metr
   });
   try {
     const base = extras.cluster ?? (await clusterLookups(log, options.kubeconfig));
-    const cluster = extras.tracedWorkload ? { ...base, tracedWorkload: extras.tracedWorkload } : base;
+    const cluster: ClusterLookups = { ...base };
+    if (extras.tracedWorkload) cluster.tracedWorkload = extras.tracedWorkload;
+    if (extras.workloadSelection) cluster.workloadSelection = extras.workloadSelection;
     const server = await startWebhookServer({
       port: options.port,
       host: options.bindAddress,
@@ -409,15 +421,17 @@ export async function startController(
   const metrics = new WebhookMetrics({ processMetrics: true });
   if (options.webhookOnly) {
     let tracedWorkload: TracedWorkloadLookup | undefined;
+    let workloadSelection: WorkloadSelection | undefined;
     if (operator?.createTracedWorkloadCache) {
       try {
         const cache = await operator.createTracedWorkloadCache({ kubeconfig: options.kubeconfig, namespace: options.injection.controllerNamespace, logger: log });
         tracedWorkload = cache.lookup;
+        workloadSelection = cache.forWorkload;
       } catch (err) {
         log.warn({ err: (err as Error).message }, 'no TracedWorkload cache: pods stamped by the operator get the cluster defaults');
       }
     }
-    const webhook = await startWebhook(options, log, metrics, { ...extras, tracedWorkload });
+    const webhook = await startWebhook(options, log, metrics, { ...extras, tracedWorkload, workloadSelection });
     return { webhook, close: () => webhook.close() };
   }
 
@@ -428,6 +442,7 @@ export async function startController(
     const webhook = await startWebhook(options, log, metrics, {
       ...extras,
       tracedWorkload: handle.cache.lookup,
+      workloadSelection: handle.cache.forWorkload,
       healthy: () => handle.healthy(),
       ready: () => handle.ready(),
     });

@@ -127,6 +127,108 @@ describe('mutatePod: selection', () => {
   });
 });
 
+describe('mutatePod: unstamped pods of a workload a TracedWorkload selects (automatic rollout off)', () => {
+  const tw: TracedWorkloadConfig = { serviceName: 'storefront', collectorEndpoint: 'http://tw-collector:4318', configHash: 'h4sh' };
+  const other: TracedWorkloadConfig = { serviceName: 'other', configHash: 'other-hash' };
+  const calls: string[] = [];
+  /** TracedWorkload "web-tracing" selects Deployment web, StatefulSet db and DaemonSet agent of namespace shop. */
+  const workloadSelection: NonNullable<MutationInput['workloadSelection']> = (ns, kind, name) => {
+    calls.push(`${ns}/${kind}/${name}`);
+    if (ns !== 'shop') return undefined;
+    if ((kind === 'Deployment' && name === 'web') || (kind === 'StatefulSet' && name === 'db') || (kind === 'DaemonSet' && name === 'agent')) {
+      return { name: 'web-tracing', config: tw };
+    }
+    return undefined;
+  };
+  const lookup = (ns: string, name: string): TracedWorkloadConfig | undefined => (ns === 'shop' && name === 'other-tw' ? other : undefined);
+  const owned = (kind: string, name: string, annotations?: Record<string, string>): V1Pod => {
+    const p = pod(annotations ? { annotations } : {});
+    p.metadata!.ownerReferences = [{ apiVersion: 'apps/v1', kind, name, uid: 'uid', controller: true }];
+    return p;
+  };
+  const stampOps = (m: PodMutation) => m.patch.filter((op) => /rbinder\.io~1(traced-workload|config-hash)$|\/annotations$/.test(op.path));
+
+  it.each<[string, V1Pod, Partial<MutationInput>, PodMutation['result'], string, string | undefined]>([
+    ['pod of the selected Deployment', pod(), {}, 'injected', '', 'TracedWorkload web-tracing (selects Deployment web)'],
+    ['pod of the selected StatefulSet', owned('StatefulSet', 'db'), {}, 'injected', '', 'TracedWorkload web-tracing (selects StatefulSet db)'],
+    ['pod of the selected DaemonSet', owned('DaemonSet', 'agent'), {}, 'injected', '', 'TracedWorkload web-tracing (selects DaemonSet agent)'],
+    ['pod of an unselected Deployment', owned('ReplicaSet', 'api-7d4b9c'), {}, 'ignored', 'not selected', undefined],
+    ['pod of an unselected StatefulSet', owned('StatefulSet', 'cache'), {}, 'ignored', 'not selected', undefined],
+    ['pod of a Job (never looked up)', owned('Job', 'web'), {}, 'ignored', 'not selected', undefined],
+    ['bare pod', (() => { const p = pod(); delete p.metadata!.ownerReferences; return p; })(), {}, 'ignored', 'not selected', undefined],
+    ['opt-out wins', pod({ annotations: { 'rbinder.io/inject': 'false' } }), {}, 'ignored', 'opted out by annotation rbinder.io/inject=false', undefined],
+    ['opt-out wins in an enabled namespace', pod({ annotations: { 'rbinder.io/inject': 'false' } }), { namespaceLabels: ENABLED }, 'ignored', 'opted out by annotation rbinder.io/inject=false', undefined],
+    ['excluded namespace wins', pod(), { config: config({ excludedNamespaces: ['shop'] }) }, 'ignored', 'namespace shop is excluded', undefined],
+    ['an explicit stamp wins', pod({ annotations: { 'rbinder.io/traced-workload': 'other-tw', 'rbinder.io/config-hash': 'other-hash' } }), {}, 'injected', '', 'TracedWorkload other-tw'],
+    ['an explicit stamp of an unknown TracedWorkload wins', pod({ annotations: { 'rbinder.io/traced-workload': 'gone' } }), {}, 'skipped', 'TracedWorkload shop/gone not found', undefined],
+    ['selected over the namespace label', pod(), { namespaceLabels: ENABLED }, 'injected', '', 'TracedWorkload web-tracing (selects Deployment web)'],
+    ['selected over rbinder.io/inject=true', pod({ annotations: { 'rbinder.io/inject': 'true' } }), {}, 'injected', '', 'TracedWorkload web-tracing (selects Deployment web)'],
+  ])('%s → %s', (_name, p, overrides, result, reason, selectedBy) => {
+    const m = mutatePod(p, input({ namespaceLabels: {}, tracedWorkload: lookup, workloadSelection, ...overrides }));
+    expect({ result: m.result, reason: m.reason, selectedBy: m.selectedBy }).toEqual({ result, reason, selectedBy });
+    if (result === 'ignored') expect(m.patch).toEqual([]);
+  });
+
+  it("injects with the TracedWorkload's configuration and stamps the pod with its name and hash", () => {
+    const p = pod();
+    const m = mutatePod(p, input({ namespaceLabels: {}, workloadSelection }));
+    expect(m).toMatchObject({ result: 'injected', injected: ['app'], warnings: [] });
+    expect(stampOps(m)).toEqual([
+      {
+        op: 'add',
+        path: '/metadata/annotations',
+        value: { 'rbinder.io/traced-workload': 'web-tracing', 'rbinder.io/config-hash': 'h4sh', 'rbinder.io/injected': 'app' },
+      },
+    ]);
+    const out = patched(p, m);
+    expect(out.metadata?.annotations).toEqual({ 'rbinder.io/traced-workload': 'web-tracing', 'rbinder.io/config-hash': 'h4sh', 'rbinder.io/injected': 'app' });
+    const c = out.spec!.containers[0]!;
+    expect(c.command).toEqual([LAUNCHER, '--', '/web', '--port', '8080']);
+    expect(value(c, 'OTEL_SERVICE_NAME')).toBe('storefront');
+    expect(value(c, 'OTEL_EXPORTER_OTLP_ENDPOINT')).toBe('http://tw-collector:4318');
+  });
+
+  it('adds the stamp to annotations the pod already has, as separate operations', () => {
+    const p = pod({ annotations: { team: 'shop' } });
+    const m = mutatePod(p, input({ namespaceLabels: {}, workloadSelection }));
+    expect(m.patch).toEqual(
+      expect.arrayContaining([
+        { op: 'add', path: '/metadata/annotations/rbinder.io~1traced-workload', value: 'web-tracing' },
+        { op: 'add', path: '/metadata/annotations/rbinder.io~1config-hash', value: 'h4sh' },
+      ]),
+    );
+    expect(patched(p, m).metadata?.annotations).toMatchObject({ team: 'shop', 'rbinder.io/traced-workload': 'web-tracing', 'rbinder.io/config-hash': 'h4sh' });
+  });
+
+  it('stamps a selected pod it cannot trace too, so the operator counts it as current', () => {
+    const p = pod({ spec: { os: { name: 'windows' } } });
+    const m = mutatePod(p, input({ namespaceLabels: {}, workloadSelection }));
+    expect(m.result).toBe('skipped');
+    expect(patched(p, m).metadata?.annotations).toEqual({
+      'rbinder.io/traced-workload': 'web-tracing',
+      'rbinder.io/config-hash': 'h4sh',
+      'rbinder.io/skipped': 'pods for windows nodes cannot be traced',
+    });
+  });
+
+  it('asks about the Deployment (the ReplicaSet name less its pod-template-hash), and not at all for opted-out or stamped pods', () => {
+    calls.length = 0;
+    mutatePod(pod(), input({ workloadSelection }));
+    expect(calls).toEqual(['shop/Deployment/web']);
+    calls.length = 0;
+    mutatePod(pod({ annotations: { 'rbinder.io/inject': 'false' } }), input({ workloadSelection }));
+    mutatePod(pod({ annotations: { 'rbinder.io/traced-workload': 'other-tw' } }), input({ tracedWorkload: lookup, workloadSelection }));
+    mutatePod(pod(), input({ namespace: 'kube-system', workloadSelection }));
+    expect(calls).toEqual([]);
+  });
+
+  it('lists the images of a pod selected through its owner', () => {
+    const p = pod({ containers: [{ name: 'app', image: 'shop/web:1.0' }] });
+    expect(imagesToResolve(p, input({ namespaceLabels: {}, workloadSelection }))).toEqual([{ container: 'app', image: 'shop/web:1.0' }]);
+    expect(imagesToResolve(p, input({ namespaceLabels: {} }))).toEqual([]);
+  });
+});
+
 describe('mutatePod: the mutation', () => {
   it('adds the volume, the install container, and runs the app under the launcher', () => {
     const p = pod();

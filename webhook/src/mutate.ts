@@ -11,8 +11,10 @@ import {
   effectiveTelemetry,
   launcherFile,
   type InjectionConfig,
+  type SelectableWorkloadKind,
   type TracedWorkloadConfig,
   type TracedWorkloadLookup,
+  type WorkloadSelection,
 } from './config';
 import {
   commandAnnotation,
@@ -25,6 +27,7 @@ import {
 import { tracedContainerEnv } from './env';
 import {
   ALWAYS_EXCLUDED_NAMESPACES,
+  ANNOTATION_CONFIG_HASH,
   ANNOTATION_CONTAINER_NAMES,
   ANNOTATION_INJECT,
   ANNOTATION_INJECTED,
@@ -47,6 +50,12 @@ export interface PodContext {
   config: InjectionConfig;
   /** Finds the configuration of the TracedWorkload named by `rbinder.io/traced-workload`. */
   tracedWorkload?: TracedWorkloadLookup;
+  /**
+   * Finds the TracedWorkload selecting the pod's owning Deployment/StatefulSet/DaemonSet, for pods
+   * without `rbinder.io/traced-workload` (the operator leaves templates alone when automatic
+   * rollout is off). Such a pod is treated as stamped by that TracedWorkload.
+   */
+  workloadSelection?: WorkloadSelection;
 }
 
 export interface MutationInput extends PodContext {
@@ -83,11 +92,13 @@ export interface ImageRequest {
 
 /** The decision before any registry lookup. */
 type Plan =
-  | { selected: false; reason: string; annotate: boolean; warnings: string[] }
+  | { selected: false; reason: string; annotate: boolean; warnings: string[]; stamp?: Record<string, string> }
   | {
       selected: true;
       selectedBy: string;
       workload: TracedWorkloadConfig | undefined;
+      /** Annotations to add: the stamp of a TracedWorkload found through the pod's owner. */
+      stamp: Record<string, string> | undefined;
       /** Chosen containers that may be injected, in pod order. */
       containers: V1Container[];
       /** Chosen containers that cannot be, and why. */
@@ -144,9 +155,20 @@ function planPod(pod: V1Pod, context: PodContext): Plan {
   let workload: TracedWorkloadConfig | undefined;
   const workloadName = annotations[ANNOTATION_TRACED_WORKLOAD]?.trim();
   let selectedBy: string | undefined;
+  let stamp: Record<string, string> | undefined;
   if (workloadName) {
     workload = context.tracedWorkload?.(namespace, workloadName);
     if (workload) selectedBy = `TracedWorkload ${workloadName}`;
+  } else if (context.workloadSelection) {
+    // No stamp (automatic rollout off): the TracedWorkload selecting the pod's owner, if any. The
+    // pod gets the stamp its template would have had, so the operator counts it as current.
+    const found = selectionByOwner(pod, namespace, context.workloadSelection);
+    if (found) {
+      workload = found.config;
+      selectedBy = `TracedWorkload ${found.name} (selects ${found.owner.kind} ${found.owner.name})`;
+      stamp = { [ANNOTATION_TRACED_WORKLOAD]: found.name };
+      if (found.config.configHash) stamp[ANNOTATION_CONFIG_HASH] = found.config.configHash;
+    }
   }
   if (!selectedBy && optIn === true) selectedBy = `annotation ${ANNOTATION_INJECT}=true`;
   if (!selectedBy && context.namespaceLabels?.[LABEL_INJECT] === LABEL_INJECT_ENABLED) {
@@ -160,7 +182,7 @@ function planPod(pod: V1Pod, context: PodContext): Plan {
   if (workloadName && !workload) {
     warnings.push(`TracedWorkload ${namespace}/${workloadName} is not known to the webhook; using the cluster defaults`);
   }
-  if (pod.spec?.os?.name && pod.spec.os.name !== 'linux') return refuse(`pods for ${pod.spec.os.name} nodes cannot be traced`);
+  if (pod.spec?.os?.name && pod.spec.os.name !== 'linux') return { ...refuse(`pods for ${pod.spec.os.name} nodes cannot be traced`), stamp };
 
   const { chosen, refused } = chooseContainers(pod, workload, warnings);
   const injectable: V1Container[] = [];
@@ -176,7 +198,24 @@ function planPod(pod: V1Pod, context: PodContext): Plan {
       warnings.push(...ptraceWarnings(pod, c));
     }
   }
-  return { selected: true, selectedBy, workload, containers: injectable, refused, pinned: pinnedPlatform(pod), warnings };
+  return { selected: true, selectedBy, workload, stamp, containers: injectable, refused, pinned: pinnedPlatform(pod), warnings };
+}
+
+const SELECTABLE_KINDS: ReadonlySet<string> = new Set<SelectableWorkloadKind>(['Deployment', 'StatefulSet', 'DaemonSet']);
+
+/** The TracedWorkload that selects the pod's owning Deployment, StatefulSet or DaemonSet. */
+function selectionByOwner(
+  pod: V1Pod,
+  namespace: string,
+  selection: WorkloadSelection,
+): { name: string; config: TracedWorkloadConfig; owner: { kind: SelectableWorkloadKind; name: string } } | undefined {
+  for (const w of owningWorkloads(pod)) {
+    if (!SELECTABLE_KINDS.has(w.kind)) continue;
+    const owner = { kind: w.kind as SelectableWorkloadKind, name: w.name };
+    const found = selection(namespace, owner.kind, owner.name);
+    if (found) return { ...found, owner };
+  }
+  return undefined;
 }
 
 /**
@@ -254,7 +293,7 @@ export function mutatePod(pod: V1Pod, input: MutationInput): PodMutation {
   const plan = planPod(pod, input);
   if (!plan.selected) {
     if (!plan.annotate) return { result: 'ignored', reason: plan.reason, injected: [], patch: [], warnings: plan.warnings };
-    return skippedPod(pod, plan.reason, plan.warnings);
+    return skippedPod(pod, plan.reason, plan.warnings, plan.stamp);
   }
 
   const { config } = input;
@@ -273,7 +312,7 @@ export function mutatePod(pod: V1Pod, input: MutationInput): PodMutation {
     }
   }
   const reason = refused.map((r) => `container ${r.name}: ${r.reason}`).join('; ');
-  if (commands.size === 0) return { ...skippedPod(pod, reason || 'no container to trace', warnings), selectedBy: plan.selectedBy };
+  if (commands.size === 0) return { ...skippedPod(pod, reason || 'no container to trace', warnings, plan.stamp), selectedBy: plan.selectedBy };
 
   const mutated = structuredClone(pod);
   const spec = (mutated.spec ??= { containers: [] });
@@ -304,16 +343,16 @@ export function mutatePod(pod: V1Pod, input: MutationInput): PodMutation {
 
   const injected = [...commands.keys()];
   const meta = (mutated.metadata ??= {});
-  meta.annotations = { ...meta.annotations, [ANNOTATION_INJECTED]: injected.join(',') };
+  meta.annotations = { ...meta.annotations, ...plan.stamp, [ANNOTATION_INJECTED]: injected.join(',') };
   if (reason) meta.annotations[ANNOTATION_SKIPPED] = reason;
   else delete meta.annotations[ANNOTATION_SKIPPED];
   return { result: 'injected', reason, injected, patch: compare(pod, mutated), warnings, selectedBy: plan.selectedBy };
 }
 
-function skippedPod(pod: V1Pod, reason: string, warnings: string[]): PodMutation {
+function skippedPod(pod: V1Pod, reason: string, warnings: string[], stamp?: Record<string, string>): PodMutation {
   const mutated = structuredClone(pod);
   const meta = (mutated.metadata ??= {});
-  meta.annotations = { ...meta.annotations, [ANNOTATION_SKIPPED]: reason };
+  meta.annotations = { ...meta.annotations, ...stamp, [ANNOTATION_SKIPPED]: reason };
   delete meta.annotations[ANNOTATION_INJECTED];
   return { result: 'skipped', reason, injected: [], patch: compare(pod, mutated), warnings: [`rbinder: pod not traced: ${reason}`, ...warnings] };
 }
