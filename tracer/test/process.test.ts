@@ -186,3 +186,37 @@ describe('exit with telemetry pending', () => {
     }
   });
 });
+
+describe('descriptor bookkeeping', () => {
+  it('follows connections through fcntl(F_DUPFD), dup2, dup and close_range', async () => {
+    const t = spawnTracked([RBINDER, '--service-name', 'fd-juggling', '--', 'python3', join(programs, 'fd_juggling.py')], {
+      env: { ...process.env, ...tracerEnv(receiver) },
+    });
+    try {
+      const port = Number((await waitForStdout(t, /LISTENING (\d+)/, 30_000, 'fd_juggling.py'))[1]);
+      for (const path of ['/dupfd', '/dup2', '/dup']) {
+        const res = await fetch(`http://127.0.0.1:${port}${path}`);
+        expect(await res.text()).toBe('ok\n');
+      }
+      // The fourth connection is closed by close_range without a response.
+      await fetch(`http://127.0.0.1:${port}/closed`).then(
+        (r) => r.text(),
+        () => undefined,
+      );
+      const spans = await receiver.waitFor(
+        (all) => all.filter((s) => s.resource['service.name'] === 'fd-juggling').length >= 4,
+        20_000,
+      );
+      const mine = spans.filter((s) => s.resource['service.name'] === 'fd-juggling');
+      for (const path of ['/dupfd', '/dup2', '/dup']) {
+        expect(mine.find((s) => s.attributes['url.path'] === path)?.attributes['http.response.status_code']).toBe(200);
+      }
+      const closed = mine.find((s) => s.attributes['url.path'] === '/closed');
+      expect(closed?.status.code).toBe(2);
+      expect(closed?.attributes['error.type']).toBe('connection closed');
+      expect((await exitWithin(t, 10_000))?.code).toBe(0);
+    } finally {
+      t.proc.kill('SIGKILL');
+    }
+  });
+});

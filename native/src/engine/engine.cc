@@ -589,6 +589,30 @@ void Engine::on_syscall_entry(Thread& t) {
       // A blocked SIGSYS would turn the stub's trap into a kill (the kernel resets the handler).
       if (t.process->region && regs.arg(1) != SIG_UNBLOCK) need_exit = unblock_sigsys(t, regs, sizeof(uint64_t), 0);
       break;
+    case Kind::kCloseRange: {
+      const unsigned first = static_cast<unsigned>(regs.arg(1));
+      const unsigned last = static_cast<unsigned>(regs.arg(2));
+      const unsigned flags = static_cast<unsigned>(regs.arg(3));
+      if (flags & CLOSE_RANGE_UNSHARE) t.fds = tracker_.copy_fd_table(fds);
+      if (!(flags & CLOSE_RANGE_CLOEXEC)) {  // CLOEXEC only marks: exec checks what survived
+        std::vector<int> in_range;
+        t.fds->for_each([&](int f, const std::shared_ptr<Connection>&) {
+          if (static_cast<unsigned>(f) >= first && static_cast<unsigned>(f) <= last) in_range.push_back(f);
+        });
+        for (int f : in_range) {
+          tracker_.on_close(*t.fds, f, now_ns());
+          sync_fd(t, f);
+        }
+      }
+      break;
+    }
+    case Kind::kDup:
+    case Kind::kFcntlDup:
+      need_exit = tracker_.is_known(fds, fd);
+      break;
+    case Kind::kDup2:
+      need_exit = tracker_.is_known(fds, fd) || tracker_.is_known(fds, static_cast<int>(regs.arg(2)));
+      break;
   }
   if (p.mapping_scratch) {
     resume_to_exit(t.tid);  // the program's syscall is issued again once scratch memory is there
