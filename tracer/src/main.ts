@@ -3,7 +3,7 @@
 import * as os from 'node:os';
 import { commandForArch } from './arch-command';
 import { parseCommandLine, TracerConfig, UsageError } from './config';
-import { createTelemetry, Telemetry } from './export/pipeline';
+import type { Telemetry } from './export/pipeline';
 import { log, setLogLevel } from './log';
 import { loadNative, SAMPLER_TYPES } from './native';
 import { injectionSettings, propagatorMask } from './propagation';
@@ -84,13 +84,25 @@ async function run(config: TracerConfig): Promise<number> {
   }
 
   const native = loadNative();
-  const telemetry: Telemetry = createTelemetry(config, { engineStats: () => native.engineStats() });
+  // The program starts before the OpenTelemetry SDK is loaded (~100 ms of module loading):
+  // batches that arrive meanwhile wait in `early`.
+  let telemetry: Telemetry | undefined;
+  const early: Batch[] = [];
+  const loadTelemetry = (): Telemetry => {
+    if (!telemetry) {
+      const { createTelemetry } = require('./export/pipeline') as typeof import('./export/pipeline');
+      telemetry = createTelemetry(config, { engineStats: () => native.engineStats() });
+      for (const batch of early.splice(0)) telemetry.onBatch(batch);
+    }
+    return telemetry;
+  };
   let finish: (status: number) => void = () => undefined;
   const finished = new Promise<number>((resolve) => (finish = resolve));
   let ending = false;
 
   const onBatch = (batch: Batch): void => {
-    telemetry.onBatch(batch);
+    if (telemetry) telemetry.onBatch(batch);
+    else early.push(batch);
     if (!batch.exit || ending) return;
     ending = true;
     const exit = batch.exit;
@@ -101,7 +113,9 @@ async function run(config: TracerConfig): Promise<number> {
     }
     log.debug({ stats: native.engineStats() }, 'engine counters at exit');
     if (exit.engineError) writeStderr(`rbinder: tracer failed, program stopped: ${exit.engineError}`);
-    void telemetry.shutdown(config.flushTimeoutMillis).then(() => finish(status));
+    void loadTelemetry()
+      .shutdown(config.flushTimeoutMillis)
+      .then(() => finish(status));
   };
 
   const sampler = { type: SAMPLER_TYPES.indexOf(config.sampler.type), ratio: config.sampler.ratio };
@@ -122,10 +136,11 @@ async function run(config: TracerConfig): Promise<number> {
     );
   } catch (err) {
     writeStderr(`rbinder: cannot trace ${command}: ${(err as Error).message}`);
-    await telemetry.shutdown(config.flushTimeoutMillis);
+    await loadTelemetry().shutdown(config.flushTimeoutMillis);
     return 126;
   }
-  log.debug({ pid, command: config.command }, 'program started');
+  log.debug({ programPid: pid, command: config.command }, 'program started');
+  loadTelemetry();
 
   const foreground = native.isForegroundOfTerminal();
   for (const signal of FORWARDED_SIGNALS) {
