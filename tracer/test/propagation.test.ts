@@ -228,6 +228,13 @@ describe('injection on the wire', () => {
     }
   });
 
+  it('works where process_vm_readv/writev are refused (containerd default profile): /proc/PID/mem', async () => {
+    const [exchange] = await runClient('sendmsg', 'wire-proc-mem', { RBINDER_FORCE_PROC_MEM: '1' });
+    expect(injectedBlock(exchange)).toMatch(/^traceparent: 00-[0-9a-f]{32}-[0-9a-f]{16}-01\r\n$/);
+    const spans = await receiver.waitFor((all) => all.some((s) => service(s) === 'wire-proc-mem' && s.kind === CLIENT), 20_000);
+    expect(spans.find((s) => service(s) === 'wire-proc-mem' && s.kind === CLIENT)?.attributes['http.response.status_code']).toBe(200);
+  });
+
   it('respects the destination allow-list', async () => {
     const [exchange] = await runClient('writev', 'wire-denied', { RBINDER_INJECT_TO: '10.0.0.0/8,.example.com' });
     expect(exchange.received.equals(exchange.sent)).toBe(true);

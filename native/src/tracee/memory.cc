@@ -1,23 +1,61 @@
 #include "tracee/memory.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 
 namespace rbinder {
+namespace {
+
+// containerd's default seccomp profile (and Docker's before 20.10) refuses process_vm_readv and
+// process_vm_writev without CAP_SYS_PTRACE, while ptrace itself is allowed: then the tracer uses
+// /proc/PID/mem, which a ptrace-attached tracer may read and write. RBINDER_FORCE_PROC_MEM=1
+// takes that path from the start (tests).
+std::atomic<bool> use_proc_mem{getenv("RBINDER_FORCE_PROC_MEM") != nullptr &&
+                               std::strcmp(getenv("RBINDER_FORCE_PROC_MEM"), "0") != 0};
+
+bool refused(int err) { return err == EPERM || err == ENOSYS || err == EACCES; }
+
+long proc_mem(pid_t pid, TraceeAddr addr, void* buf, size_t len, bool write) {
+  char path[48];
+  snprintf(path, sizeof(path), "/proc/%d/mem", pid);
+  int fd = open(path, (write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  ssize_t n = write ? pwrite(fd, buf, len, static_cast<off_t>(addr.value)) : pread(fd, buf, len, static_cast<off_t>(addr.value));
+  const int err = errno;
+  close(fd);
+  return n < 0 ? -err : n;
+}
+
+}  // namespace
 
 long read_tracee(pid_t pid, TraceeAddr tracee_buf, void* local_buf, size_t len) {
   if (len == 0) return 0;
-  iovec local{local_buf, len};
-  iovec remote{reinterpret_cast<void*>(tracee_buf.value), len};
-  ssize_t n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
-  return n < 0 ? -errno : n;
+  if (!use_proc_mem.load(std::memory_order_relaxed)) {
+    iovec local{local_buf, len};
+    iovec remote{reinterpret_cast<void*>(tracee_buf.value), len};
+    ssize_t n = process_vm_readv(pid, &local, 1, &remote, 1, 0);
+    if (n >= 0 || !refused(errno)) return n < 0 ? -errno : n;
+    use_proc_mem.store(true, std::memory_order_relaxed);
+  }
+  return proc_mem(pid, tracee_buf, local_buf, len, false);
 }
 
 long write_tracee(pid_t pid, TraceeAddr tracee_buf, const void* local_buf, size_t len) {
   if (len == 0) return 0;
-  iovec local{const_cast<void*>(local_buf), len};
-  iovec remote{reinterpret_cast<void*>(tracee_buf.value), len};
-  ssize_t n = process_vm_writev(pid, &local, 1, &remote, 1, 0);
-  return n < 0 ? -errno : n;
+  if (!use_proc_mem.load(std::memory_order_relaxed)) {
+    iovec local{const_cast<void*>(local_buf), len};
+    iovec remote{reinterpret_cast<void*>(tracee_buf.value), len};
+    ssize_t n = process_vm_writev(pid, &local, 1, &remote, 1, 0);
+    if (n >= 0 || !refused(errno)) return n < 0 ? -errno : n;
+    use_proc_mem.store(true, std::memory_order_relaxed);
+  }
+  return proc_mem(pid, tracee_buf, const_cast<void*>(local_buf), len, true);
 }
 
 int read_tracee_iovecs(pid_t pid, TraceeAddr tracee_iov, size_t count, std::vector<TraceeIovec>& out) {
