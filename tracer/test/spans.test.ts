@@ -207,3 +207,28 @@ describe('metrics', () => {
     }
   });
 });
+
+describe('inside a restrictive container seccomp profile', () => {
+  it('traces with /proc alone where pidfd_getfd and process_vm_readv/writev are refused', async () => {
+    // containerd's RuntimeDefault profile allows ptrace but not these without CAP_SYS_PTRACE; the
+    // variables make rbinder take its /proc fallbacks from the start.
+    const server = await startServer('python', {
+      wrap: [RBINDER, '--service-name', 'proc-only', '--'],
+      env: { ...tracerEnv(receiver), RBINDER_FORCE_PROC_NET: '1', RBINDER_FORCE_PROC_MEM: '1' },
+    });
+    try {
+      await (await fetch(`${server.url}/hello?via=proc`)).text();
+      const spans = await receiver.waitFor((all) => all.some((s) => s.resource['service.name'] === 'proc-only'), 20_000);
+      const span = spans.find((s) => s.resource['service.name'] === 'proc-only')!;
+      expect(span.attributes).toMatchObject({
+        'url.path': '/hello',
+        'url.query': 'via=proc',
+        'http.response.status_code': 200,
+        'network.peer.address': '127.0.0.1',
+      });
+      expect(span.attributes['network.peer.port']).toEqual(expect.any(Number));
+    } finally {
+      await server.stop();
+    }
+  });
+});

@@ -115,7 +115,8 @@ bool is_socket_fd(pid_t pid, int fd) {
 Engine::Engine(EngineConfig config, BatchSink& sink)
     : config_(std::move(config)), sink_(sink), tracker_(*this, stats_.tracker, config_.tracker),
       batch_(std::make_unique<Batch>()), debug_(getenv("RBINDER_ENGINE_DEBUG") != nullptr),
-      predict_(getenv("RBINDER_PTRACE_PREDICT") == nullptr || std::string(getenv("RBINDER_PTRACE_PREDICT")) != "0") {
+      predict_(getenv("RBINDER_PTRACE_PREDICT") == nullptr || std::string(getenv("RBINDER_PTRACE_PREDICT")) != "0"),
+      force_proc_net_(getenv("RBINDER_FORCE_PROC_NET") != nullptr && std::string(getenv("RBINDER_FORCE_PROC_NET")) != "0") {
   // The engine keeps a copy of every tracked TCP socket: allow as many as the hard limit.
   rlimit nofile{};
   if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
@@ -740,12 +741,17 @@ void Engine::new_connection(Thread& t, int fd, Side side, const PendingSyscall* 
   SocketInfo info;
   OwnedFd borrowed;
   if (!t.process->pidfd.valid()) t.process->pidfd = open_pidfd(t.process->tgid);
-  if (borrow_socket(t.process->pidfd.get(), fd, info, borrowed) != 0) return;
+  if (force_proc_net_ || borrow_socket(t.process->pidfd.get(), fd, info, borrowed) != 0) {
+    // pidfd_getfd refused (container seccomp profiles without CAP_SYS_PTRACE): /proc has the
+    // addresses; without a copy of the socket there is no prediction (exit stops instead).
+    borrowed = OwnedFd();
+    if (describe_socket_from_proc(t.process->tgid, fd, info) != 0) return;
+  }
   if (info.type != SOCK_STREAM) return;
   if (info.domain != AF_INET && info.domain != AF_INET6 && info.domain != AF_UNIX) return;
   if (connect && info.peer.address.empty()) info.peer = connect->connect_peer;  // still connecting
   tracker_.on_connection(*t.fds, fd, side, t.process->tgid, info, now_ns());
-  if (predict_ && info.domain != AF_UNIX) {
+  if (predict_ && info.domain != AF_UNIX && borrowed.valid()) {
     Connection& conn = *t.fds->get(fd);
     conn.source_fd = std::move(borrowed);
     conn.predicted = true;

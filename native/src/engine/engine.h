@@ -187,6 +187,7 @@ class Engine final : public SpanSink {
   std::atomic<size_t> batch_size_{0};
   const bool debug_;  // RBINDER_ENGINE_DEBUG: one stderr line per stop
   const bool predict_;  // RBINDER_PTRACE_PREDICT=0 turns the prediction off (exit stops always)
+  const bool force_proc_net_;  // RBINDER_FORCE_PROC_NET=1: describe sockets from /proc (tests)
   pid_t root_pid_ = -1;
   bool root_exited_ = false;
   int exec_error_pipe_ = -1;

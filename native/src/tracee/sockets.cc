@@ -12,7 +12,12 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <sstream>
+#include <utility>
 
 #include "tracee/memory.h"
 
@@ -113,6 +118,84 @@ int borrow_socket(int pidfd, int fd, SocketInfo& out, OwnedFd& result) {
 
 // TCP states (include/net/tcp_states.h; not exported to user space by linux/tcp.h).
 enum : uint8_t { kTcpTimeWait = 6, kTcpClose = 7, kTcpCloseWait = 8, kTcpLastAck = 9, kTcpClosing = 11 };
+
+namespace {
+
+// "0100007F:1F90" (IPv4) or 32 hex digits + port (IPv6), as /proc/net/tcp{,6} print them: the
+// address words in host byte order.
+bool parse_proc_endpoint(const std::string& text, int family, Endpoint& out) {
+  size_t colon = text.find(':');
+  if (colon == std::string::npos) return false;
+  const std::string hex = text.substr(0, colon);
+  out.port = static_cast<uint16_t>(std::strtoul(text.c_str() + colon + 1, nullptr, 16));
+  uint32_t words[4] = {0, 0, 0, 0};
+  const size_t n = family == AF_INET ? 1 : 4;
+  if (hex.size() != n * 8) return false;
+  for (size_t i = 0; i < n; i++) words[i] = static_cast<uint32_t>(std::strtoul(hex.substr(i * 8, 8).c_str(), nullptr, 16));
+  if (family == AF_INET) {
+    sockaddr_in in{};
+    in.sin_family = AF_INET;
+    std::memcpy(&in.sin_addr, &words[0], 4);
+    in.sin_port = htons(out.port);
+    int domain;
+    uint16_t port = out.port;
+    bool ok = decode_sockaddr(&in, sizeof(in), domain, out);
+    out.port = port;
+    return ok;
+  }
+  sockaddr_in6 in6{};
+  in6.sin6_family = AF_INET6;
+  std::memcpy(&in6.sin6_addr, words, 16);
+  in6.sin6_port = htons(out.port);
+  int domain;
+  return decode_sockaddr(&in6, sizeof(in6), domain, out);
+}
+
+}  // namespace
+
+int describe_socket_from_proc(pid_t pid, int fd, SocketInfo& out) {
+  char path[64], target[64];
+  snprintf(path, sizeof(path), "/proc/%d/fd/%d", pid, fd);
+  ssize_t len = readlink(path, target, sizeof(target) - 1);
+  if (len < 0) return -errno;
+  target[len] = '\0';
+  unsigned long inode = 0;
+  if (std::sscanf(target, "socket:[%lu]", &inode) != 1) return -ENOTSOCK;
+  const std::string wanted = std::to_string(inode);
+  for (const auto& [file, family] : {std::pair<const char*, int>{"tcp", AF_INET}, {"tcp6", AF_INET6}}) {
+    std::ifstream table("/proc/" + std::to_string(pid) + "/net/" + file);
+    std::string line;
+    std::getline(table, line);  // header
+    while (std::getline(table, line)) {
+      std::istringstream fields(line);
+      std::string slot, local, remote, state, queues, timer, retr, uid, timeout, ino;
+      fields >> slot >> local >> remote >> state >> queues >> timer >> retr >> uid >> timeout >> ino;
+      if (ino != wanted) continue;
+      out.domain = family;
+      out.type = SOCK_STREAM;
+      if (!parse_proc_endpoint(local, family, out.local) || !parse_proc_endpoint(remote, family, out.peer)) return -EINVAL;
+      if (out.peer.port == 0) out.peer = Endpoint{};  // not connected (yet)
+      return 0;
+    }
+  }
+  std::ifstream unix_table("/proc/" + std::to_string(pid) + "/net/unix");
+  std::string line;
+  std::getline(unix_table, line);
+  while (std::getline(unix_table, line)) {
+    std::istringstream fields(line);
+    std::string num, refcount, protocol, flags, type, st, ino, sock_path;
+    fields >> num >> refcount >> protocol >> flags >> type >> st >> ino;
+    std::getline(fields, sock_path);
+    if (ino != wanted) continue;
+    if (std::strtoul(type.c_str(), nullptr, 16) != SOCK_STREAM) return -EPROTOTYPE;
+    out.domain = AF_UNIX;
+    out.type = SOCK_STREAM;
+    size_t start = sock_path.find_first_not_of(' ');
+    out.local.address = start == std::string::npos ? "" : sock_path.substr(start);
+    return 0;
+  }
+  return -ENOENT;
+}
 
 int tcp_progress(int fd, TcpProgress& out) {
   // TCP_INFO and the queue sizes come from separate calls: an ACK or a segment arriving in

@@ -47,6 +47,11 @@ OwnedFd open_pidfd(pid_t tgid);
 // descriptor is not a socket). A peer that is not connected yet (connect in progress) is left empty.
 int describe_socket(int pidfd, int fd, SocketInfo& out);
 
+// Describes socket `fd` of process `pid` from /proc alone (its inode in /proc/PID/fd, then
+// /proc/PID/net/tcp, tcp6, unix): for where pidfd_getfd is refused (container seccomp profiles
+// without CAP_SYS_PTRACE). TCP and AF_UNIX stream sockets only. Returns 0 or -errno.
+int describe_socket_from_proc(pid_t pid, int fd, SocketInfo& out);
+
 // Like describe_socket, and keeps the borrowed descriptor in `borrowed` (it names the same open
 // file description as the tracee's: same queues, same O_NONBLOCK flag).
 int borrow_socket(int pidfd, int fd, SocketInfo& out, OwnedFd& borrowed);
