@@ -1194,6 +1194,11 @@ void Engine::settle_reads(Thread& t, Connection& conn, const TcpProgress& progre
 
 bool Engine::predict_read(Thread& t, const syscall::TracedSyscall& sc, const arch::Registers& regs, Connection& conn) {
   if (!conn.predicted || !conn.source_fd.valid()) return false;
+  // Responses are read while the server is still writing them: bytes arriving between the
+  // prediction and the read are common, and when they end the response the client may never read
+  // that connection again (it exits, or the connection sits idle in a pool), so they would never
+  // be settled. Client-side reads take their exit stop; requests (server side) are predicted.
+  if (conn.side == Side::kClient) return false;
   TcpProgress progress;
   if (tcp_progress(conn.source_fd.get(), progress) != 0) return false;
   if (!conn.have_in_base) {
