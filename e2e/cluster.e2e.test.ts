@@ -17,6 +17,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from './support/k8s';
 import { startCluster, type Cluster } from './cluster/cluster';
 
 let cluster: Cluster;
@@ -68,15 +69,6 @@ function pod(name: string): V1Pod {
   return { metadata: { name }, spec: { containers: [{ name: 'app', image: 'registry.invalid/rbinder/none:1' }] } };
 }
 
-/** A TCP port on loopback with nothing listening (bound, then closed). */
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
-  const address = server.address();
-  await new Promise((done) => server.close(done));
-  if (!address || typeof address === 'string') throw new Error('no port');
-  return address.port;
-}
 
 /** Accepts TCP connections and never answers (a webhook that hangs), counting the connections. */
 async function blackHole(): Promise<{ port: number; connections: () => number; close: () => Promise<void> }> {
@@ -247,7 +239,7 @@ describe('the e2e Kubernetes control plane', () => {
   });
 
   it('calls mutating webhooks: failurePolicy Fail on an unreachable webhook refuses pods', async () => {
-    const url = `https://127.0.0.1:${await closedPort()}/mutate--v1-pod`;
+    const url = `https://127.0.0.1:${await freePort()}/mutate--v1-pod`;
     const failing = await createWebhookConfig(podWebhook('fail.e2e.rbinder.io', url, 'Fail', 5));
     try {
       const refused = await eventually('pod refused by the failing webhook', () =>
@@ -265,7 +257,7 @@ describe('the e2e Kubernetes control plane', () => {
   });
 
   it('calls mutating webhooks: failurePolicy Ignore on an unreachable webhook admits pods', async () => {
-    const url = `https://127.0.0.1:${await closedPort()}/mutate--v1-pod`;
+    const url = `https://127.0.0.1:${await freePort()}/mutate--v1-pod`;
     const ignoring = await createWebhookConfig(podWebhook('ignore.e2e.rbinder.io', url, 'Ignore', 5));
     try {
       // Retried while the `Fail` webhook of the test before may linger in the API server's cache.

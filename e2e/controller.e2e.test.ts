@@ -40,7 +40,9 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { buildMutatingWebhookConfiguration } from '../webhook/src/webhook-configuration';
 import { startCluster, type Cluster } from './cluster/cluster';
-import { exitedWithin, freePort, spawnController, type ControllerProcess } from './controller/controller';
+import { exitedWithin, spawnController, type ControllerProcess } from './controller/controller';
+import { errorText } from '../operator/src/kube';
+import { eventually, Fatal, freePort } from './support/k8s';
 
 const repo = resolve(__dirname, '..');
 const SYSTEM = 'rbinder-system';
@@ -105,40 +107,7 @@ let controller: ControllerProcess | undefined;
 
 const context = (): string => (controller ? controller.tail() : '(controller not started)');
 
-/** Thrown inside eventually()'s fn to stop polling at once (e.g. the controller died). */
-class Fatal extends Error {}
 
-/** Polls fn (every 250 ms) until it returns something other than undefined/false. */
-async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await fn();
-      if (value !== undefined && value !== false) return value;
-    } catch (err) {
-      if (err instanceof Fatal) throw err;
-      lastError = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`${what}: not within ${timeoutMs} ms${lastError ? ` (last error: ${errorText(lastError)})` : ''}`);
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
-function errorText(err: unknown): string {
-  if (err instanceof ApiException) {
-    const body: unknown = err.body;
-    try {
-      const status = (typeof body === 'string' ? JSON.parse(body) : body) as { message?: string };
-      return `${err.code}: ${status.message ?? String(body)}`;
-    } catch {
-      return `${err.code}: ${String(body)}`;
-    }
-  }
-  return err instanceof Error ? err.message : String(err);
-}
 
 const getTw = (name: string): Promise<TracedWorkload> => custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace: NS, name }) as Promise<TracedWorkload>;
 async function twExists(name: string): Promise<boolean> {

@@ -43,6 +43,7 @@ import { ANNOTATION_CONFIG_HASH, ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTAT
 import { runOperator, type OperatorHandle } from '../operator/src/run';
 import type { TracedWorkload } from '../operator/src/types';
 import { startCluster, type Cluster } from './cluster/cluster';
+import { eventually as eventuallyIn } from './support/k8s';
 
 const repo = resolve(__dirname, '..');
 const SYSTEM = 'rbinder-system';
@@ -67,20 +68,8 @@ let registry: Registry;
 let webhook: Server;
 let webhookCalls = 0;
 
-async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let lastError: unknown;
-  for (;;) {
-    try {
-      const value = await fn();
-      if (value !== undefined && value !== false) return value;
-    } catch (err) {
-      lastError = err;
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms${lastError ? ` (last error: ${errorText(lastError)})` : ''}; operator log: ${logFile}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const eventually = <T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000): Promise<T> =>
+  eventuallyIn(what, fn, timeoutMs, { intervalMs: 200, context: () => `operator log: ${logFile}` });
 
 const getTw = (name: string): Promise<TracedWorkload> => custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace: NS, name }) as Promise<TracedWorkload>;
 const twExists = async (name: string): Promise<boolean> => {

@@ -4,8 +4,8 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import { request } from 'node:https';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { freePort } from '../support/k8s';
 import { exitWithin, killGroup, repoRoot, spawnTracked, terminate, type ExitResult, type Tracked } from '../support/process';
 
 export interface ControllerSettings {
@@ -41,15 +41,6 @@ export interface ControllerProcess {
   kill(): void;
 }
 
-/** A TCP port on loopback that nothing listens on right now. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
-  const address = server.address();
-  await new Promise((done) => server.close(done));
-  if (!address || typeof address === 'string') throw new Error('no port');
-  return address.port;
-}
 
 export async function spawnController(settings: ControllerSettings): Promise<ControllerProcess> {
   const port = settings.port ?? (await freePort());

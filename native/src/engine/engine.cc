@@ -529,11 +529,7 @@ void Engine::on_syscall_entry(Thread& t) {
       } else if (need_exit) {
         std::vector<TraceeIovec> segments = write_segments(t, sc.kind, sc.nr, regs);
         TraceeBufferView view(t.tid, segments);
-        Tracker::Io io;
-        io.tid = t.tid;
-        io.pid = t.process->tgid;
-        io.fd = fd;
-        io.entry = now_ns();
+        const Tracker::Io io = io_now(t, fd, Direction::kWrite);
         Injection injection = tracker_.plan_injection(fds, io, view);
         if (!injection.active) break;
         p.index = index;
@@ -567,7 +563,7 @@ void Engine::on_syscall_entry(Thread& t) {
       break;
     case Kind::kClose: {
       const std::shared_ptr<Connection> conn = fds.get(fd);
-      if (conn && conn->predicted && !conn->opaque && conn->source_fd.valid() && conn->fd_refs == 1) {
+      if (conn && !conn->opaque && conn->source_fd.valid() && conn->fd_refs == 1) {
         TcpProgress progress;
         const Tracker::Io io = io_now(t, fd, Direction::kRead);
         if (tcp_progress(conn->source_fd.get(), progress) == 0) settle_reads(t, *conn, progress, io);
@@ -653,7 +649,7 @@ void Engine::on_syscall_exit(Thread& t) {
       restored.set_result(now_regs.result());
       restored.store(t.tid);
     }
-    if (t.process->scratch && p.slot >= 0) t.process->scratch->slot_used[static_cast<size_t>(p.slot)] = false;
+    if (t.process->scratch) t.process->scratch->release(p.slot);
     p.mask_rewritten = false;
     p.slot = -1;
     return;
@@ -751,11 +747,7 @@ void Engine::new_connection(Thread& t, int fd, Side side, const PendingSyscall* 
   if (info.domain != AF_INET && info.domain != AF_INET6 && info.domain != AF_UNIX) return;
   if (connect && info.peer.address.empty()) info.peer = connect->connect_peer;  // still connecting
   tracker_.on_connection(*t.fds, fd, side, t.process->tgid, info, now_ns());
-  if (predict_ && info.domain != AF_UNIX && borrowed.valid()) {
-    Connection& conn = *t.fds->get(fd);
-    conn.source_fd = std::move(borrowed);
-    conn.predicted = true;
-  }
+  if (predict_ && info.domain != AF_UNIX) t.fds->get(fd)->source_fd = std::move(borrowed);
 }
 
 std::vector<TraceeIovec> Engine::write_segments(Thread& t, Kind kind, long nr, const arch::Registers& regs) {
@@ -821,20 +813,41 @@ void Engine::finish_scratch_mapping(Thread& t) {
   p = PendingSyscall{};
 }
 
+int Engine::Scratch::acquire() {
+  for (size_t i = 0; i < slot_used.size(); i++) {
+    if (!slot_used[i]) {
+      slot_used[i] = true;
+      return static_cast<int>(i);
+    }
+  }
+  return -1;
+}
+
+void Engine::Scratch::release(int slot) {
+  if (slot >= 0 && static_cast<size_t>(slot) < slot_used.size()) slot_used[static_cast<size_t>(slot)] = false;
+}
+
+TraceeAddr Engine::Scratch::slot_address(int slot) const { return base + static_cast<uint64_t>(slot) * kSlotSize; }
+
 bool Engine::rewrite_write(Thread& t, arch::Registers& regs, Kind kind, long nr) {
   PendingSyscall& p = t.pending;
   Scratch& scratch = *t.process->scratch;
-  const Injection& inj = p.injection;
-  if (inj.header.size() > kSlotHeaderMax) return false;
-  int slot = -1;
-  for (size_t i = 0; i < scratch.slot_used.size(); i++) {
-    if (!scratch.slot_used[i]) {
-      slot = static_cast<int>(i);
-      break;
-    }
-  }
+  if (p.injection.header.size() > kSlotHeaderMax) return false;
+  const int slot = scratch.acquire();
   if (slot < 0) return false;
-  const TraceeAddr base = scratch.base + static_cast<uint64_t>(slot) * kSlotSize;
+  if (!point_write_at_slot(t, regs, kind, nr, scratch.slot_address(slot))) {
+    scratch.release(slot);
+    return false;
+  }
+  p.original = regs;
+  p.rewritten = true;
+  p.slot = slot;
+  return true;
+}
+
+bool Engine::point_write_at_slot(Thread& t, const arch::Registers& regs, Kind kind, long nr, TraceeAddr base) {
+  const PendingSyscall& p = t.pending;
+  const Injection& inj = p.injection;
   const TraceeAddr header_at = base;
   const TraceeAddr msghdr_at = base + kSlotMsghdrAt;
   const TraceeAddr iovecs_at = base + kSlotIovecsAt;
@@ -858,7 +871,6 @@ bool Engine::rewrite_write(Thread& t, arch::Registers& regs, Kind kind, long nr)
   }
   if (!inserted) iov.push_back(header_iov);
   if (iov.size() > kMaxIovecs || iov.size() > kSlotMaxIovecs) return false;
-
   arch::Registers rewritten = regs;
   if (write_tracee(t.tid, header_at, inj.header.data(), inj.header.size()) !=
           static_cast<long>(inj.header.size()) ||
@@ -889,12 +901,7 @@ bool Engine::rewrite_write(Thread& t, arch::Registers& regs, Kind kind, long nr)
     rewritten.set_syscall_nr(SYS_sendmsg);
     rewritten.set_arg(2, msghdr_at.value);
   }
-  if (rewritten.store(t.tid) != 0) return false;
-  p.original = regs;
-  p.rewritten = true;
-  p.slot = slot;
-  scratch.slot_used[static_cast<size_t>(slot)] = true;
-  return true;
+  return rewritten.store(t.tid) == 0;
 }
 
 void Engine::finish_rewritten_write(Thread& t, Tracker::Io& io) {
@@ -913,8 +920,7 @@ void Engine::finish_rewritten_write(Thread& t, Tracker::Io& io) {
   arch::Registers restored = p.original;
   restored.set_result(io.result);
   restored.store(t.tid);
-  if (t.process->scratch && p.slot >= 0 && static_cast<size_t>(p.slot) < t.process->scratch->slot_used.size())
-    t.process->scratch->slot_used[static_cast<size_t>(p.slot)] = false;
+  if (t.process->scratch) t.process->scratch->release(p.slot);
   FdTable& fds = *t.fds;
   tracker_.injection_done(fds, io.fd, p.injection, header_sent);
   TraceeBufferView view(t.tid, p.app_segments);
@@ -949,15 +955,15 @@ class QueuedBytes final : public DataView {
     constexpr uint64_t kMaxPeek = 4 << 20;
     const uint64_t need = ahead_ + offset + len;
     if (need > kMaxPeek) return -EFBIG;
-    if (peeked_.size() < need) {
-      peeked_.resize(need);
-      long got = peek_socket(fd_, peeked_.data(), need);
+    if (peeked_ < need) {
+      if (buffer_.size() < need) buffer_.resize(need);
+      long got = peek_socket(fd_, buffer_.data(), need);
       if (got < 0) return got;
-      peeked_.resize(static_cast<size_t>(got));
+      peeked_ = static_cast<size_t>(got);
     }
-    if (peeked_.size() <= ahead_ + offset) return 0;
-    size_t n = std::min<size_t>(len, peeked_.size() - static_cast<size_t>(ahead_ + offset));
-    std::memcpy(buf, peeked_.data() + ahead_ + offset, n);
+    if (peeked_ <= ahead_ + offset) return 0;
+    size_t n = std::min<size_t>(len, peeked_ - static_cast<size_t>(ahead_ + offset));
+    std::memcpy(buf, buffer_.data() + ahead_ + offset, n);
     return static_cast<long>(n);
   }
 
@@ -965,8 +971,11 @@ class QueuedBytes final : public DataView {
   int fd_;
   uint64_t ahead_;
   uint64_t n_;
-  std::vector<uint8_t> peeked_;
+  size_t peeked_ = 0;  // valid bytes in buffer_
+  static thread_local std::vector<uint8_t> buffer_;  // reused across reads (engine thread only)
 };
+
+thread_local std::vector<uint8_t> QueuedBytes::buffer_;
 
 }  // namespace
 
@@ -1098,22 +1107,17 @@ bool Engine::unblock_sigsys(Thread& t, const arch::Registers& regs, size_t size,
     for (int i = 0; i < 6; i++) p.args[static_cast<size_t>(i)] = regs.arg(i + 1);
     return start_scratch_mapping(t, regs);  // the caller resumes to its exit
   }
-  int slot = -1;
-  for (size_t i = 0; i < scratch.slot_used.size(); i++) {
-    if (!scratch.slot_used[i]) {
-      slot = static_cast<int>(i);
-      break;
-    }
-  }
-  if (slot < 0) return false;
   mask &= ~kSigsysBit;
   std::memcpy(copy.data() + mask_offset, &mask, sizeof(mask));
-  const TraceeAddr at = scratch.base + static_cast<uint64_t>(slot) * kSlotSize;
-  if (write_tracee(t.tid, at, copy.data(), size) != static_cast<long>(size)) return false;
+  const int slot = scratch.acquire();
+  if (slot < 0) return false;
   arch::Registers changed = regs;
-  changed.set_arg(2, at.value);
-  if (changed.store(t.tid) != 0) return false;
-  scratch.slot_used[static_cast<size_t>(slot)] = true;
+  changed.set_arg(2, scratch.slot_address(slot).value);
+  if (write_tracee(t.tid, scratch.slot_address(slot), copy.data(), size) != static_cast<long>(size) ||
+      changed.store(t.tid) != 0) {
+    scratch.release(slot);
+    return false;
+  }
   p.original = regs;
   p.slot = slot;
   p.mask_rewritten = true;
@@ -1153,8 +1157,8 @@ Tracker::Io Engine::io_now(const Thread& t, int fd, Direction direction) const {
   return io;
 }
 
-std::vector<TraceeIovec> Engine::read_segments(Thread& t, Kind kind, const arch::Registers& regs) {
-  std::vector<TraceeIovec> segs;
+void Engine::read_segments(Thread& t, Kind kind, const arch::Registers& regs, std::vector<TraceeIovec>& segs) {
+  segs.clear();
   if (kind == Kind::kRead) {
     segs.push_back(TraceeIovec{TraceeAddr{regs.arg(2)}, regs.arg(3)});
   } else if (kind == Kind::kReadv) {
@@ -1167,7 +1171,6 @@ std::vector<TraceeIovec> Engine::read_segments(Thread& t, Kind kind, const arch:
         read_tracee_iovecs(t.tid, TraceeAddr{reinterpret_cast<uint64_t>(msg.msg_iov)}, msg.msg_iovlen, segs) != 0)
       segs.clear();
   }
-  return segs;
 }
 
 void Engine::settle_reads(Thread& t, Connection& conn, const TcpProgress& progress, const Tracker::Io& at) {
@@ -1193,7 +1196,7 @@ void Engine::settle_reads(Thread& t, Connection& conn, const TcpProgress& progre
 }
 
 bool Engine::predict_read(Thread& t, const syscall::TracedSyscall& sc, const arch::Registers& regs, Connection& conn) {
-  if (!conn.predicted || !conn.source_fd.valid()) return false;
+  if (!conn.source_fd.valid()) return false;
   // Responses are read while the server is still writing them: bytes arriving between the
   // prediction and the read are common, and when they end the response the client may never read
   // that connection again (it exits, or the connection sits idle in a pool), so they would never
@@ -1212,8 +1215,8 @@ bool Engine::predict_read(Thread& t, const syscall::TracedSyscall& sc, const arc
   const uint64_t consumed = progress.consumed - conn.in_base;
   const uint64_t ahead = conn.in_parsed > consumed ? conn.in_parsed - consumed : 0;  // parsed, not read yet
   const uint64_t queued = progress.queued_in;
-  conn.last_read.clear();
   if (queued == 0) {
+    conn.last_read.clear();
     if (progress.peer_closed) {
       io.result = 0;  // the read will return 0: end of stream
       QueuedBytes none(conn.source_fd.get(), 0, 0);
@@ -1225,12 +1228,11 @@ bool Engine::predict_read(Thread& t, const syscall::TracedSyscall& sc, const arc
     // whole new request. Watch its exit either way.
     return false;
   }
-  std::vector<TraceeIovec> segments = read_segments(t, sc.kind, regs);
+  read_segments(t, sc.kind, regs, conn.last_read);  // reuses the vector's storage
   uint64_t capacity = 0;
-  for (const auto& seg : segments) capacity += seg.len;
+  for (const auto& seg : conn.last_read) capacity += seg.len;
   if (capacity == 0) return false;
   const uint64_t will_read = std::min(capacity, queued);
-  conn.last_read = std::move(segments);
   conn.last_read_tid = t.tid;
   conn.last_read_predicted = will_read;
   if (will_read <= ahead) return true;
@@ -1241,7 +1243,7 @@ bool Engine::predict_read(Thread& t, const syscall::TracedSyscall& sc, const arc
 }
 
 bool Engine::predict_write(Thread& t, const syscall::TracedSyscall& sc, const arch::Registers& regs, Connection& conn) {
-  if (!conn.predicted || !conn.source_fd.valid()) return false;
+  if (!conn.source_fd.valid()) return false;
   TcpProgress progress;
   if (tcp_progress(conn.source_fd.get(), progress) != 0) return false;
   if (!conn.have_out_base) {

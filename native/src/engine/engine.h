@@ -88,6 +88,10 @@ class Engine final : public SpanSink {
     TraceeAddr base;
     bool failed = false;           // mmap failed: no injection in this address space
     std::vector<bool> slot_used;
+    // A free slot, marked used, or -1 when all are taken.
+    int acquire();
+    void release(int slot);
+    TraceeAddr slot_address(int slot) const;
   };
   struct Process {
     pid_t tgid = 0;
@@ -152,13 +156,17 @@ class Engine final : public SpanSink {
   bool predict_write(Thread& t, const syscall::TracedSyscall& sc, const arch::Registers& regs, Connection& conn);
   // An I/O event of thread t on fd, happening now (entry and exit at once: a predicted syscall).
   Tracker::Io io_now(const Thread& t, int fd, Direction direction) const;
-  std::vector<TraceeIovec> read_segments(Thread& t, syscall::Kind kind, const arch::Registers& regs);
+  // The buffer(s) of a read-family syscall, into `out` (cleared first).
+  void read_segments(Thread& t, syscall::Kind kind, const arch::Registers& regs, std::vector<TraceeIovec>& out);
   // Bytes a predicted read took beyond its prediction are read from the program's buffer now.
   void settle_reads(Thread& t, Connection& conn, const TcpProgress& progress, const Tracker::Io& io);
   // Injection (DESIGN section 4). Each returns false when it could not be done (no harm done).
   bool start_scratch_mapping(Thread& t, const arch::Registers& regs);
   void finish_scratch_mapping(Thread& t);
   bool rewrite_write(Thread& t, arch::Registers& regs, syscall::Kind kind, long nr);
+  // Writes the injected header, iovecs (and msghdr) into the slot at `base` and points the
+  // stopped syscall at them.
+  bool point_write_at_slot(Thread& t, const arch::Registers& regs, syscall::Kind kind, long nr, TraceeAddr base);
   void finish_rewritten_write(Thread& t, Tracker::Io& io);
   std::vector<TraceeIovec> write_segments(Thread& t, syscall::Kind kind, long nr, const arch::Registers& regs);
   void announce(Process& p);

@@ -138,8 +138,7 @@ struct Connection {
   // The event source's own handle on the socket and its bookkeeping (the ptrace source keeps a
   // pidfd_getfd copy to read TCP progress and peek at queued bytes instead of taking exit stops).
   // Closed when the last descriptor of the program naming the connection goes.
-  OwnedFd source_fd;
-  bool predicted = false;          // bytes are parsed at syscall entry (see Engine::predict_io)
+  OwnedFd source_fd;  // valid: reads and writes are predicted at their entry stop
   bool have_in_base = false, have_out_base = false;
   uint64_t in_base = 0, out_base = 0;      // TCP progress counters when tracking started
   uint64_t in_parsed = 0, out_parsed = 0;  // bytes handed to the parsers per direction

@@ -1,7 +1,6 @@
 #include "tracee/sockets.h"
 
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <linux/sockios.h>
 #include <linux/tcp.h>
 #include <sys/ioctl.h>
@@ -90,11 +89,6 @@ bool read_tracee_sockaddr(pid_t pid, TraceeAddr addr, size_t len, int& domain, E
   long n = read_tracee(pid, addr, &ss, len);
   if (n <= 0) return false;
   return decode_sockaddr(&ss, static_cast<size_t>(n), domain, out);
-}
-
-int describe_socket(int pidfd, int fd, SocketInfo& out) {
-  OwnedFd borrowed;
-  return borrow_socket(pidfd, fd, out, borrowed);
 }
 
 int borrow_socket(int pidfd, int fd, SocketInfo& out, OwnedFd& result) {
@@ -225,8 +219,6 @@ int tcp_progress(int fd, TcpProgress& out) {
   out.queued_in = static_cast<uint32_t>(inq);
   out.consumed = received - static_cast<uint64_t>(inq);
   out.accepted = info.tcpi_bytes_acked + static_cast<uint64_t>(outq);
-  int flags = fcntl(fd, F_GETFL);
-  out.nonblocking = flags >= 0 && (flags & O_NONBLOCK);
   return 0;
 }
 

@@ -43,17 +43,16 @@ class OwnedFd {
 // pidfd_open(tgid). Returns an invalid OwnedFd on failure.
 OwnedFd open_pidfd(pid_t tgid);
 
-// Describes socket `fd` of the process behind `pidfd`. Returns 0, or -errno (-ENOTSOCK when the
-// descriptor is not a socket). A peer that is not connected yet (connect in progress) is left empty.
-int describe_socket(int pidfd, int fd, SocketInfo& out);
 
 // Describes socket `fd` of process `pid` from /proc alone (its inode in /proc/PID/fd, then
 // /proc/PID/net/tcp, tcp6, unix): for where pidfd_getfd is refused (container seccomp profiles
 // without CAP_SYS_PTRACE). TCP and AF_UNIX stream sockets only. Returns 0 or -errno.
 int describe_socket_from_proc(pid_t pid, int fd, SocketInfo& out);
 
-// Like describe_socket, and keeps the borrowed descriptor in `borrowed` (it names the same open
-// file description as the tracee's: same queues, same O_NONBLOCK flag).
+// Describes socket `fd` of the process behind `pidfd`, borrowing the descriptor with pidfd_getfd,
+// and keeps the copy in `borrowed` (it names the same open file description as the tracee's: same
+// queues). Returns 0, or -errno (-ENOTSOCK when it is not a socket). A peer that is not connected
+// yet (connect in progress) is left empty.
 int borrow_socket(int pidfd, int fd, SocketInfo& out, OwnedFd& borrowed);
 
 // Where a TCP stream stands, read from a borrowed descriptor without touching its data. Counts
@@ -63,7 +62,6 @@ struct TcpProgress {
   uint64_t accepted = 0;   // bytes the program has written into the send queue
   uint32_t queued_in = 0;  // bytes waiting in the receive queue
   bool peer_closed = false;  // FIN received: once the queue is empty, reads return 0
-  bool nonblocking = false;
 };
 // Returns 0 or -errno.
 int tcp_progress(int borrowed_fd, TcpProgress& out);
