@@ -64,11 +64,18 @@ export class UsageError extends Error {
 }
 
 // ---------------------------------------------------------------------------------------------
-// What the webhook needs from operator/src/run (its published contract). The module itself is
-// loaded at run time, so the webhook runs whether or not the operator is there; types only here.
+// What the webhook needs from operator/src/run (its published contract), typed here so that the
+// webhook builds whether or not the operator is there.
 
-import type { OperatorCliOption } from '../../operator/src/run';
-export type { OperatorCliOption };
+export interface OperatorCliOption {
+  flags: string;
+  /** The key commander gives the value (camelCase of the long flag). */
+  name: string;
+  description: string;
+  default?: string | boolean;
+  /** Also meaningful to the webhook: registered once. */
+  shared?: boolean;
+}
 
 /** The operator's TracedWorkload cache as the webhook uses it. */
 export interface TracedWorkloadCacheLike {
