@@ -5,6 +5,7 @@
       "sources": [
         "src/addon.cc",
         "src/engine/engine.cc",
+        "src/engine/detached.cc",
         "src/engine/fast_path.cc",
         "src/engine/tracker.cc",
         "src/engine/ids.cc",

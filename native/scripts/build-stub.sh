@@ -24,8 +24,8 @@ offset() { nm "$work/stub.elf" | awk -v s="$1" '$3 == s { print "0x" $1 }'; }
   echo "inline constexpr uint64_t kSigsysHandler = $(offset rb_sigsys);"
   echo "inline constexpr uint64_t kRestorer = $(offset rb_restorer);"
   echo "inline constexpr uint64_t kFastInsn = $(offset rb_fast_insn);"
-  echo "inline constexpr uint64_t kTracedInsn = $(offset rb_traced_insn);"
-  echo "inline constexpr uint64_t kGadget = $(offset rb_gadget);"
+  echo "inline constexpr uint64_t kUpcallInsn = $(offset rb_upcall_insn);"
+  echo "inline constexpr uint64_t kTrap = $(offset rb_trap);"
   echo "inline constexpr unsigned char kCode[$size] = {"
   od -An -v -tx1 "$work/stub.bin" | sed 's/ \([0-9a-f][0-9a-f]\)/0x\1,/g'
   echo "};"

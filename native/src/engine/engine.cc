@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -32,17 +33,13 @@ using syscall::kTracedSyscalls;
 constexpr unsigned kPtraceOptions = PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACESECCOMP | PTRACE_O_TRACECLONE |
                                     PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC |
                                     PTRACE_O_EXITKILL;
-constexpr size_t kBatchSpans = 512;
 constexpr std::chrono::milliseconds kFlushInterval{20};
 constexpr std::chrono::milliseconds kDrainInterval{2};
 // Scratch memory per traced address space: kScratchSlots slots, one per thread with a rewritten
 // syscall in flight. A slot holds the injected header, a msghdr and an iovec array.
 constexpr size_t kScratchSlots = 64;
 constexpr size_t kSlotSize = 32 * 1024;
-constexpr size_t kSlotHeaderMax = 4096;
-constexpr size_t kSlotMsghdrAt = kSlotHeaderMax;
-constexpr size_t kSlotIovecsAt = kSlotMsghdrAt + 64;
-constexpr size_t kSlotMaxIovecs = (kSlotSize - kSlotIovecsAt) / sizeof(iovec);
+constexpr Engine::SlotLayout kPtraceSlot{4096, 4096, 4096 + 64, (kSlotSize - 4096 - 64) / sizeof(iovec)};
 // What the child reports when it cannot start the program.
 constexpr int kStepSeccomp = 1;
 constexpr int kStepExec = 2;
@@ -52,37 +49,6 @@ std::string errno_text(const char* call, int err) {
   return std::string(call) + ": " + (name ? name : "E?") + " (" + strerror(err) + ")";
 }
 
-// The bytes of a read/write-family syscall in the tracee's memory, as a list of segments.
-class TraceeBufferView final : public DataView {
- public:
-  TraceeBufferView(pid_t tid, std::vector<TraceeIovec> segments) : tid_(tid), segments_(std::move(segments)) {
-    for (const auto& s : segments_) size_ += s.len;
-  }
-  uint64_t size() const override { return size_; }
-  long copy(uint64_t offset, void* local_buf, size_t len) override {
-    size_t copied = 0;
-    uint64_t seg_start = 0;
-    for (const auto& s : segments_) {
-      if (copied == len) break;
-      uint64_t seg_end = seg_start + s.len;
-      if (offset + copied < seg_end) {
-        uint64_t in_seg = offset + copied - seg_start;
-        size_t n = static_cast<size_t>(std::min<uint64_t>(s.len - in_seg, len - copied));
-        long got = read_tracee(tid_, s.base + in_seg, static_cast<uint8_t*>(local_buf) + copied, n);
-        if (got < 0) return copied ? static_cast<long>(copied) : got;
-        copied += static_cast<size_t>(got);
-        if (static_cast<size_t>(got) < n) break;
-      }
-      seg_start = seg_end;
-    }
-    return static_cast<long>(copied);
-  }
-
- private:
-  pid_t tid_;
-  std::vector<TraceeIovec> segments_;
-  uint64_t size_ = 0;
-};
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -111,6 +77,25 @@ bool is_socket_fd(pid_t pid, int fd) {
 }
 
 }  // namespace
+
+long TraceeBufferView::copy(uint64_t offset, void* local_buf, size_t len) {
+  size_t copied = 0;
+  uint64_t seg_start = 0;
+  for (const auto& s : segments_) {
+    if (copied == len) break;
+    uint64_t seg_end = seg_start + s.len;
+    if (offset + copied < seg_end) {
+      uint64_t in_seg = offset + copied - seg_start;
+      size_t n = static_cast<size_t>(std::min<uint64_t>(s.len - in_seg, len - copied));
+      long got = read_tracee(tid_, s.base + in_seg, static_cast<uint8_t*>(local_buf) + copied, n);
+      if (got < 0) return copied ? static_cast<long>(copied) : got;
+      copied += static_cast<size_t>(got);
+      if (static_cast<size_t>(got) < n) break;
+    }
+    seg_start = seg_end;
+  }
+  return static_cast<long>(copied);
+}
 
 Engine::Engine(EngineConfig config, BatchSink& sink)
     : config_(std::move(config)), sink_(sink), tracker_(*this, stats_.tracker, config_.tracker),
@@ -173,7 +158,7 @@ void Engine::spawn() {
   };
 
   // Everything the child needs is prepared before fork: it may only make async-signal-safe calls.
-  std::vector<sock_filter> filter = syscall::build_trace_filter(config_.fast);
+  std::vector<sock_filter> filter = syscall::build_trace_filter(false);
   sock_fprog prog{static_cast<unsigned short>(filter.size()), filter.data()};
   std::vector<char*> argv, envp;
   for (auto& a : config_.argv) argv.push_back(a.data());
@@ -207,7 +192,9 @@ void Engine::spawn() {
     if (go != 'g') _exit(127);  // the tracer could not attach; it reports why
     // On failure the child tells the parent which step failed and why: {step, errno}.
     int report_to_parent[2] = {kStepSeccomp, 0};
-    int err = syscall::install_filter(prog);
+    // Fast mode: nothing is traced before the first exec; the engine installs the trap filter
+    // in the new image (no_new_privs lets an unprivileged process install it).
+    int err = config_.fast ? (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 ? 0 : -errno) : syscall::install_filter(prog);
     if (err == 0) {
       execve(config_.file.c_str(), argv.data(), envp.data());
       report_to_parent[0] = kStepExec;
@@ -249,6 +236,10 @@ void Engine::spawn() {
 
 void Engine::loop() {
   for (;;) {
+    if (listener_.valid()) {
+      fast_loop();  // the program is set up for the fast path and no longer ptraced
+      return;
+    }
     int status = 0;
     pid_t tid = waitpid(-1, &status, __WALL);
     if (tid < 0) {
@@ -288,8 +279,6 @@ void Engine::handle_stop(pid_t tid, int status) {
     regs.fetch(tid);
     dprintf(2, "rbinder-engine: stop tid=%d sig=%d event=%d nr=%ld rax=%ld\n", tid, sig, event, regs.syscall_nr(), regs.result());
   }
-  // What the stub recorded before this stop happened first.
-  if (t.process->region) drain(*t.process);
   if (sig == (SIGTRAP | 0x80)) {
     if (t.exec_setup_pending) {
       t.exec_setup_pending = false;
@@ -316,11 +305,6 @@ void Engine::handle_stop(pid_t tid, int status) {
     case PTRACE_EVENT_STOP:
       if (t.awaiting_first_stop) {
         t.awaiting_first_stop = false;
-        if (t.needs_own_region) {
-          t.needs_own_region = false;
-          give_child_own_region(t);
-          return;
-        }
         resume(tid);
       } else if (sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU) {
         // Group-stop (job control): stay stopped until SIGCONT, as without a tracer.
@@ -369,7 +353,6 @@ void Engine::drop_thread(pid_t tid) {
   auto it = threads_.find(tid);
   if (it == threads_.end()) return;
   Thread& t = it->second;
-  if (t.process && t.process->region) drain(*t.process);
   tracker_.on_thread_exit(tid);
   // The last thread using an fd table takes its descriptors with it.
   if (t.fds && t.fds.use_count() == 1) tracker_.release_fd_table(*t.fds, now_ns());
@@ -406,13 +389,6 @@ void Engine::on_new_tracee(Thread& parent, int event) {
     process->tgid = child;
     process->ppid = parent.process->tgid;
     process->pidfd = open_pidfd(child);
-    if (parent.process->region) {
-      if (flags & CLONE_VM) {
-        process->region = parent.process->region;  // vfork: the same memory
-      } else {
-        t.needs_own_region = true;  // fork: a region of its own before it runs
-      }
-    }
     const auto& parent_scratch = parent.process->scratch;
     if (parent_scratch && (flags & CLONE_VM)) {
       process->scratch = parent_scratch;  // same address space
@@ -462,20 +438,9 @@ void Engine::on_exec(Thread& t) {
       ++it;
     }
   }
-  // exec unshares the fd table and closes O_CLOEXEC descriptors: keep only the sockets still open.
-  std::shared_ptr<FdTable> old = std::move(thread->fds);
-  thread->fds = tracker_.copy_fd_table(*old);
-  if (old.use_count() == 1) tracker_.release_fd_table(*old, now_ns());
-  old.reset();
-  std::vector<int> gone;
-  thread->fds->for_each([&](int fd, const std::shared_ptr<Connection>&) {
-    if (!is_socket_fd(tid, fd)) gone.push_back(fd);
-  });
-  for (int fd : gone) tracker_.on_close(*thread->fds, fd, now_ns());
+  thread->fds = table_after_exec(tid, std::move(thread->fds));
   thread->process->announced = false;
   thread->process->scratch.reset();  // a new address space
-  if (thread->process->region) drain(*thread->process);
-  thread->process->region.reset();
   if (tid == root_pid_ && exec_error_pipe_ >= 0) {
     close(exec_error_pipe_);  // the program started: no spawn error can come any more
     exec_error_pipe_ = -1;
@@ -488,6 +453,19 @@ void Engine::on_exec(Thread& t) {
     return;
   }
   resume(tid);
+}
+
+std::shared_ptr<FdTable> Engine::table_after_exec(pid_t tid, std::shared_ptr<FdTable> old) {
+  // exec unshares the fd table and closes O_CLOEXEC descriptors: keep only the sockets still open.
+  std::shared_ptr<FdTable> table = tracker_.copy_fd_table(*old);
+  if (old.use_count() == 1) tracker_.release_fd_table(*old, now_ns());
+  old.reset();
+  std::vector<int> gone;
+  table->for_each([&](int fd, const std::shared_ptr<Connection>&) {
+    if (!is_socket_fd(tid, fd)) gone.push_back(fd);
+  });
+  for (int fd : gone) tracker_.on_close(*table, fd, now_ns());
+  return table;
 }
 
 void Engine::on_syscall_entry(Thread& t) {
@@ -569,23 +547,11 @@ void Engine::on_syscall_entry(Thread& t) {
         if (tcp_progress(conn->source_fd.get(), progress) == 0) settle_reads(t, *conn, progress, io);
       }
       tracker_.on_close(fds, fd, now_ns());
-      sync_fd(t, fd);
       break;
     }
     case Kind::kSigsysAction:
-      if (!t.process->region) break;
-      if (regs.arg(1) == SIGSYS) {
-        emulate_sigsys_action(t, true, regs);
-        need_exit = true;
-      } else {
-        // A handler's mask must not block SIGSYS either: the kernel applies it while it runs.
-        need_exit = unblock_sigsys(t, regs, sizeof(uint64_t) * 4, sizeof(uint64_t) * 3);
-      }
-      break;
     case Kind::kSigmask:
-      // A blocked SIGSYS would turn the stub's trap into a kill (the kernel resets the handler).
-      if (t.process->region && regs.arg(1) != SIG_UNBLOCK) need_exit = unblock_sigsys(t, regs, sizeof(uint64_t), 0);
-      break;
+      break;  // the fast path's concern, and its processes are not ptraced (the stub handles them)
     case Kind::kCloseRange: {
       const unsigned first = static_cast<unsigned>(regs.arg(1));
       const unsigned last = static_cast<unsigned>(regs.arg(2));
@@ -598,7 +564,6 @@ void Engine::on_syscall_entry(Thread& t) {
         });
         for (int f : in_range) {
           tracker_.on_close(*t.fds, f, now_ns());
-          sync_fd(t, f);
         }
       }
       break;
@@ -637,23 +602,6 @@ void Engine::on_syscall_exit(Thread& t) {
     finish_scratch_mapping(t);
     return;
   }
-  if (p.emulated) {
-    arch::Registers now_regs;
-    if (now_regs.fetch(t.tid) == 0) emulate_sigsys_action(t, false, now_regs);
-    return;
-  }
-  if (p.mask_rewritten) {
-    arch::Registers now_regs;
-    if (now_regs.fetch(t.tid) == 0) {
-      arch::Registers restored = p.original;
-      restored.set_result(now_regs.result());
-      restored.store(t.tid);
-    }
-    if (t.process->scratch) t.process->scratch->release(p.slot);
-    p.mask_rewritten = false;
-    p.slot = -1;
-    return;
-  }
   arch::Registers regs;
   if (regs.fetch(t.tid) != 0) return;
   const long result = regs.result();
@@ -681,7 +629,6 @@ void Engine::on_syscall_exit(Thread& t) {
   if (p.rewritten) {
     io.direction = Direction::kWrite;
     finish_rewritten_write(t, io);
-    sync_fd(t, fd);
     return;
   }
   switch (sc.kind) {
@@ -714,14 +661,12 @@ void Engine::on_syscall_exit(Thread& t) {
       break;
     case Kind::kAccept:
       if (result >= 0) new_connection(t, static_cast<int>(result), Side::kServer, nullptr);
-      sync_fd(t, static_cast<int>(result));
       break;
     case Kind::kDup:
     case Kind::kDup2:
     case Kind::kFcntlDup:
       if (result >= 0) {
         tracker_.on_dup(fds, fd, static_cast<int>(result), io.exit);
-        sync_fd(t, static_cast<int>(result));
       }
       break;
     case Kind::kClose:
@@ -730,7 +675,6 @@ void Engine::on_syscall_exit(Thread& t) {
     case Kind::kSigmask:
       break;
   }
-  sync_fd(t, fd);
 }
 
 void Engine::new_connection(Thread& t, int fd, Side side, const PendingSyscall* connect) {
@@ -832,10 +776,10 @@ TraceeAddr Engine::Scratch::slot_address(int slot) const { return base + static_
 bool Engine::rewrite_write(Thread& t, arch::Registers& regs, Kind kind, long nr) {
   PendingSyscall& p = t.pending;
   Scratch& scratch = *t.process->scratch;
-  if (p.injection.header.size() > kSlotHeaderMax) return false;
   const int slot = scratch.acquire();
   if (slot < 0) return false;
-  if (!point_write_at_slot(t, regs, kind, nr, scratch.slot_address(slot))) {
+  arch::Registers rewritten = regs;
+  if (!point_write_at_slot(t, kind, nr, kPtraceSlot, scratch.slot_address(slot), rewritten) || rewritten.store(t.tid) != 0) {
     scratch.release(slot);
     return false;
   }
@@ -845,12 +789,15 @@ bool Engine::rewrite_write(Thread& t, arch::Registers& regs, Kind kind, long nr)
   return true;
 }
 
-bool Engine::point_write_at_slot(Thread& t, const arch::Registers& regs, Kind kind, long nr, TraceeAddr base) {
+bool Engine::point_write_at_slot(Thread& t, Kind kind, long nr, const SlotLayout& layout, TraceeAddr base,
+                                 arch::Registers& rewritten) {
   const PendingSyscall& p = t.pending;
   const Injection& inj = p.injection;
+  const arch::Registers regs = rewritten;
   const TraceeAddr header_at = base;
-  const TraceeAddr msghdr_at = base + kSlotMsghdrAt;
-  const TraceeAddr iovecs_at = base + kSlotIovecsAt;
+  const TraceeAddr msghdr_at = base + layout.msghdr_at;
+  const TraceeAddr iovecs_at = base + layout.iovecs_at;
+  if (inj.header.size() > layout.header_max) return false;
 
   // [program bytes before the insertion point][header][program bytes after it]
   std::vector<iovec> iov;
@@ -870,8 +817,7 @@ bool Engine::point_write_at_slot(Thread& t, const arch::Registers& regs, Kind ki
     pos += seg.len;
   }
   if (!inserted) iov.push_back(header_iov);
-  if (iov.size() > kMaxIovecs || iov.size() > kSlotMaxIovecs) return false;
-  arch::Registers rewritten = regs;
+  if (iov.size() > kMaxIovecs || iov.size() > layout.max_iovecs) return false;
   if (write_tracee(t.tid, header_at, inj.header.data(), inj.header.size()) !=
           static_cast<long>(inj.header.size()) ||
       write_tracee(t.tid, iovecs_at, iov.data(), iov.size() * sizeof(iovec)) !=
@@ -901,10 +847,18 @@ bool Engine::point_write_at_slot(Thread& t, const arch::Registers& regs, Kind ki
     rewritten.set_syscall_nr(SYS_sendmsg);
     rewritten.set_arg(2, msghdr_at.value);
   }
-  return rewritten.store(t.tid) == 0;
+  return true;
 }
 
 void Engine::finish_rewritten_write(Thread& t, Tracker::Io& io) {
+  // The program sees its own syscall, its own registers, and the count of its own bytes.
+  // An interrupted call (-ERESTART*) is restarted by the kernel as the program issued it.
+  arch::Registers restored = t.pending.original;
+  restored.set_result(complete_rewritten_write(t, io));
+  restored.store(t.tid);
+}
+
+long Engine::complete_rewritten_write(Thread& t, Tracker::Io& io) {
   PendingSyscall& p = t.pending;
   const long result = io.result;
   const uint64_t header_len = p.injection.header.size();
@@ -915,11 +869,6 @@ void Engine::finish_rewritten_write(Thread& t, Tracker::Io& io) {
     header_sent = split.header;
     io.result = static_cast<long>(split.app);
   }
-  // The program sees its own syscall, its own registers, and the count of its own bytes.
-  // An interrupted call (-ERESTART*) is restarted by the kernel as the program issued it.
-  arch::Registers restored = p.original;
-  restored.set_result(io.result);
-  restored.store(t.tid);
   if (t.process->scratch) t.process->scratch->release(p.slot);
   FdTable& fds = *t.fds;
   tracker_.injection_done(fds, io.fd, p.injection, header_sent);
@@ -929,6 +878,7 @@ void Engine::finish_rewritten_write(Thread& t, Tracker::Io& io) {
   p.injection = Injection{};
   p.app_segments.clear();
   p.slot = -1;
+  return io.result;
 }
 
 namespace {
@@ -978,174 +928,6 @@ class QueuedBytes final : public DataView {
 thread_local std::vector<uint8_t> QueuedBytes::buffer_;
 
 }  // namespace
-
-void Engine::setup_fast_path(Thread& t) {
-  std::string error;
-  std::vector<int> pending;
-  std::shared_ptr<fast::SharedRegion> region = fast::setup_after_exec(t.tid, error, pending);
-  if (region) {
-    t.process->region = std::move(region);
-    stats_.fast_processes++;
-    sync_all_fds(t);
-  } else {
-    stats_.fast_fallbacks++;
-    if (debug_) dprintf(2, "rbinder-engine: fast path not set up in %d: %s\n", t.tid, error.c_str());
-  }
-  resume(t.tid, pending.empty() ? 0 : pending.front());
-}
-
-void Engine::give_child_own_region(Thread& t) {
-  std::string error;
-  std::vector<int> pending;
-  std::shared_ptr<fast::SharedRegion> region = fast::remap_for_child(t.tid, error, pending);
-  if (region) {
-    t.process->region = std::move(region);
-    sync_all_fds(t);
-  } else {
-    // It would write into its parent's ring and routing table: rather stop it than corrupt both.
-    fail("fast path: cannot give process " + std::to_string(t.tid) + " its own region: " + error);
-    return;
-  }
-  resume(t.tid, pending.empty() ? 0 : pending.front());
-}
-
-void Engine::sync_fd(Thread& t, int fd) {
-  if (!t.process->region || fd < 0) return;
-  rb_fd_state state = RB_FD_PASS;
-  if (tracker_.is_tracked(*t.fds, fd)) state = tracker_.may_inject(*t.fds, fd) ? RB_FD_TRACE : RB_FD_RECORD;
-  t.process->region->set_fd_state(fd, state);
-}
-
-void Engine::sync_all_fds(Thread& t) {
-  if (!t.process->region) return;
-  std::memset(t.process->region->get()->fd_state, RB_FD_PASS, RB_FD_MAX);
-  std::vector<int> fds;
-  t.fds->for_each([&](int fd, const std::shared_ptr<Connection>&) { fds.push_back(fd); });
-  for (int fd : fds) sync_fd(t, fd);
-}
-
-namespace {
-
-// The bytes a ring event carries (the stub copies at most RB_EVENT_MAX_DATA of them).
-class RingBytes final : public DataView {
- public:
-  RingBytes(const uint8_t* data, uint32_t copied, uint64_t total) : data_(data), copied_(copied), total_(total) {}
-  uint64_t size() const override { return total_; }
-  long copy(uint64_t offset, void* buf, size_t len) override {
-    if (offset >= copied_) return 0;  // not copied: the parser must do without (it gives up)
-    size_t n = std::min<size_t>(len, copied_ - static_cast<size_t>(offset));
-    std::memcpy(buf, data_ + offset, n);
-    return static_cast<long>(n);
-  }
-
- private:
-  const uint8_t* data_;
-  uint32_t copied_;
-  uint64_t total_;
-};
-
-bool is_read_syscall(long nr) { return nr == SYS_read || nr == SYS_readv || nr == SYS_recvfrom || nr == SYS_recvmsg; }
-
-}  // namespace
-
-void Engine::drain(Process& p) {
-  fast::SharedRegion& region = *p.region;
-  rb_shared* shared = region.get();
-  const uint64_t traps = __atomic_load_n(&shared->traps, __ATOMIC_RELAXED);
-  const uint64_t dropped = __atomic_load_n(&shared->dropped, __ATOMIC_RELAXED);
-  if (traps > p.traps_seen) stats_.fast_traps += traps - p.traps_seen;
-  p.traps_seen = traps;
-  if (dropped > p.dropped_seen) {
-    // Lost bytes: the connections they belonged to cannot be parsed reliably any more.
-    stats_.fast_dropped += dropped - p.dropped_seen;
-    p.dropped_seen = dropped;
-  }
-  region.drain([&](const rb_event& e, const uint8_t* data) {
-    stats_.fast_events++;
-    auto it = threads_.find(static_cast<pid_t>(e.tid));
-    if (it == threads_.end()) return;
-    Thread& t = it->second;
-    if ((e.nr == SYS_recvfrom || e.nr == SYS_recvmsg) && (e.flags & MSG_PEEK)) return;
-    Tracker::Io io;
-    io.tid = t.tid;
-    io.pid = t.process->tgid;
-    io.fd = e.fd;
-    io.direction = is_read_syscall(e.nr) ? Direction::kRead : Direction::kWrite;
-    io.result = static_cast<long>(e.result);
-    io.entry = e.start_ns;
-    io.exit = e.end_ns;
-    RingBytes view(data, e.data_len, e.total);
-    tracker_.on_io(*t.fds, io, view);
-    sync_fd(t, e.fd);
-  });
-}
-
-void Engine::drain_all() {
-  std::vector<Process*> seen;
-  for (auto& [tgid, process] : processes_) {
-    if (process->region && std::find(seen.begin(), seen.end(), process.get()) == seen.end()) {
-      seen.push_back(process.get());
-      drain(*process);
-    }
-  }
-}
-
-bool Engine::unblock_sigsys(Thread& t, const arch::Registers& regs, size_t size, size_t mask_offset) {
-  constexpr uint64_t kSigsysBit = 1ull << (SIGSYS - 1);
-  PendingSyscall& p = t.pending;
-  std::array<uint8_t, 32> copy{};
-  uint64_t mask = 0;
-  if (!regs.arg(2) || size > copy.size() ||
-      read_tracee(t.tid, TraceeAddr{regs.arg(2)}, copy.data(), size) != static_cast<long>(size))
-    return false;
-  std::memcpy(&mask, copy.data() + mask_offset, sizeof(mask));
-  if (!(mask & kSigsysBit)) return false;
-  if (!t.process->scratch) t.process->scratch = std::make_shared<Scratch>();
-  Scratch& scratch = *t.process->scratch;
-  if (!scratch.base && !scratch.failed) {
-    p.index = syscall::traced_index(regs.syscall_nr());
-    for (int i = 0; i < 6; i++) p.args[static_cast<size_t>(i)] = regs.arg(i + 1);
-    return start_scratch_mapping(t, regs);  // the caller resumes to its exit
-  }
-  mask &= ~kSigsysBit;
-  std::memcpy(copy.data() + mask_offset, &mask, sizeof(mask));
-  const int slot = scratch.acquire();
-  if (slot < 0) return false;
-  arch::Registers changed = regs;
-  changed.set_arg(2, scratch.slot_address(slot).value);
-  if (write_tracee(t.tid, scratch.slot_address(slot), copy.data(), size) != static_cast<long>(size) ||
-      changed.store(t.tid) != 0) {
-    scratch.release(slot);
-    return false;
-  }
-  p.original = regs;
-  p.slot = slot;
-  p.mask_rewritten = true;
-  return true;
-}
-
-void Engine::emulate_sigsys_action(Thread& t, bool at_entry, const arch::Registers& regs) {
-  // The fast path's SIGSYS handler stays installed: the program's own rt_sigaction(SIGSYS) is
-  // remembered and answered as if it had taken effect (Go and the JVM set every handler).
-  PendingSyscall& p = t.pending;
-  std::array<uint64_t, 4>& app = t.process->app_sigsys_action;
-  if (at_entry) {
-    p.emulated = true;
-    p.sigsys_previous = app;
-    if (regs.arg(2)) read_tracee(t.tid, TraceeAddr{regs.arg(2)}, app.data(), sizeof(app));
-    p.original = regs;
-    arch::Registers skip = regs;
-    skip.set_syscall_nr(-1);
-    skip.store(t.tid);
-    return;
-  }
-  if (p.original.arg(3))
-    write_tracee(t.tid, TraceeAddr{p.original.arg(3)}, p.sigsys_previous.data(), sizeof(p.sigsys_previous));
-  arch::Registers done = p.original;
-  done.set_result(0);
-  done.store(t.tid);
-  p.emulated = false;
-}
 
 Tracker::Io Engine::io_now(const Thread& t, int fd, Direction direction) const {
   Tracker::Io io;

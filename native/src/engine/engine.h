@@ -22,6 +22,22 @@
 
 namespace rbinder {
 
+// The bytes of a read/write-family syscall in the tracee's memory, as a list of segments.
+// The bytes of a read/write-family syscall in the tracee's memory, as a list of segments.
+class TraceeBufferView final : public DataView {
+ public:
+  TraceeBufferView(pid_t tid, std::vector<TraceeIovec> segments) : tid_(tid), segments_(std::move(segments)) {
+    for (const auto& s : segments_) size_ += s.len;
+  }
+  uint64_t size() const override { return size_; }
+  long copy(uint64_t offset, void* local_buf, size_t len) override;
+
+ private:
+  pid_t tid_;
+  std::vector<TraceeIovec> segments_;
+  uint64_t size_ = 0;
+};
+
 struct ProcessInfo {
   pid_t pid = 0;
   pid_t ppid = 0;
@@ -74,6 +90,11 @@ struct EngineStats {
 
 class Engine final : public SpanSink {
  public:
+  // Where a rewritten write's header, msghdr and iovecs go in a block of tracee memory.
+  struct SlotLayout {
+    size_t header_max, msghdr_at, iovecs_at, max_iovecs;
+  };
+  static constexpr size_t kBatchSpans = 512;  // spans handed to JS at once
   Engine(EngineConfig config, BatchSink& sink);
   // Starts the engine thread; returns the program's pid, or -errno with `error` set.
   pid_t start(std::string& error);
@@ -99,11 +120,10 @@ class Engine final : public SpanSink {
     OwnedFd pidfd;
     bool announced = false;
     std::shared_ptr<Scratch> scratch;  // shared by the processes of one address space
-    // The fast path: the engine's view of the process's shared region (shared by the processes
-    // of one address space), what the stub reported so far, and the program's own wish for SIGSYS.
+    // The fast path (the process is not ptraced): the ring its stub writes to (shared with the
+    // fork children of its image) and its descriptor table.
     std::shared_ptr<fast::SharedRegion> region;
-    uint64_t traps_seen = 0, dropped_seen = 0;
-    std::array<uint64_t, 4> app_sigsys_action{};
+    std::shared_ptr<FdTable> fds;
   };
   // A syscall between its entry and exit stops.
   struct PendingSyscall {
@@ -112,9 +132,6 @@ class Engine final : public SpanSink {
     TimeNs entry = 0;
     int connect_domain = 0;
     Endpoint connect_peer;
-    bool emulated = false;  // skipped by the engine, which supplies the result at exit
-    bool mask_rewritten = false;  // rt_sigprocmask pointed at a copy without SIGSYS
-    std::array<uint64_t, 4> sigsys_previous{};  // rt_sigaction(SIGSYS): the action to report back
     // An injected mmap in place of the program's syscall, which is issued again afterwards.
     bool mapping_scratch = false;
     // The syscall was rewritten to carry injected header bytes.
@@ -129,7 +146,6 @@ class Engine final : public SpanSink {
     std::shared_ptr<Process> process;
     std::shared_ptr<FdTable> fds;
     bool awaiting_first_stop = false;  // auto-attached, its initial PTRACE_EVENT_STOP not seen yet
-    bool needs_own_region = false;     // a fork child of a fast-path process: remap at first stop
     bool exec_setup_pending = false;   // set up the fast path at execve's exit stop
     PendingSyscall pending;
   };
@@ -143,6 +159,8 @@ class Engine final : public SpanSink {
   void on_syscall_exit(Thread& t);
   void on_new_tracee(Thread& parent, int event);
   void on_exec(Thread& t);
+  // The descriptor table after an exec in thread `tid`: unshared, close-on-exec sockets closed.
+  std::shared_ptr<FdTable> table_after_exec(pid_t tid, std::shared_ptr<FdTable> old);
   void adopt_thread(pid_t tid, Thread&& t);
   void drop_thread(pid_t tid);
   void resume(pid_t tid, int sig = 0);
@@ -166,24 +184,36 @@ class Engine final : public SpanSink {
   bool rewrite_write(Thread& t, arch::Registers& regs, syscall::Kind kind, long nr);
   // Writes the injected header, iovecs (and msghdr) into the slot at `base` and points the
   // stopped syscall at them.
-  bool point_write_at_slot(Thread& t, const arch::Registers& regs, syscall::Kind kind, long nr, TraceeAddr base);
+  // `rewritten` holds the syscall's registers and is changed to point at the slot.
+  bool point_write_at_slot(Thread& t, syscall::Kind kind, long nr, const SlotLayout& layout, TraceeAddr base,
+                           arch::Registers& rewritten);
   void finish_rewritten_write(Thread& t, Tracker::Io& io);
+  // Tells the tracker what a rewritten write sent; returns the count of the program's bytes.
+  long complete_rewritten_write(Thread& t, Tracker::Io& io);
   std::vector<TraceeIovec> write_segments(Thread& t, syscall::Kind kind, long nr, const arch::Registers& regs);
   void announce(Process& p);
   void flush();
   void set_exit(const ExitInfo& exit);
-  // The fast path.
-  void setup_fast_path(Thread& t);
-  void give_child_own_region(Thread& t);
-  void sync_fd(Thread& t, int fd);
-  void sync_all_fds(Thread& t);
-  void drain(Process& p);
-  void drain_all();
-  void emulate_sigsys_action(Thread& t, bool at_entry, const arch::Registers& regs);
-  // Points argument 2 of the syscall at a copy of the program's `size`-byte struct whose signal
-  // mask (at `mask_offset`) no longer blocks SIGSYS. Returns false when nothing had to change.
-  bool unblock_sigsys(Thread& t, const arch::Registers& regs, size_t size, size_t mask_offset);
   void fail(const std::string& message);
+
+  // The fast path (detached.cc, docs/fast-path.md). The program runs under ptrace only until its
+  // first exec, where the stub and the trap filter go in; then the engine detaches and serves
+  // the filter's user notifications (upcalls) and drains the rings.
+  void setup_fast_path(Thread& t);   // at the first image's execve exit stop (still ptraced)
+  void fast_loop();
+  void handle_notification();
+  long fast_exec(pid_t tid, pid_t pid);     // RB_UP_EXEC
+  long fast_write(pid_t tid, pid_t pid, uint64_t call_addr, bool done);  // RB_UP_WRITE(_DONE)
+  // Waits for the exec of `tid` (attached) to end, sets the new image up, detaches.
+  void finish_fast_exec(pid_t tid, pid_t pid);
+  void fast_image_ready(pid_t tid, Process& process);
+  void reap_children();
+  void fast_process_gone(pid_t pid);
+  void root_exited(int status);
+  Process* fast_process(pid_t pid);
+  Thread* fast_thread(pid_t tid, pid_t pid);
+  void drain_region(fast::SharedRegion& region);
+  void drain_all();
 
   EngineConfig config_;
   BatchSink& sink_;
@@ -202,7 +232,11 @@ class Engine final : public SpanSink {
   std::unordered_map<pid_t, Thread> threads_;
   std::unordered_map<pid_t, std::shared_ptr<Process>> processes_;
   std::unordered_map<pid_t, int> early_stops_;  // stops of new tracees seen before their parent's event
-
+  // The fast path: the trap filter's notification listener (valid once the first image is set
+  // up and detached), every ring, and what they counted so far.
+  OwnedFd listener_;
+  std::vector<std::weak_ptr<fast::SharedRegion>> regions_;
+  uint64_t traps_seen_ = 0, dropped_seen_ = 0;
   // start() waits for the engine thread to have forked.
   std::mutex start_mutex_;
   std::condition_variable start_cv_;

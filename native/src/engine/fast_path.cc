@@ -19,8 +19,13 @@
 namespace rbinder::fast {
 namespace {
 
-constexpr long kHotSyscalls[] = {SYS_read,    SYS_write,    SYS_readv,   SYS_writev,
-                                 SYS_recvfrom, SYS_sendto, SYS_recvmsg, SYS_sendmsg};
+// The syscalls the stub handles unconditionally; fcntl, rt_sigprocmask and clone trap only for
+// some arguments (build_trap_filter).
+constexpr long kTrapped[] = {SYS_read,   SYS_write,  SYS_readv,   SYS_writev,  SYS_recvfrom,    SYS_sendto,
+                             SYS_recvmsg, SYS_sendmsg, SYS_accept, SYS_accept4, SYS_connect,     SYS_close,
+                             SYS_close_range, SYS_dup, SYS_dup2,   SYS_dup3,    SYS_execve,      SYS_execveat,
+                             SYS_fork,    SYS_rt_sigaction};
+constexpr uint32_t kTrapData = 0x7262;  // si_errno of the stub's own traps (stub.c RB_TRAP_DATA)
 
 // Scratch space in the stub's code page, written before it is made read-only.
 constexpr uint64_t kNameAt = 0x8000;
@@ -37,8 +42,6 @@ struct KernelSigaction {
   uint64_t mask;
 };
 
-sock_filter stmt(uint16_t code, uint32_t k) { return sock_filter{code, 0, 0, k}; }
-sock_filter jump(uint16_t code, uint32_t k, uint8_t jt, uint8_t jf) { return sock_filter{code, jt, jf, k}; }
 
 std::string errno_name(long e) {
   const char* n = strerrorname_np(static_cast<int>(e));
@@ -89,47 +92,101 @@ std::unique_ptr<SharedRegion> map_region(pid_t tid, SyscallInjector& inj, bool r
 }  // namespace
 
 uint64_t fast_syscall_return_ip() { return RB_STUB_ADDR + stub::kFastInsn + arch::kSyscallInsnLength; }
-uint64_t traced_syscall_return_ip() { return RB_STUB_ADDR + stub::kTracedInsn + arch::kSyscallInsnLength; }
-uint64_t gadget_ip() { return RB_STUB_ADDR + stub::kGadget; }
+uint64_t upcall_return_ip() { return RB_STUB_ADDR + stub::kUpcallInsn + arch::kSyscallInsnLength; }
+uint64_t trap_return_ip() { return RB_STUB_ADDR + stub::kTrap + 1; }
+// The stub's own syscall instruction: the trap filter lets it through (a later image inherits it).
+uint64_t gadget_ip() { return RB_STUB_ADDR + stub::kFastInsn; }
 
-bool is_hot_syscall(long nr) {
-  for (long hot : kHotSyscalls)
-    if (hot == nr) return true;
-  return false;
-}
+namespace {
+
+// A classic-BPF program with named jump targets, resolved at the end.
+class Bpf {
+ public:
+  void stmt(uint16_t code, uint32_t k) { code_.push_back(sock_filter{code, 0, 0, k}); }
+  void load(uint32_t offset) { stmt(BPF_LD | BPF_W | BPF_ABS, offset); }
+  void ret(uint32_t action) { stmt(BPF_RET | BPF_K, action); }
+  // if (A op k) goto t else goto f; an empty name falls through.
+  void jump(uint16_t op, uint32_t k, const std::string& t, const std::string& f) {
+    fixups_.push_back({code_.size(), t, f});
+    code_.push_back(sock_filter{static_cast<uint16_t>(BPF_JMP | op | BPF_K), 0, 0, k});
+  }
+  void label(const std::string& name) { labels_.push_back({name, code_.size()}); }
+  std::vector<sock_filter> done() {
+    for (const Fixup& f : fixups_) {
+      code_[f.at].jt = offset(f.at, f.t);
+      code_[f.at].jf = offset(f.at, f.f);
+    }
+    return code_;
+  }
+
+ private:
+  struct Fixup {
+    size_t at;
+    std::string t, f;
+  };
+  uint8_t offset(size_t from, const std::string& name) const {
+    if (name.empty()) return 0;
+    for (const auto& [n, at] : labels_)
+      if (n == name) return static_cast<uint8_t>(at - from - 1);
+    return 0;
+  }
+  std::vector<sock_filter> code_;
+  std::vector<Fixup> fixups_;
+  std::vector<std::pair<std::string, size_t>> labels_;
+};
+
+uint32_t arg_lo(int i) { return static_cast<uint32_t>(offsetof(seccomp_data, args) + 8 * i); }
+uint32_t arg_hi(int i) { return arg_lo(i) + 4; }
+
+}  // namespace
 
 std::vector<sock_filter> build_trap_filter() {
-  // arch check; IP is one of the stub's two instructions -> allow; hot -> trap; else allow.
   const uint32_t ip_lo = offsetof(seccomp_data, instruction_pointer);
   const uint32_t ip_hi = ip_lo + 4;
-  const uint64_t fast = fast_syscall_return_ip(), traced = traced_syscall_return_ip();
-  std::vector<sock_filter> f;
-  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)));
-  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, arch::kAuditArch, 1, 0));
-  f.push_back(stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
-  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, ip_hi));
-  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(fast >> 32), 0, 4));
-  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, ip_lo));
-  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(fast), 1, 0));
-  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(traced), 0, 1));
-  f.push_back(stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
-  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)));
-  const size_t n = sizeof(kHotSyscalls) / sizeof(kHotSyscalls[0]);
-  for (size_t i = 0; i < n; i++) {
-    // jump to "trap" (after the remaining JEQs and the allow)
-    f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, static_cast<uint32_t>(kHotSyscalls[i]), static_cast<uint8_t>(n - i), 0));
-  }
-  f.push_back(stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
-  f.push_back(stmt(BPF_RET | BPF_K, SECCOMP_RET_TRAP));
-  return f;
+  const uint64_t fast = fast_syscall_return_ip(), upcall = upcall_return_ip();
+  Bpf b;
+  b.load(offsetof(seccomp_data, arch));
+  b.jump(BPF_JEQ, arch::kAuditArch, "", "allow");
+  b.load(ip_hi);
+  b.jump(BPF_JEQ, static_cast<uint32_t>(fast >> 32), "", "nr");
+  b.load(ip_lo);
+  b.jump(BPF_JEQ, static_cast<uint32_t>(fast), "allow", "");
+  b.jump(BPF_JEQ, static_cast<uint32_t>(upcall), "notify", "nr");
+  b.label("nr");
+  b.load(offsetof(seccomp_data, nr));
+  for (long nr : kTrapped) b.jump(BPF_JEQ, static_cast<uint32_t>(nr), "trap", "");
+  b.jump(BPF_JEQ, SYS_fcntl, "fcntl", "");
+  b.jump(BPF_JEQ, SYS_rt_sigprocmask, "sigmask", "");
+  b.jump(BPF_JEQ, SYS_clone, "clone", "allow");
+  b.label("fcntl");  // only the commands that make a descriptor
+  b.load(arg_lo(1));
+  b.jump(BPF_JEQ, F_DUPFD, "trap", "");
+  b.jump(BPF_JEQ, F_DUPFD_CLOEXEC, "trap", "allow");
+  b.label("sigmask");  // anything that may block SIGSYS: not SIG_UNBLOCK, not a query
+  b.load(arg_lo(0));
+  b.jump(BPF_JEQ, SIG_UNBLOCK, "allow", "");
+  b.load(arg_lo(1));
+  b.jump(BPF_JEQ, 0, "", "trap");
+  b.load(arg_hi(1));
+  b.jump(BPF_JEQ, 0, "allow", "trap");
+  b.label("clone");  // fork-like only: no shared memory, no new stack (the stub returns on it)
+  b.load(arg_lo(0));
+  b.jump(BPF_JSET, CLONE_VM, "allow", "");
+  b.load(arg_lo(1));
+  b.jump(BPF_JEQ, 0, "", "allow");
+  b.load(arg_hi(1));
+  b.jump(BPF_JEQ, 0, "trap", "allow");
+  b.label("allow");
+  b.ret(SECCOMP_RET_ALLOW);
+  b.label("trap");
+  b.ret(SECCOMP_RET_TRAP | kTrapData);
+  b.label("notify");
+  b.ret(SECCOMP_RET_USER_NOTIF);
+  return b.done();
 }
 
 SharedRegion::~SharedRegion() {
   if (shared_) munmap(shared_, RB_SHARED_SIZE);
-}
-
-void SharedRegion::set_fd_state(int fd, rb_fd_state state) {
-  if (fd >= 0 && fd < RB_FD_MAX) __atomic_store_n(&shared_->fd_state[fd], static_cast<uint8_t>(state), __ATOMIC_RELEASE);
 }
 
 SyscallInjector::SyscallInjector(pid_t tid, uint64_t gadget) : tid_(tid), gadget_(gadget) {
@@ -153,33 +210,44 @@ long SyscallInjector::call(long nr, uint64_t a1, uint64_t a2, uint64_t a3, uint6
   regs.set_arg(5, a5);
   regs.set_arg(6, a6);
   if (regs.store(tid_) != 0) return -EIO;
-  for (int attempt = 0; attempt < 8; attempt++) {
-    if (ptrace(PTRACE_SINGLESTEP, tid_, nullptr, nullptr) != 0) return -EIO;
+  // Syscall stops, not single steps: stepping over a syscall instruction queues a SIGTRAP that
+  // would reach the program once it runs detached.
+  bool entered = false;
+  int deliver = 0;
+  for (int stops = 0; stops < 16; stops++) {
+    if (ptrace(PTRACE_SYSCALL, tid_, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(deliver))) != 0) return -EIO;
+    deliver = 0;
     int status = 0;
     if (waitpid(tid_, &status, __WALL) != tid_ || !WIFSTOPPED(status)) {
       ok_ = false;  // gone
       return -EIO;
     }
-    // Our own filter traces some syscalls (rt_sigaction of SIGSYS): step on through that stop.
-    if ((status >> 16) == PTRACE_EVENT_SECCOMP) continue;
-    arch::Registers after;
-    if (after.fetch(tid_) != 0) return -EIO;
-    if (after.instruction_pointer() == gadget_ + arch::kSyscallInsnLength) return after.result();
-    // A signal arrived before the instruction ran: keep it for later and step again.
-    const int sig = WSTOPSIG(status) & 0x7f;
-    if (sig != SIGTRAP && (status >> 16) == 0) pending_.push_back(sig);
+    if ((status >> 16) != 0) continue;  // a seccomp or other event stop on the way
+    const int sig = WSTOPSIG(status);
+    if (sig == (SIGTRAP | 0x80)) {
+      if (!entered) {
+        entered = true;
+        continue;
+      }
+      arch::Registers after;
+      if (after.fetch(tid_) != 0) return -EIO;
+      return after.result();
+    }
+    // A signal arrived before the syscall ran: keep it for when the program resumes.
+    pending_.push_back(sig);
   }
   return -EIO;
 }
 
-std::unique_ptr<SharedRegion> setup_after_exec(pid_t tid, std::string& error, std::vector<int>& pending) {
+std::unique_ptr<SharedRegion> setup_after_exec(pid_t tid, bool first, const PrivateInit& init, OwnedFd& listener,
+                                               std::string& error, std::vector<int>& pending) {
   arch::Registers regs;
   if (regs.fetch(tid) != 0) {
     error = "cannot read registers";
     return nullptr;
   }
   // The new image has no syscall instruction we know of yet: plant one at its entry point for
-  // the one mmap that brings the stub, then put the original bytes back.
+  // the mmaps that bring the stub and the private region, then put the original bytes back.
   const uint64_t entry = regs.instruction_pointer();
   errno = 0;
   const long word = ptrace(PTRACE_PEEKTEXT, tid, reinterpret_cast<void*>(entry), nullptr);
@@ -192,17 +260,20 @@ std::unique_ptr<SharedRegion> setup_after_exec(pid_t tid, std::string& error, st
     error = "poke at entry point: " + errno_name(errno);
     return nullptr;
   }
-  long mapped;
+  long mapped, mapped_private;
   {
     SyscallInjector inj(tid, entry);
     // Writable and executable only until the setup ends (then read+execute).
     mapped = inj.call(SYS_mmap, RB_STUB_ADDR, RB_STUB_CODE_SIZE, PROT_READ | PROT_WRITE | PROT_EXEC,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, static_cast<uint64_t>(-1), 0);
+    mapped_private = inj.call(SYS_mmap, RB_PRIVATE_ADDR, RB_PRIVATE_SIZE, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, static_cast<uint64_t>(-1), 0);
     pending.insert(pending.end(), inj.pending_signals().begin(), inj.pending_signals().end());
   }
   ptrace(PTRACE_POKETEXT, tid, reinterpret_cast<void*>(entry), reinterpret_cast<void*>(word));
-  if (mapped != static_cast<long>(RB_STUB_ADDR)) {
-    error = "mmap(stub at fixed address): " + (mapped < 0 ? errno_name(-mapped) : std::string("placed elsewhere"));
+  if (mapped != static_cast<long>(RB_STUB_ADDR) || mapped_private != static_cast<long>(RB_PRIVATE_ADDR)) {
+    const long bad = mapped != static_cast<long>(RB_STUB_ADDR) ? mapped : mapped_private;
+    error = "mmap(stub at fixed address): " + (bad < 0 ? errno_name(-bad) : std::string("placed elsewhere"));
     return nullptr;
   }
 
@@ -217,12 +288,26 @@ std::unique_ptr<SharedRegion> setup_after_exec(pid_t tid, std::string& error, st
     uint64_t len;
     uint64_t filter;
   } prog{filter.size(), RB_STUB_ADDR + kFilterAt};
-  if (write_tracee(tid, TraceeAddr{RB_STUB_ADDR}, stub::kCode, sizeof(stub::kCode)) != static_cast<long>(sizeof(stub::kCode)) ||
-      write_tracee(tid, TraceeAddr{RB_STUB_ADDR + kNameAt}, kName, sizeof(kName)) != static_cast<long>(sizeof(kName)) ||
-      write_tracee(tid, TraceeAddr{RB_STUB_ADDR + kSigactionAt}, &act, sizeof(act)) != static_cast<long>(sizeof(act)) ||
-      write_tracee(tid, TraceeAddr{RB_STUB_ADDR + kProgAt}, &prog, sizeof(prog)) != static_cast<long>(sizeof(prog)) ||
-      write_tracee(tid, TraceeAddr{RB_STUB_ADDR + kFilterAt}, filter.data(), filter.size() * sizeof(sock_filter)) !=
-          static_cast<long>(filter.size() * sizeof(sock_filter))) {
+  rb_private head{};
+  head.magic = RB_MAGIC;
+  head.pid = static_cast<uint32_t>(init.pid);
+  head.inject = init.inject ? 1 : 0;
+  bool written =
+      write_tracee(tid, TraceeAddr{RB_STUB_ADDR}, stub::kCode, sizeof(stub::kCode)) == static_cast<long>(sizeof(stub::kCode)) &&
+      write_tracee(tid, TraceeAddr{RB_STUB_ADDR + kNameAt}, kName, sizeof(kName)) == static_cast<long>(sizeof(kName)) &&
+      write_tracee(tid, TraceeAddr{RB_STUB_ADDR + kSigactionAt}, &act, sizeof(act)) == static_cast<long>(sizeof(act)) &&
+      write_tracee(tid, TraceeAddr{RB_STUB_ADDR + kProgAt}, &prog, sizeof(prog)) == static_cast<long>(sizeof(prog)) &&
+      write_tracee(tid, TraceeAddr{RB_STUB_ADDR + kFilterAt}, filter.data(), filter.size() * sizeof(sock_filter)) ==
+          static_cast<long>(filter.size() * sizeof(sock_filter)) &&
+      write_tracee(tid, TraceeAddr{RB_PRIVATE_ADDR}, &head, offsetof(rb_private, fd_state)) ==
+          static_cast<long>(offsetof(rb_private, fd_state));
+  for (const auto& [fd, state] : init.fds) {
+    const uint8_t byte = static_cast<uint8_t>(state);
+    if (fd >= 0 && fd < RB_FD_MAX)
+      written = written && write_tracee(tid, TraceeAddr{RB_PRIVATE_ADDR + offsetof(rb_private, fd_state) + static_cast<uint64_t>(fd)},
+                                        &byte, 1) == 1;
+  }
+  if (!written) {
     error = "writing the stub";
     return nullptr;
   }
@@ -234,24 +319,32 @@ std::unique_ptr<SharedRegion> setup_after_exec(pid_t tid, std::string& error, st
   std::unique_ptr<SharedRegion> region = map_region(tid, inj, false, error);
   if (!region) {
     inj.call(SYS_munmap, RB_STUB_ADDR, RB_STUB_CODE_SIZE);
+    inj.call(SYS_munmap, RB_PRIVATE_ADDR, RB_PRIVATE_SIZE);
     return done(nullptr);
   }
   long r = inj.call(SYS_rt_sigaction, SIGSYS, RB_STUB_ADDR + kSigactionAt, 0, 8);
   if (r == 0) r = inj.call(SYS_mprotect, RB_STUB_ADDR, RB_STUB_CODE_SIZE, PROT_READ | PROT_EXEC);
-  // Last: from here on the process's hot syscalls trap into the stub.
-  if (r == 0) r = inj.call(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, RB_STUB_ADDR + kProgAt);
   if (r != 0) {
-    error = "installing the SIGSYS handler and filter: " + errno_name(-r);
+    error = "installing the SIGSYS handler: " + errno_name(-r);
     return done(nullptr);
   }
+  if (first) {
+    // Last: from here on the process's socket syscalls trap into the stub, in every descendant.
+    const long fd = inj.call(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, RB_STUB_ADDR + kProgAt);
+    if (fd < 0) {
+      error = "installing the trap filter: " + errno_name(-fd);
+      return done(nullptr);
+    }
+    OwnedFd pidfd = open_pidfd(tid);
+    listener = OwnedFd(pidfd.valid() ? static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), fd, 0)) : -1);
+    const int saved = errno;
+    inj.call(SYS_close, static_cast<uint64_t>(fd));
+    if (!listener.valid()) {
+      error = "pidfd_getfd(seccomp listener): " + errno_name(saved);
+      return done(nullptr);
+    }
+  }
   return done(std::move(region));
-}
-
-std::unique_ptr<SharedRegion> remap_for_child(pid_t tid, std::string& error, std::vector<int>& pending) {
-  SyscallInjector inj(tid, gadget_ip());
-  std::unique_ptr<SharedRegion> region = map_region(tid, inj, true, error);
-  pending.insert(pending.end(), inj.pending_signals().begin(), inj.pending_signals().end());
-  return region;
 }
 
 }  // namespace rbinder::fast

@@ -18,15 +18,14 @@
 namespace rbinder::fast {
 
 // Absolute addresses in every traced process.
-uint64_t fast_syscall_return_ip();    // just after the stub's untraced syscall instruction
-uint64_t traced_syscall_return_ip();  // just after its traced one
+uint64_t fast_syscall_return_ip();    // just after the stub's own syscall instruction
+uint64_t upcall_return_ip();          // just after its upcall instruction
+uint64_t trap_return_ip();            // just after its int3 (a failed exec)
 uint64_t gadget_ip();
 
-// The syscalls the SIGSYS filter traps (and the stub issues).
-bool is_hot_syscall(long nr);
-
-// The filter added to a process once its stub is in place: hot syscalls trap unless they come
-// from the stub's own instructions.
+// The filter the first image installs (every later one inherits it): the socket, descriptor,
+// fork, exec and signal-mask syscalls trap (SECCOMP_RET_TRAP) unless they come from the stub's
+// own instruction; the stub's upcall instruction becomes a user notification.
 std::vector<sock_filter> build_trap_filter();
 
 // The engine's mapping of one process's shared region.
@@ -37,7 +36,7 @@ class SharedRegion {
   SharedRegion(const SharedRegion&) = delete;
   SharedRegion& operator=(const SharedRegion&) = delete;
   rb_shared* get() const { return shared_; }
-  void set_fd_state(int fd, rb_fd_state state);
+  uint64_t traps_seen = 0, dropped_seen = 0;  // the engine's counts so far
 
   // Calls f(const rb_event&, const uint8_t* data) for each complete event in order and marks them
   // consumed. Stops at the first event still being written.
@@ -84,13 +83,18 @@ class SyscallInjector {
   std::vector<int> pending_;
 };
 
-// Maps the stub and a new shared region into a process stopped at its exec event (the program's
-// first instruction not run yet), installs the SIGSYS handler and the trap filter.
-// Returns the engine's mapping, or nullptr with `error` set (the process then stays on ptrace).
-std::unique_ptr<SharedRegion> setup_after_exec(pid_t tid, std::string& error, std::vector<int>& pending_signals);
+// What setup_after_exec writes into the new image's private region.
+struct PrivateInit {
+  pid_t pid = 0;
+  bool inject = false;
+  std::vector<std::pair<int, rb_fd_state>> fds;  // connections that survived the exec
+};
 
-// A fork child shares its parent's region through MAP_SHARED: give it its own, at the same
-// address. `tid` is stopped (its first stop).
-std::unique_ptr<SharedRegion> remap_for_child(pid_t tid, std::string& error, std::vector<int>& pending_signals);
+// Maps the stub, a new shared region and the private region into a process stopped at execve's
+// exit stop (the new image's first instruction not run yet) and installs the SIGSYS handler.
+// `first`: also install the trap filter, whose user-notification listener is returned in
+// `listener` (the engine's copy). Returns the engine's mapping, or nullptr with `error` set.
+std::unique_ptr<SharedRegion> setup_after_exec(pid_t tid, bool first, const PrivateInit& init, OwnedFd& listener,
+                                               std::string& error, std::vector<int>& pending_signals);
 
 }  // namespace rbinder::fast

@@ -1,47 +1,55 @@
 /* The contract between the in-process stub (stub.c, freestanding C mapped into every traced
- * process) and the engine: fixed addresses, the shared region's layout and the ring protocol.
- * C, so both sides compile it. See docs/fast-path.md. */
+ * process) and the engine: fixed addresses, the regions' layouts, the ring protocol and the
+ * upcalls. C, so both sides compile it. See docs/fast-path.md. */
 #ifndef RBINDER_STUB_ABI_H
 #define RBINDER_STUB_ABI_H
 
 #include <stdint.h>
 
 /* Where the stub lives in every traced address space: far from where loaders, heaps and mmap
- * put things on x86-64 (42 TiB). Mapped with MAP_FIXED_NOREPLACE; if taken, that process stays
- * on ptrace stops. */
+ * put things on x86-64 (42 TiB). Mapped with MAP_FIXED_NOREPLACE before the new image runs. */
 #define RB_STUB_ADDR 0x2a0000000000ULL
 #define RB_STUB_CODE_SIZE 0x10000ULL
+/* The ring, shared with the engine (MAP_SHARED memfd): fork children keep writing to it. */
 #define RB_SHARED_ADDR (RB_STUB_ADDR + RB_STUB_CODE_SIZE)
+/* The process's own state (MAP_PRIVATE): a fork child gets a copy, as it gets a copy of the
+ * descriptor table this mirrors. */
+#define RB_PRIVATE_ADDR (RB_STUB_ADDR + 0x1000000ULL)
 
 #define RB_MAGIC 0x72626e64u /* "rbnd" */
-#define RB_VERSION 1u
+#define RB_VERSION 2u
 
 #define RB_FD_MAX 65536
-#define RB_RING_SLOTS 2048u
-#define RB_SLOT_SIZE 2048u
+#define RB_RING_SLOTS 4096u
+#define RB_SLOT_SIZE 1024u
 #define RB_EVENT_MAX_DATA (16u * RB_SLOT_SIZE - (uint32_t)sizeof(struct rb_event))
 
-/* Per-descriptor routing, written by the engine, read by the stub's SIGSYS handler. */
+/* Per-descriptor routing, kept by the stub (it sees every accept, connect, dup and close). */
 enum rb_fd_state {
   RB_FD_PASS = 0,   /* not a tracked connection: issue the syscall, record nothing */
   RB_FD_RECORD = 1, /* tracked connection: issue it and append the bytes to the ring */
-  RB_FD_TRACE = 2,  /* issue it from the traced instruction: the engine handles it (injection) */
+  RB_FD_CLIENT = 2, /* outbound connection: writes ask the engine first (header injection) */
 };
 
-/* One ring event; `slots` consecutive slots, data follows the header. */
+/* Ring events. `nr` is the syscall; besides the read/write family:
+ *   accept/accept4/connect: fd = the new connection, data = local then peer sockaddr
+ *     (flags = the two lengths, local << 16 | peer)
+ *   close: fd closed;  dup/dup2/dup3/fcntl: fd = old, result = new
+ *   fork (RB_EV_FORK): result = child pid, flags = parent pid (sent by both sides) */
+#define RB_EV_FORK 57
 struct rb_event {
   uint64_t seq;       /* written last: (index of first slot) + 1 once the event is complete */
   uint32_t slots;     /* slots the event occupies (a padding event when nr == -1) */
   uint32_t tid;
+  uint32_t pid;
   int32_t fd;
   int32_t nr;         /* syscall number, -1 for padding */
+  uint32_t data_len;  /* bytes copied below (<= total) */
   int64_t result;     /* the syscall's result: bytes moved, or -errno */
   uint64_t flags;     /* recv/send flags where the syscall has them */
   uint64_t start_ns;  /* CLOCK_REALTIME at the trap */
   uint64_t end_ns;    /* and after the syscall */
   uint64_t total;     /* bytes the syscall moved (== result when > 0) */
-  uint32_t data_len;  /* bytes copied below (<= total) */
-  uint32_t pad;
 };
 
 struct rb_shared {
@@ -51,11 +59,36 @@ struct rb_shared {
   uint64_t consumed;  /* first slot the engine has not consumed */
   uint64_t dropped;   /* events lost to a full ring */
   uint64_t traps;     /* SIGSYS handler runs */
-  uint64_t pad[3];
-  uint8_t fd_state[RB_FD_MAX];
+  uint64_t upcalls;   /* round trips to the engine */
+  uint64_t pad[2];
   uint8_t ring[RB_RING_SLOTS * RB_SLOT_SIZE] __attribute__((aligned(64)));
 };
-
 #define RB_SHARED_SIZE (((sizeof(struct rb_shared) + 4095) / 4096) * 4096)
+
+struct rb_private {
+  uint32_t magic;
+  uint32_t pid;               /* the process this copy belongs to (a vfork child shares it) */
+  uint32_t inject;            /* outbound connections start as RB_FD_CLIENT */
+  uint32_t pad;
+  uint64_t app_sigsys[4];     /* the program's own rt_sigaction(SIGSYS), answered as if applied */
+  uint8_t fd_state[RB_FD_MAX];
+};
+#define RB_PRIVATE_SIZE (((sizeof(struct rb_private) + 4095) / 4096) * 4096)
+
+/* Upcalls: the stub issues a syscall from its upcall instruction; the filter turns it into a
+ * seccomp user notification the engine answers (SECCOMP_RET_USER_NOTIF). args: (op, &rb_call). */
+enum rb_upcall_op {
+  RB_UP_EXEC = 1,        /* about to execve: the engine attaches for the exec. 1: attached */
+  RB_UP_WRITE = 2,       /* a write on an RB_FD_CLIENT descriptor: 1: issue call->nr/args instead */
+  RB_UP_WRITE_DONE = 3,  /* the rewritten write returned call->result: answer the program's count */
+};
+#define RB_CALL_SCRATCH 2560
+struct rb_call {
+  int64_t nr;
+  uint64_t args[6];
+  int64_t result;
+  uint64_t start_ns;
+  uint8_t scratch[RB_CALL_SCRATCH]; /* the engine's header bytes, iovecs and msghdr */
+};
 
 #endif

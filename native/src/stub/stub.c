@@ -1,35 +1,66 @@
 /* The in-process half of the fast path: a SIGSYS handler that rbinder maps at RB_STUB_ADDR in
- * every traced process. The seccomp filter traps the hot socket syscalls (SECCOMP_RET_TRAP)
- * unless they come from this stub's own syscall instruction; the handler issues the program's
- * syscall itself and, for tracked connections, appends what moved to the shared ring that the
- * engine drains. Freestanding: no libc, no writable data (all state is in the shared region), no
- * floating point. Built by native/scripts/build-stub.sh into a flat blob the engine maps. */
+ * every traced process before its image runs. The seccomp filter traps the socket syscalls
+ * (SECCOMP_RET_TRAP) unless they come from this stub's own syscall instruction. The handler
+ * issues the program's syscall itself, keeps the per-descriptor routing the process's descriptor
+ * table implies (accept, connect, dup, close, fork are all seen here), and appends what moved on
+ * tracked connections to the shared ring the engine drains. The process is not ptraced while it
+ * runs: the few decisions only the engine can make (header injection, exec) are upcalls, seccomp
+ * user notifications the engine answers. Freestanding: no libc, no writable data of its own (its
+ * state is in the private and shared regions), no floating point. Built by
+ * native/scripts/build-stub.sh into a flat blob the engine maps. */
 #include "abi.h"
 
-#define EAGAIN 11
 #define EINTR 4
+#define EAGAIN 11
+#define EINVAL 22
+#define EPERM 1
+#define EINPROGRESS 115
+#define SIGSYS 31
 #define SYS_READ 0
 #define SYS_WRITE 1
+#define SYS_CLOSE 3
+#define SYS_RT_SIGACTION 13
+#define SYS_RT_SIGPROCMASK 14
 #define SYS_READV 19
 #define SYS_WRITEV 20
+#define SYS_DUP 32
+#define SYS_DUP2 33
+#define SYS_GETPID 39
+#define SYS_CONNECT 42
+#define SYS_ACCEPT 43
 #define SYS_SENDTO 44
 #define SYS_RECVFROM 45
 #define SYS_SENDMSG 46
 #define SYS_RECVMSG 47
+#define SYS_GETSOCKNAME 51
+#define SYS_GETPEERNAME 52
+#define SYS_GETSOCKOPT 55
+#define SYS_CLONE 56
+#define SYS_FORK 57
+#define SYS_EXECVE 59
+#define SYS_FCNTL 72
 #define SYS_GETTID 186
+#define SYS_TGKILL 234
 #define SYS_CLOCK_GETTIME 228
+#define SYS_ACCEPT4 288
+#define SYS_DUP3 292
+#define SYS_EXECVEAT 322
+#define SYS_CLOSE_RANGE 436
+#define SYS_SECCOMP_CODE 1
+#define RB_TRAP_DATA 0x7262 /* SECCOMP_RET_TRAP's data: si_errno of our own traps */
 
 typedef unsigned long size_t;
 
 /* Kernel ABI layouts (x86-64), as delivered to an SA_SIGINFO handler. */
 struct rb_siginfo {
   int si_signo, si_errno, si_code, pad;
-  void* call_addr;  /* _sigsys */
+  void* call_addr; /* _sigsys */
   int syscall;
   unsigned arch;
 };
 struct rb_sigcontext {
   uint64_t r8, r9, r10, r11, r12, r13, r14, r15, rdi, rsi, rbp, rbx, rdx, rax, rcx, rsp, rip;
+  uint64_t eflags, segs, err, trapno, oldmask, cr2, fpstate, reserved[8];
 };
 struct rb_ucontext {
   unsigned long uc_flags;
@@ -38,6 +69,7 @@ struct rb_ucontext {
   int ss_flags;
   size_t ss_size;
   struct rb_sigcontext mc;
+  uint64_t sigmask;
 };
 struct rb_iovec {
   const uint8_t* base;
@@ -54,11 +86,13 @@ struct rb_timespec {
 };
 
 long rb_syscall_fast(long nr, long a1, long a2, long a3, long a4, long a5, long a6);
-long rb_syscall_traced(long nr, long a1, long a2, long a3, long a4, long a5, long a6);
+long rb_syscall_upcall(long nr, long a1, long a2, long a3, long a4, long a5, long a6);
+void rb_trap(void);
 
-/* The two syscall instructions: the filters allow the first for everything (the fast path), and
- * send the second to the tracer (SECCOMP_RET_TRACE) for descriptors the engine handles itself.
- * rb_gadget is where the engine points the tracee to run syscalls it injects. */
+/* The two syscall instructions: the filter allows the first for everything (the fast path, and the
+ * syscalls the engine injects while setting a new image up) and turns the second into a user
+ * notification (an upcall). rb_trap stops the
+ * thread for the engine (int3) when it must detach after an exec that failed. */
 __asm__(
     ".section .text.entry,\"ax\",@progbits\n"
     ".globl rb_syscall_fast\n"
@@ -67,30 +101,85 @@ __asm__(
     "  mov %r8, %r10\n  mov %r9, %r8\n  mov 8(%rsp), %r9\n"
     ".globl rb_fast_insn\n"
     "rb_fast_insn:\n  syscall\n  ret\n"
-    ".globl rb_syscall_traced\n"
-    "rb_syscall_traced:\n"
+    ".globl rb_syscall_upcall\n"
+    "rb_syscall_upcall:\n"
     "  mov %rdi, %rax\n  mov %rsi, %rdi\n  mov %rdx, %rsi\n  mov %rcx, %rdx\n"
     "  mov %r8, %r10\n  mov %r9, %r8\n  mov 8(%rsp), %r9\n"
-    ".globl rb_traced_insn\n"
-    "rb_traced_insn:\n  syscall\n  ret\n"
+    ".globl rb_upcall_insn\n"
+    "rb_upcall_insn:\n  syscall\n  ret\n"
     ".globl rb_restorer\n"
     "rb_restorer:\n  mov $15, %eax\n  syscall\n  hlt\n"
-    ".globl rb_gadget\n"
-    "rb_gadget:\n  syscall\n  int3\n"
+    ".globl rb_trap\n"
+    "rb_trap:\n  int3\n  ret\n"
     ".text\n");
+
+#define SH ((struct rb_shared*)RB_SHARED_ADDR)
+#define PRIV ((struct rb_private*)RB_PRIVATE_ADDR)
+
+static long sys(long nr, long a1, long a2, long a3) { return rb_syscall_fast(nr, a1, a2, a3, 0, 0, 0); }
 
 static uint64_t now_ns(void) {
   struct rb_timespec ts;
-  rb_syscall_fast(SYS_CLOCK_GETTIME, 0 /* CLOCK_REALTIME */, (long)&ts, 0, 0, 0, 0);
+  sys(SYS_CLOCK_GETTIME, 0 /* CLOCK_REALTIME */, (long)&ts, 0);
   return (uint64_t)ts.sec * 1000000000ull + (uint64_t)ts.nsec;
 }
+
+/* This process owns the private region (a vfork child shares its parent's until it execs, and
+ * must not change the parent's routing). */
+static int mine(void) { return (uint32_t)sys(SYS_GETPID, 0, 0, 0) == PRIV->pid; }
 
 static void copy_bytes(uint8_t* dst, const uint8_t* src, size_t n) {
   for (size_t i = 0; i < n; i++) dst[i] = src[i];
 }
 
-/* Copies up to `max` bytes of the syscall's buffer(s) into dst; returns the count. */
-static uint32_t gather(long nr, long a2, long a3, uint8_t* dst, uint32_t max) {
+static uint8_t state_of(long fd) {
+  return (fd >= 0 && fd < RB_FD_MAX) ? PRIV->fd_state[fd] : (uint8_t)RB_FD_PASS;
+}
+
+/* Claims room for an event with `data` bytes; NULL when the ring is full (counted, never waits). */
+static struct rb_event* reserve(uint32_t data, uint64_t* seq) {
+  uint32_t slots = (uint32_t)((sizeof(struct rb_event) + data + RB_SLOT_SIZE - 1) / RB_SLOT_SIZE);
+  uint64_t at, pad, next;
+  for (;;) {
+    at = __atomic_load_n(&SH->reserve, __ATOMIC_RELAXED);
+    /* An event never wraps: the slots left before the end become a padding event. */
+    pad = (at % RB_RING_SLOTS) + slots > RB_RING_SLOTS ? RB_RING_SLOTS - (at % RB_RING_SLOTS) : 0;
+    next = at + pad + slots;
+    if (next - __atomic_load_n(&SH->consumed, __ATOMIC_ACQUIRE) > RB_RING_SLOTS) {
+      __atomic_add_fetch(&SH->dropped, 1, __ATOMIC_RELAXED);
+      return 0;
+    }
+    if (__atomic_compare_exchange_n(&SH->reserve, &at, next, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) break;
+  }
+  if (pad) {
+    struct rb_event* p = (struct rb_event*)(SH->ring + (at % RB_RING_SLOTS) * RB_SLOT_SIZE);
+    p->slots = (uint32_t)pad;
+    p->nr = -1;
+    __atomic_store_n(&p->seq, at + 1, __ATOMIC_RELEASE);
+    at += pad;
+  }
+  struct rb_event* e = (struct rb_event*)(SH->ring + (at % RB_RING_SLOTS) * RB_SLOT_SIZE);
+  e->slots = slots;
+  *seq = at + 1;
+  return e;
+}
+
+static void publish(struct rb_event* e, uint64_t seq) { __atomic_store_n(&e->seq, seq, __ATOMIC_RELEASE); }
+
+static void fill(struct rb_event* e, long nr, long fd, long result, uint64_t flags, uint64_t start, uint64_t total) {
+  e->tid = (uint32_t)sys(SYS_GETTID, 0, 0, 0);
+  e->pid = PRIV->pid;
+  e->fd = (int32_t)fd;
+  e->nr = (int32_t)nr;
+  e->result = result;
+  e->flags = flags;
+  e->start_ns = start;
+  e->end_ns = now_ns();
+  e->total = total;
+}
+
+/* Copies `max` bytes of the syscall's buffer(s), starting `skip` bytes in. */
+static uint32_t gather(long nr, long a2, long a3, uint64_t skip, uint8_t* dst, uint32_t max) {
   const struct rb_iovec* iov;
   size_t iovcnt;
   struct rb_iovec single;
@@ -110,72 +199,255 @@ static uint32_t gather(long nr, long a2, long a3, uint8_t* dst, uint32_t max) {
   uint32_t copied = 0;
   for (size_t i = 0; i < iovcnt && copied < max; i++) {
     size_t n = iov[i].len;
+    if (skip >= n) {
+      skip -= n;
+      continue;
+    }
+    n -= skip;
     if (n > max - copied) n = max - copied;
-    copy_bytes(dst + copied, iov[i].base, n);
+    copy_bytes(dst + copied, iov[i].base + skip, n);
+    skip = 0;
     copied += (uint32_t)n;
   }
   return copied;
 }
 
-static void record(struct rb_shared* sh, long nr, int fd, long result, long a2, long a3, long a4, uint64_t start,
-                   uint64_t end) {
-  uint64_t moved = result > 0 ? (uint64_t)result : 0;
-  uint32_t want = moved < RB_EVENT_MAX_DATA ? (uint32_t)moved : RB_EVENT_MAX_DATA;
-  uint32_t slots = (uint32_t)((sizeof(struct rb_event) + want + RB_SLOT_SIZE - 1) / RB_SLOT_SIZE);
-  uint64_t at, pad, next;
-  for (;;) {
-    at = __atomic_load_n(&sh->reserve, __ATOMIC_RELAXED);
-    /* An event never wraps: the slots left before the end become a padding event. */
-    pad = (at % RB_RING_SLOTS) + slots > RB_RING_SLOTS ? RB_RING_SLOTS - (at % RB_RING_SLOTS) : 0;
-    next = at + pad + slots;
-    if (next - __atomic_load_n(&sh->consumed, __ATOMIC_ACQUIRE) > RB_RING_SLOTS) {
-      __atomic_add_fetch(&sh->dropped, 1, __ATOMIC_RELAXED);  /* full: never wait */
-      return;
+/* What a read or write moved, in events of at most RB_EVENT_MAX_DATA bytes each. */
+static void record_io(long nr, long fd, long result, long a2, long a3, long a4, uint64_t start) {
+  if (result == -EAGAIN || result == -EINTR || !mine()) return;
+  uint64_t flags = (nr == SYS_RECVFROM || nr == SYS_SENDTO) ? (uint64_t)a4
+                   : (nr == SYS_RECVMSG || nr == SYS_SENDMSG) ? (uint64_t)a3
+                                                              : 0;
+  uint64_t moved = result > 0 ? (uint64_t)result : 0, done = 0;
+  do {
+    uint64_t left = moved - done;
+    uint32_t n = left < RB_EVENT_MAX_DATA ? (uint32_t)left : RB_EVENT_MAX_DATA;
+    uint64_t seq;
+    struct rb_event* e = reserve(n, &seq);
+    if (!e) return;
+    fill(e, nr, fd, result > 0 ? (long)n : result, flags, start, n);
+    e->data_len = n ? gather(nr, a2, a3, done, (uint8_t*)(e + 1), n) : 0;
+    publish(e, seq);
+    done += n;
+  } while (done < moved);
+}
+
+static void record_simple(long nr, long fd, long result, uint64_t flags) {
+  uint64_t seq;
+  struct rb_event* e = reserve(0, &seq);
+  if (!e) return;
+  fill(e, nr, fd, result, flags, now_ns(), 0);
+  e->data_len = 0;
+  publish(e, seq);
+}
+
+/* A TCP or AF_UNIX stream socket: the connections rbinder parses. */
+static int stream_socket(long fd, uint8_t* local, unsigned* local_len) {
+  int type = 0;
+  unsigned len = sizeof(type);
+  if (rb_syscall_fast(SYS_GETSOCKOPT, fd, 1 /* SOL_SOCKET */, 3 /* SO_TYPE */, (long)&type, (long)&len, 0) != 0 ||
+      type != 1 /* SOCK_STREAM */)
+    return 0;
+  *local_len = 128;
+  if (sys(SYS_GETSOCKNAME, fd, (long)local, (long)local_len) != 0 || *local_len < 2) return 0;
+  uint16_t family = (uint16_t)(local[0] | (local[1] << 8));
+  return family == 1 || family == 2 || family == 10;
+}
+
+/* A new connection on fd: its state, and an event with both addresses. */
+static void new_connection(long nr, long fd, uint8_t state, const uint8_t* peer_hint, unsigned peer_hint_len,
+                           uint64_t start) {
+  uint8_t local[128], peer[128];
+  unsigned local_len = 0, peer_len = sizeof(peer);
+  if (fd < 0 || fd >= RB_FD_MAX || !mine() || !stream_socket(fd, local, &local_len)) return;
+  if (sys(SYS_GETPEERNAME, fd, (long)peer, (long)&peer_len) != 0 || peer_len < 2) {
+    peer_len = 0;
+    if (peer_hint && peer_hint_len <= sizeof(peer)) {
+      copy_bytes(peer, peer_hint, peer_hint_len); /* connect still in progress */
+      peer_len = peer_hint_len;
     }
-    if (__atomic_compare_exchange_n(&sh->reserve, &at, next, 0, __ATOMIC_ACQ_REL, __ATOMIC_RELAXED)) break;
   }
-  if (pad) {
-    struct rb_event* p = (struct rb_event*)(sh->ring + (at % RB_RING_SLOTS) * RB_SLOT_SIZE);
-    p->slots = (uint32_t)pad;
-    p->nr = -1;
-    __atomic_store_n(&p->seq, at + 1, __ATOMIC_RELEASE);
-    at += pad;
+  if (local_len > sizeof(local)) local_len = sizeof(local);
+  if (peer_len > sizeof(peer)) peer_len = sizeof(peer);
+  PRIV->fd_state[fd] = state;
+  uint64_t seq;
+  struct rb_event* e = reserve(local_len + peer_len, &seq);
+  if (!e) return;
+  fill(e, nr, fd, fd, ((uint64_t)local_len << 16) | peer_len, start, 0);
+  copy_bytes((uint8_t*)(e + 1), local, local_len);
+  copy_bytes((uint8_t*)(e + 1) + local_len, peer, peer_len);
+  e->data_len = local_len + peer_len;
+  publish(e, seq);
+}
+
+static void closed(long fd) {
+  if (state_of(fd) == RB_FD_PASS || !mine()) return;
+  PRIV->fd_state[fd] = RB_FD_PASS;
+  record_simple(SYS_CLOSE, fd, 0, 0);
+}
+
+/* The program's handler for SIGSYS that did not come from our filter. */
+static void forward(int sig, struct rb_siginfo* info, void* context) {
+  uint64_t handler = PRIV->app_sigsys[0];
+  if (handler > 1) {
+    ((void (*)(int, struct rb_siginfo*, void*))handler)(sig, info, context);
+  } else if (handler == 0) {
+    uint64_t dfl[4] = {0, 0, 0, 0};
+    rb_syscall_fast(SYS_RT_SIGACTION, SIGSYS, (long)dfl, 0, 8, 0, 0);
+    rb_syscall_fast(SYS_TGKILL, sys(SYS_GETPID, 0, 0, 0), sys(SYS_GETTID, 0, 0, 0), SIGSYS, 0, 0, 0);
   }
-  struct rb_event* e = (struct rb_event*)(sh->ring + (at % RB_RING_SLOTS) * RB_SLOT_SIZE);
-  e->slots = slots;
-  e->tid = (uint32_t)rb_syscall_fast(SYS_GETTID, 0, 0, 0, 0, 0, 0);
-  e->fd = fd;
-  e->nr = (int32_t)nr;
-  e->result = result;
-  e->flags = (nr == SYS_RECVFROM || nr == SYS_SENDTO) ? (uint64_t)a4
-             : (nr == SYS_RECVMSG || nr == SYS_SENDMSG) ? (uint64_t)a3
-                                                        : 0;
-  e->start_ns = start;
-  e->end_ns = end;
-  e->total = moved;
-  e->data_len = want ? gather(nr, a2, a3, (uint8_t*)(e + 1), want) : 0;
-  __atomic_store_n(&e->seq, at + 1, __ATOMIC_RELEASE);
+}
+
+static long client_write(long nr, long a1, long a2, long a3, long a4, long a5, long a6) {
+  struct rb_call call;
+  call.nr = nr;
+  call.args[0] = (uint64_t)a1, call.args[1] = (uint64_t)a2, call.args[2] = (uint64_t)a3;
+  call.args[3] = (uint64_t)a4, call.args[4] = (uint64_t)a5, call.args[5] = (uint64_t)a6;
+  call.start_ns = now_ns();
+  __atomic_add_fetch(&SH->upcalls, 1, __ATOMIC_RELAXED);
+  long verdict = rb_syscall_upcall(SYS_GETPID, RB_UP_WRITE, (long)&call, PRIV->pid, 0, 0, 0);
+  if (verdict == 1) {
+    call.result = rb_syscall_fast(call.nr, (long)call.args[0], (long)call.args[1], (long)call.args[2],
+                                  (long)call.args[3], (long)call.args[4], (long)call.args[5]);
+    __atomic_add_fetch(&SH->upcalls, 1, __ATOMIC_RELAXED);
+    return rb_syscall_upcall(SYS_GETPID, RB_UP_WRITE_DONE, (long)&call, PRIV->pid, 0, 0, 0);
+  }
+  if (verdict == 2 && a1 >= 0 && a1 < RB_FD_MAX) PRIV->fd_state[a1] = RB_FD_RECORD; /* nothing to inject any more */
+  long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+  record_io(nr, a1, result, a2, a3, a4, call.start_ns);
+  return result;
+}
+
+static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6, struct rb_ucontext* uc) {
+  const uint64_t sigsys_bit = 1ull << (SIGSYS - 1);
+  switch (nr) {
+    case SYS_READ:
+    case SYS_READV:
+    case SYS_RECVFROM:
+    case SYS_RECVMSG:
+    case SYS_WRITE:
+    case SYS_WRITEV:
+    case SYS_SENDTO:
+    case SYS_SENDMSG: {
+      uint8_t state = state_of(a1);
+      if (state == RB_FD_PASS) return rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+      int write = nr == SYS_WRITE || nr == SYS_WRITEV || nr == SYS_SENDTO || nr == SYS_SENDMSG;
+      if (write && state == RB_FD_CLIENT) return client_write(nr, a1, a2, a3, a4, a5, a6);
+      uint64_t start = now_ns();
+      long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+      record_io(nr, a1, result, a2, a3, a4, start);
+      return result;
+    }
+    case SYS_ACCEPT:
+    case SYS_ACCEPT4: {
+      uint64_t start = now_ns();
+      long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+      if (result >= 0) {
+        closed(result); /* a number we still thought in use */
+        new_connection(nr, result, RB_FD_RECORD, 0, 0, start);
+      }
+      return result;
+    }
+    case SYS_CONNECT: {
+      uint64_t start = now_ns();
+      long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+      if ((result == 0 || result == -EINPROGRESS) && state_of(a1) == RB_FD_PASS)
+        new_connection(nr, a1, PRIV->inject ? RB_FD_CLIENT : RB_FD_RECORD, (const uint8_t*)a2, (unsigned)a3, start);
+      return result;
+    }
+    case SYS_CLOSE: {
+      long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+      if (result == 0 || result == -EINTR) closed(a1); /* Linux frees the number either way */
+      return result;
+    }
+    case SYS_CLOSE_RANGE: {
+      long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+      if (result == 0 && !(a3 & 4 /* CLOSE_RANGE_CLOEXEC: exec decides */)) {
+        uint64_t last = (uint64_t)(unsigned)a2 < RB_FD_MAX - 1 ? (uint64_t)(unsigned)a2 : RB_FD_MAX - 1;
+        for (uint64_t fd = (unsigned)a1; fd <= last; fd++)
+          if (PRIV->fd_state[fd] != RB_FD_PASS) closed((long)fd);
+      }
+      return result;
+    }
+    case SYS_DUP:
+    case SYS_DUP2:
+    case SYS_DUP3:
+    case SYS_FCNTL: {
+      long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+      if (result >= 0 && result < RB_FD_MAX && result != a1 &&
+          (state_of(a1) != RB_FD_PASS || PRIV->fd_state[result] != RB_FD_PASS) && mine()) {
+        PRIV->fd_state[result] = state_of(a1);
+        record_simple(nr, a1, result, 0);
+      }
+      return result;
+    }
+    case SYS_CLONE:
+    case SYS_FORK: {
+      /* Only fork-like clones trap (no CLONE_VM, no new stack): the child returns here on its
+       * copy of this stack, with its own copy of the private region. */
+      uint32_t parent = PRIV->pid;
+      long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+      if (result == 0) {
+        PRIV->pid = (uint32_t)sys(SYS_GETPID, 0, 0, 0);
+        record_simple(RB_EV_FORK, -1, PRIV->pid, parent);
+      } else if (result > 0) {
+        record_simple(RB_EV_FORK, -1, result, parent);
+      }
+      return result;
+    }
+    case SYS_EXECVE:
+    case SYS_EXECVEAT: {
+      __atomic_add_fetch(&SH->upcalls, 1, __ATOMIC_RELAXED);
+      long attached = rb_syscall_upcall(SYS_GETPID, RB_UP_EXEC, 0, PRIV->pid, 0, 0, 0);
+      if (attached != 1) return attached < 0 ? attached : -EPERM; /* the new image would die at its first trap */
+      long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+      rb_trap(); /* it failed: the engine detaches */
+      return result;
+    }
+    case SYS_RT_SIGACTION: {
+      if (a1 == SIGSYS) {
+        /* The stub's handler stays; the program's is remembered and answered as if applied. */
+        if (a4 != 8) return -EINVAL;
+        uint64_t previous[4];
+        copy_bytes((uint8_t*)previous, (const uint8_t*)PRIV->app_sigsys, sizeof(previous));
+        if (a2) copy_bytes((uint8_t*)PRIV->app_sigsys, (const uint8_t*)a2, sizeof(previous));
+        if (a3) copy_bytes((uint8_t*)a3, (const uint8_t*)previous, sizeof(previous));
+        return 0;
+      }
+      /* A handler's mask must not block SIGSYS: the kernel applies it while the handler runs. */
+      if (a2 && (((const uint64_t*)a2)[3] & sigsys_bit)) {
+        uint64_t copy[4];
+        copy_bytes((uint8_t*)copy, (const uint8_t*)a2, sizeof(copy));
+        copy[3] &= ~sigsys_bit;
+        return rb_syscall_fast(nr, a1, (long)copy, a3, a4, a5, a6);
+      }
+      return rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+    }
+    case SYS_RT_SIGPROCMASK: {
+      /* The mask the program gets back after this handler is the one in its saved context: apply
+       * the change (the kernel checks it), then put the result there, SIGSYS left out (a blocked
+       * trap signal makes the kernel reset the handler and kill the process). */
+      long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+      if (result != 0) return result;
+      uint64_t now = 0;
+      rb_syscall_fast(SYS_RT_SIGPROCMASK, 0 /* SIG_BLOCK */, 0, (long)&now, 8, 0, 0);
+      if (now & sigsys_bit) rb_syscall_fast(SYS_RT_SIGPROCMASK, 1 /* SIG_UNBLOCK */, (long)&sigsys_bit, 0, 8, 0, 0);
+      uc->sigmask = now & ~sigsys_bit;
+      return 0;
+    }
+    default:
+      return rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+  }
 }
 
 void rb_sigsys(int sig, struct rb_siginfo* info, void* context) {
-  (void)sig;
   struct rb_ucontext* uc = (struct rb_ucontext*)context;
   struct rb_sigcontext* r = &uc->mc;
-  struct rb_shared* sh = (struct rb_shared*)RB_SHARED_ADDR;
-  long nr = info->syscall;
-  long a1 = (long)r->rdi, a2 = (long)r->rsi, a3 = (long)r->rdx, a4 = (long)r->r10, a5 = (long)r->r8,
-       a6 = (long)r->r9;
-  __atomic_add_fetch(&sh->traps, 1, __ATOMIC_RELAXED);
-  int fd = (int)a1;
-  uint8_t state = (fd >= 0 && fd < RB_FD_MAX) ? __atomic_load_n(&sh->fd_state[fd], __ATOMIC_ACQUIRE) : RB_FD_PASS;
-  if (state == RB_FD_TRACE) {
-    r->rax = (uint64_t)rb_syscall_traced(nr, a1, a2, a3, a4, a5, a6);
+  if (info->si_code != SYS_SECCOMP_CODE || info->si_errno != RB_TRAP_DATA) {
+    forward(sig, info, context);
     return;
   }
-  uint64_t start = state == RB_FD_RECORD ? now_ns() : 0;
-  long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
-  r->rax = (uint64_t)result;
-  if (state == RB_FD_RECORD && result != -EAGAIN && result != -EINTR) {
-    record(sh, nr, fd, result, a2, a3, a4, start, now_ns());
-  }
+  __atomic_add_fetch(&SH->traps, 1, __ATOMIC_RELAXED);
+  r->rax = (uint64_t)handle(info->syscall, (long)r->rdi, (long)r->rsi, (long)r->rdx, (long)r->r10, (long)r->r8,
+                            (long)r->r9, uc);
 }

@@ -1,0 +1,440 @@
+// The fast path's engine side once the program runs detached (docs/fast-path.md): the loop that
+// answers the trap filter's user notifications (upcalls), attaches around exec, drains the rings
+// into the Tracker, and follows processes by their pidfds.
+#include <linux/seccomp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+
+#include "engine/engine.h"
+
+namespace rbinder {
+namespace {
+
+using syscall::Kind;
+
+// rb_call's scratch: the header, then a msghdr, then the iovecs.
+constexpr Engine::SlotLayout kCallSlot{1024, 1024, 1024 + 64, (RB_CALL_SCRATCH - 1024 - 64) / sizeof(iovec)};
+constexpr size_t kCallHead = offsetof(rb_call, scratch);
+
+// The bytes a ring event carries.
+class RingBytes final : public DataView {
+ public:
+  RingBytes(const uint8_t* data, uint32_t copied, uint64_t total) : data_(data), copied_(copied), total_(total) {}
+  uint64_t size() const override { return total_; }
+  long copy(uint64_t offset, void* buf, size_t len) override {
+    if (offset >= copied_) return 0;
+    size_t n = std::min<size_t>(len, copied_ - static_cast<size_t>(offset));
+    std::memcpy(buf, data_ + offset, n);
+    return static_cast<long>(n);
+  }
+
+ private:
+  const uint8_t* data_;
+  uint32_t copied_;
+  uint64_t total_;
+};
+
+bool is_read(long nr) { return nr == SYS_read || nr == SYS_readv || nr == SYS_recvfrom || nr == SYS_recvmsg; }
+bool is_write(long nr) { return nr == SYS_write || nr == SYS_writev || nr == SYS_sendto || nr == SYS_sendmsg; }
+Kind write_kind(long nr) {
+  return nr == SYS_writev ? Kind::kWritev : nr == SYS_sendmsg ? Kind::kSendmsg : Kind::kWrite;
+}
+
+}  // namespace
+
+void Engine::setup_fast_path(Thread& t) {
+  fast::PrivateInit init;
+  init.pid = t.process->tgid;
+  init.inject = config_.tracker.inject;
+  t.fds->for_each([&](int fd, const std::shared_ptr<Connection>&) {
+    if (tracker_.is_tracked(*t.fds, fd))
+      init.fds.emplace_back(fd, tracker_.may_inject(*t.fds, fd) ? RB_FD_CLIENT : RB_FD_RECORD);
+  });
+  std::string error;
+  std::vector<int> pending;
+  OwnedFd listener;
+  std::shared_ptr<fast::SharedRegion> region = fast::setup_after_exec(t.tid, true, init, listener, error, pending);
+  if (!region) {
+    stats_.fast_fallbacks++;
+    fail("the fast path could not be set up in the program (" + error + "); --mode ptrace works without it");
+    return;
+  }
+  stats_.fast_processes++;
+  t.process->region = region;
+  t.process->fds = t.fds;
+  regions_.push_back(region);
+  listener_ = std::move(listener);
+  ptrace(PTRACE_DETACH, t.tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(pending.empty() ? 0 : pending.front())));
+}
+
+void Engine::fast_loop() {
+  if (debug_) dprintf(2, "rbinder-engine: detached, serving upcalls\n");
+  std::vector<pollfd> fds;
+  std::vector<pid_t> pids;
+  for (;;) {
+    fds.clear();
+    pids.clear();
+    {
+      std::lock_guard<std::mutex> lock(engine_mutex_);
+      if (root_exited_ && processes_.empty()) return;
+      if (root_exited_ && debug_)
+        for (auto& [pid, process] : processes_) dprintf(2, "rbinder-engine: still %d (pidfd %d)\n", pid, process->pidfd.get());
+      fds.push_back(pollfd{listener_.get(), POLLIN, 0});
+      for (auto& [pid, process] : processes_) {
+        if (!process->pidfd.valid()) continue;
+        fds.push_back(pollfd{process->pidfd.get(), POLLIN, 0});
+        pids.push_back(pid);
+      }
+    }
+    const int n = poll(fds.data(), fds.size(), 1000);
+    if (n < 0 && errno != EINTR) {
+      std::lock_guard<std::mutex> lock(engine_mutex_);
+      fail(std::string("poll: ") + strerror(errno));
+      return;
+    }
+    std::lock_guard<std::mutex> lock(engine_mutex_);
+    if (fds[0].revents & POLLIN) handle_notification();
+    for (size_t i = 1; i < fds.size(); i++)
+      if (fds[i].revents & (POLLIN | POLLHUP)) fast_process_gone(pids[i - 1]);
+    reap_children();
+    if (fds[0].revents & (POLLHUP | POLLERR)) {
+      // No task uses the filter any more: the whole tree is gone.
+      drain_all();
+      std::vector<pid_t> left;
+      for (auto& [pid, process] : processes_) left.push_back(pid);
+      for (pid_t pid : left) fast_process_gone(pid);
+      if (root_exited_) return;
+    }
+    if (batch_size_.load(std::memory_order_relaxed) >= kBatchSpans) flush();
+  }
+}
+
+void Engine::reap_children() {
+  int status = 0;
+  for (;;) {
+    const pid_t pid = waitpid(-1, &status, WNOHANG | __WALL);
+    if (pid <= 0) return;
+    if (WIFSTOPPED(status)) {
+      arch::Registers r; r.fetch(pid);
+      dprintf(2, "DBG stop %d sig %d ev %d ip %lx nr %ld\n", pid, WSTOPSIG(status), status >> 16, (unsigned long)r.instruction_pointer(), r.syscall_nr());
+      ptrace(PTRACE_CONT, pid, nullptr, (void*)(uintptr_t)(WSTOPSIG(status) == SIGTRAP ? 0 : WSTOPSIG(status)));
+      continue;
+    }
+    if (!WIFEXITED(status) && !WIFSIGNALED(status)) continue;
+    if (debug_) dprintf(2, "rbinder-engine: %d ended, status %#x\n", pid, status);
+    fast_process_gone(pid);
+    if (pid == root_pid_) handle_exit(pid, status);
+  }
+}
+
+void Engine::handle_notification() {
+  seccomp_notif req;
+  std::memset(&req, 0, sizeof(req));
+  if (ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_RECV, &req) != 0) return;  // ENOENT: the caller died
+  seccomp_notif_resp resp;
+  std::memset(&resp, 0, sizeof(resp));
+  resp.id = req.id;
+  const pid_t tid = static_cast<pid_t>(req.pid);
+  const pid_t pid = static_cast<pid_t>(req.data.args[2]);
+  long result = 0;
+  if (req.data.instruction_pointer != fast::upcall_return_ip()) {
+    resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;  // not an upcall of the stub: let it run
+  } else {
+    drain_all();  // what the stub recorded before it asked comes first
+    switch (req.data.args[0]) {
+      case RB_UP_EXEC:
+        result = fast_exec(tid, pid);
+        break;
+      case RB_UP_WRITE:
+        result = fast_write(tid, pid, req.data.args[1], false);
+        break;
+      case RB_UP_WRITE_DONE:
+        result = fast_write(tid, pid, req.data.args[1], true);
+        break;
+      default:
+        result = -ENOSYS;
+        break;
+    }
+    if (result < 0) {
+      resp.error = static_cast<int32_t>(result);
+    } else {
+      resp.val = result;
+    }
+  }
+  if (ioctl(listener_.get(), SECCOMP_IOCTL_NOTIF_SEND, &resp) != 0) {
+    if (req.data.args[0] == RB_UP_EXEC && result == 1) ptrace(PTRACE_DETACH, tid, nullptr, nullptr);
+    return;  // the caller died meanwhile
+  }
+  if (resp.flags == 0 && req.data.args[0] == RB_UP_EXEC && result == 1) finish_fast_exec(tid, pid);
+}
+
+long Engine::fast_exec(pid_t tid, pid_t pid) {
+  // The new image must get its stub before its first instruction: attach now, and the exec stops.
+  constexpr unsigned kOptions = PTRACE_O_TRACEEXEC | PTRACE_O_TRACESYSGOOD | PTRACE_O_EXITKILL;
+  if (ptrace(PTRACE_SEIZE, tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(kOptions))) != 0) {
+    const int e = errno;
+    dprintf(2, "rbinder: cannot attach to process %d for its exec (%s): the exec is refused\n", pid, strerror(e));
+    return -EPERM;
+  }
+  fast_process(pid);
+  return 1;
+}
+
+void Engine::finish_fast_exec(pid_t tid, pid_t pid) {
+  for (;;) {
+    int status = 0;
+    const pid_t w = waitpid(-1, &status, __WALL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return;
+    }
+    if (WIFEXITED(status) || WIFSIGNALED(status)) {
+      fast_process_gone(w);
+      if (w == root_pid_) handle_exit(w, status);
+      if (w == tid || w == pid) return;
+      continue;
+    }
+    if (!WIFSTOPPED(status)) continue;
+    const int sig = WSTOPSIG(status), event = status >> 16;
+    if (event == PTRACE_EVENT_EXEC) {
+      ptrace(PTRACE_SYSCALL, w, nullptr, nullptr);  // registers are final at execve's exit stop
+    } else if (sig == (SIGTRAP | 0x80)) {
+      Process* process = fast_process(pid);
+      if (process) fast_image_ready(w, *process);
+      return;
+    } else if (sig == SIGTRAP && event == 0) {
+      ptrace(PTRACE_DETACH, w, nullptr, nullptr);  // the stub's int3: the exec failed
+      return;
+    } else if (event != 0) {
+      ptrace(PTRACE_CONT, w, nullptr, nullptr);
+    } else {
+      ptrace(PTRACE_CONT, w, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(sig)));
+    }
+  }
+}
+
+void Engine::fast_image_ready(pid_t tid, Process& process) {
+  drain_all();
+  // The old image's threads are gone; the table is unshared and its close-on-exec sockets closed.
+  for (auto it = threads_.begin(); it != threads_.end();) {
+    if (it->second.process.get() == &process) {
+      tracker_.on_thread_exit(it->first);
+      it = threads_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  process.fds = table_after_exec(tid, std::move(process.fds));
+  process.announced = false;
+  process.region.reset();
+  fast::PrivateInit init;
+  init.pid = process.tgid;
+  init.inject = config_.tracker.inject;
+  process.fds->for_each([&](int fd, const std::shared_ptr<Connection>&) {
+    if (tracker_.is_tracked(*process.fds, fd))
+      init.fds.emplace_back(fd, tracker_.may_inject(*process.fds, fd) ? RB_FD_CLIENT : RB_FD_RECORD);
+  });
+  std::string error;
+  std::vector<int> pending;
+  OwnedFd unused;
+  std::shared_ptr<fast::SharedRegion> region = fast::setup_after_exec(tid, false, init, unused, error, pending);
+  if (!region) {
+    // The trap filter is inherited: without its stub this image dies at its first socket call.
+    stats_.fast_fallbacks++;
+    dprintf(2, "rbinder: the fast path could not be set up in process %d (%s); it is stopped\n", process.tgid,
+            error.c_str());
+    kill(tid, SIGKILL);
+  } else {
+    stats_.fast_processes++;
+    process.region = region;
+    regions_.push_back(region);
+  }
+  ptrace(PTRACE_DETACH, tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(pending.empty() ? 0 : pending.front())));
+}
+
+Engine::Process* Engine::fast_process(pid_t pid) {
+  auto it = processes_.find(pid);
+  if (it != processes_.end()) {
+    if (!it->second->fds) it->second->fds = tracker_.new_fd_table();
+    return it->second.get();
+  }
+  if (pid <= 0) return nullptr;
+  auto process = std::make_shared<Process>();
+  process->tgid = pid;
+  process->pidfd = open_pidfd(pid);
+  if (!process->pidfd.valid()) return nullptr;  // gone already
+  process->fds = tracker_.new_fd_table();
+  processes_[pid] = process;
+  return process.get();
+}
+
+Engine::Thread* Engine::fast_thread(pid_t tid, pid_t pid) {
+  auto it = threads_.find(tid);
+  if (it != threads_.end() && it->second.process && it->second.process->tgid == pid) return &it->second;
+  auto p = processes_.find(pid);
+  if (p == processes_.end() || !p->second->fds) return nullptr;
+  if (it != threads_.end()) tracker_.on_thread_exit(tid);  // a recycled thread id
+  Thread t;
+  t.tid = tid;
+  t.process = p->second;
+  t.fds = p->second->fds;
+  threads_[tid] = std::move(t);
+  return &threads_[tid];
+}
+
+void Engine::fast_process_gone(pid_t pid) {
+  auto it = processes_.find(pid);
+  if (it == processes_.end()) return;
+  drain_all();
+  std::shared_ptr<Process> process = it->second;
+  for (auto t = threads_.begin(); t != threads_.end();) {
+    if (t->second.process == process && t->first != root_pid_) {
+      tracker_.on_thread_exit(t->first);
+      t = threads_.erase(t);
+    } else {
+      ++t;
+    }
+  }
+  if (pid == root_pid_) {
+    auto root = threads_.find(root_pid_);
+    if (root != threads_.end()) root->second.fds.reset();  // handle_exit drops the thread itself
+  }
+  if (process->fds && process->fds.use_count() == 1) tracker_.release_fd_table(*process->fds, now_ns());
+  process->fds.reset();
+  processes_.erase(it);
+}
+
+long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr, bool done) {
+  rb_call head{};
+  if (read_tracee(tid, TraceeAddr{call_addr}, &head, kCallHead) != static_cast<long>(kCallHead)) return done ? -EFAULT : 0;
+  Thread* t = fast_thread(tid, pid);
+  if (done) {
+    if (!t || !t->pending.rewritten) return head.result;
+    Tracker::Io io;
+    io.tid = tid;
+    io.pid = pid;
+    io.fd = static_cast<int>(t->pending.original.arg(1));
+    io.direction = Direction::kWrite;
+    io.result = head.result;
+    io.entry = t->pending.entry;
+    io.exit = now_ns();
+    return complete_rewritten_write(*t, io);
+  }
+  if (!t) return 0;
+  FdTable& fds = *t->fds;
+  const int fd = static_cast<int>(head.args[0]);
+  if (!tracker_.may_inject(fds, fd)) return 2;  // the stub records this descriptor from now on
+  arch::Registers regs;
+  regs.set_syscall_nr(head.nr);
+  for (int i = 0; i < 6; i++) regs.set_arg(i + 1, head.args[i]);
+  const Kind kind = write_kind(head.nr);
+  std::vector<TraceeIovec> segments = write_segments(*t, kind, head.nr, regs);
+  TraceeBufferView view(tid, segments);
+  Tracker::Io io = io_now(*t, fd, Direction::kWrite);
+  io.entry = head.start_ns;
+  Injection injection = tracker_.plan_injection(fds, io, view);
+  if (!injection.active) return 0;
+  PendingSyscall& p = t->pending;
+  p = PendingSyscall{};
+  p.entry = head.start_ns;
+  p.original = regs;
+  p.injection = std::move(injection);
+  p.app_segments = std::move(segments);
+  arch::Registers rewritten = regs;
+  if (!point_write_at_slot(*t, kind, head.nr, kCallSlot, TraceeAddr{call_addr + kCallHead}, rewritten)) {
+    p = PendingSyscall{};
+    return 0;
+  }
+  rb_call out = head;
+  out.nr = rewritten.syscall_nr();
+  for (int i = 0; i < 6; i++) out.args[i] = rewritten.arg(i + 1);
+  if (write_tracee(tid, TraceeAddr{call_addr}, &out, offsetof(rb_call, result)) != static_cast<long>(offsetof(rb_call, result))) {
+    p = PendingSyscall{};
+    return 0;
+  }
+  p.rewritten = true;
+  return 1;
+}
+
+void Engine::drain_region(fast::SharedRegion& region) {
+  rb_shared* shared = region.get();
+  const uint64_t traps = __atomic_load_n(&shared->traps, __ATOMIC_RELAXED);
+  const uint64_t dropped = __atomic_load_n(&shared->dropped, __ATOMIC_RELAXED);
+  if (traps > region.traps_seen) stats_.fast_traps += traps - region.traps_seen;
+  region.traps_seen = traps;
+  if (dropped > region.dropped_seen) stats_.fast_dropped += dropped - region.dropped_seen;
+  region.dropped_seen = dropped;
+  region.drain([&](const rb_event& e, const uint8_t* data) {
+    stats_.fast_events++;
+    if (e.nr == RB_EV_FORK) {
+      const pid_t child = static_cast<pid_t>(e.result), parent = static_cast<pid_t>(e.flags);
+      auto pp = processes_.find(parent);
+      if (processes_.count(child) || pp == processes_.end() || !pp->second->fds) return;
+      auto process = std::make_shared<Process>();
+      process->tgid = child;
+      process->ppid = parent;
+      process->pidfd = open_pidfd(child);
+      if (!process->pidfd.valid()) return;  // it has ended already
+      process->region = pp->second->region;
+      process->fds = tracker_.copy_fd_table(*pp->second->fds);
+      processes_[child] = process;
+      return;
+    }
+    Thread* t = fast_thread(static_cast<pid_t>(e.tid), static_cast<pid_t>(e.pid));
+    if (!t) return;
+    FdTable& fds = *t->fds;
+    const long nr = e.nr;
+    if (is_read(nr) || is_write(nr)) {
+      if ((nr == SYS_recvfrom || nr == SYS_recvmsg) && (e.flags & MSG_PEEK)) return;
+      Tracker::Io io;
+      io.tid = t->tid;
+      io.pid = t->process->tgid;
+      io.fd = e.fd;
+      io.direction = is_read(nr) ? Direction::kRead : Direction::kWrite;
+      io.result = static_cast<long>(e.result);
+      io.entry = e.start_ns;
+      io.exit = e.end_ns;
+      RingBytes view(data, e.data_len, e.total);
+      tracker_.on_io(fds, io, view);
+    } else if (nr == SYS_accept || nr == SYS_accept4 || nr == SYS_connect) {
+      const size_t local_len = (e.flags >> 16) & 0xffff, peer_len = e.flags & 0xffff;
+      if (local_len + peer_len > e.data_len) return;
+      SocketInfo info;
+      info.type = SOCK_STREAM;
+      int peer_domain = 0;
+      if (!decode_sockaddr(data, local_len, info.domain, info.local)) return;
+      if (peer_len) decode_sockaddr(data + local_len, peer_len, peer_domain, info.peer);
+      tracker_.on_connection(fds, e.fd, nr == SYS_connect ? Side::kClient : Side::kServer, t->process->tgid, info,
+                             e.start_ns);
+    } else if (nr == SYS_close) {
+      tracker_.on_close(fds, e.fd, e.end_ns);
+    } else if (nr == SYS_dup || nr == SYS_dup2 || nr == SYS_dup3 || nr == SYS_fcntl) {
+      tracker_.on_dup(fds, e.fd, static_cast<int>(e.result), e.end_ns);
+    }
+  });
+}
+
+void Engine::drain_all() {
+  for (auto it = regions_.begin(); it != regions_.end();) {
+    if (std::shared_ptr<fast::SharedRegion> region = it->lock()) {
+      drain_region(*region);
+      ++it;
+    } else {
+      it = regions_.erase(it);
+    }
+  }
+}
+
+}  // namespace rbinder
