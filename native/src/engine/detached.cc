@@ -149,10 +149,13 @@ void Engine::handle_notification() {
   const pid_t tid = static_cast<pid_t>(req.pid);
   const pid_t pid = static_cast<pid_t>(req.data.args[2]);
   long result = 0;
+  if (debug_) dprintf(2, "rbinder-engine: upcall %llu from %d/%d\n", static_cast<unsigned long long>(req.data.args[0]), pid, tid);
   if (req.data.instruction_pointer != fast::upcall_return_ip()) {
     resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;  // not an upcall of the stub: let it run
   } else {
-    drain_all();  // what the stub recorded before it asked comes first
+    // What the stub recorded before it asked comes first; but not before a rewritten write's
+    // result: a response read on another thread since that write went out belongs after it.
+    if (req.data.args[0] != RB_UP_WRITE_DONE) drain_all();
     switch (req.data.args[0]) {
       case RB_UP_EXEC:
         result = fast_exec(tid, pid);
@@ -167,6 +170,7 @@ void Engine::handle_notification() {
         result = -ENOSYS;
         break;
     }
+    if (debug_) dprintf(2, "rbinder-engine: upcall answer %ld\n", result);
     if (result < 0) {
       resp.error = static_cast<int32_t>(result);
     } else {
@@ -378,6 +382,9 @@ void Engine::drain_region(fast::SharedRegion& region) {
   region.dropped_seen = dropped;
   region.drain([&](const rb_event& e, const uint8_t* data) {
     stats_.fast_events++;
+    if (debug_)
+      dprintf(2, "rbinder-engine: event pid=%u tid=%u nr=%d fd=%d result=%ld len=%u\n", e.pid, e.tid, e.nr, e.fd,
+              static_cast<long>(e.result), e.data_len);
     if (e.nr == RB_EV_FORK) {
       const pid_t child = static_cast<pid_t>(e.result), parent = static_cast<pid_t>(e.flags);
       auto pp = processes_.find(parent);

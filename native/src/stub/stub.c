@@ -212,24 +212,63 @@ static uint32_t gather(long nr, long a2, long a3, uint64_t skip, uint8_t* dst, u
   return copied;
 }
 
-/* What a read or write moved, in events of at most RB_EVENT_MAX_DATA bytes each. */
-static void record_io(long nr, long fd, long result, long a2, long a3, long a4, uint64_t start) {
+static uint64_t io_flags(long nr, long a3, long a4) {
+  return (nr == SYS_RECVFROM || nr == SYS_SENDTO) ? (uint64_t)a4 : (nr == SYS_RECVMSG || nr == SYS_SENDMSG) ? (uint64_t)a3 : 0;
+}
+
+/* What a read or write moved from byte `done` on, in events of at most RB_EVENT_MAX_DATA bytes. */
+static void record_io(long nr, long fd, long result, long a2, long a3, long a4, uint64_t start, uint64_t done) {
   if (result == -EAGAIN || result == -EINTR || !mine()) return;
-  uint64_t flags = (nr == SYS_RECVFROM || nr == SYS_SENDTO) ? (uint64_t)a4
-                   : (nr == SYS_RECVMSG || nr == SYS_SENDMSG) ? (uint64_t)a3
-                                                              : 0;
-  uint64_t moved = result > 0 ? (uint64_t)result : 0, done = 0;
+  uint64_t moved = result > 0 ? (uint64_t)result : 0;
   do {
     uint64_t left = moved - done;
     uint32_t n = left < RB_EVENT_MAX_DATA ? (uint32_t)left : RB_EVENT_MAX_DATA;
     uint64_t seq;
     struct rb_event* e = reserve(n, &seq);
     if (!e) return;
-    fill(e, nr, fd, result > 0 ? (long)n : result, flags, start, n);
+    fill(e, nr, fd, result > 0 ? (long)n : result, io_flags(nr, a3, a4), start, n);
     e->data_len = n ? gather(nr, a2, a3, done, (uint8_t*)(e + 1), n) : 0;
     publish(e, seq);
     done += n;
   } while (done < moved);
+}
+
+/* The bytes a write-family call is asked to send. */
+static uint64_t write_len(long nr, long a2, long a3) {
+  const struct rb_iovec* iov;
+  size_t iovcnt;
+  if (nr == SYS_WRITE || nr == SYS_SENDTO) return (uint64_t)a3;
+  if (nr == SYS_WRITEV) {
+    iov = (const struct rb_iovec*)a2;
+    iovcnt = (size_t)a3;
+  } else {
+    iov = ((const struct rb_msghdr*)a2)->iov;
+    iovcnt = ((const struct rb_msghdr*)a2)->iovlen;
+  }
+  uint64_t total = 0;
+  for (size_t i = 0; i < iovcnt && i < 1024; i++) total += iov[i].len;
+  return total;
+}
+
+/* A write on a tracked connection. Its event is claimed before the bytes go out: a response read
+ * on another thread, after the peer got them, must come later in the ring than this write. */
+static long recorded_write(long nr, long a1, long a2, long a3, long a4, long a5, long a6, uint64_t start) {
+  uint64_t seq = 0, asked = write_len(nr, a2, a3);
+  uint32_t first = asked < RB_EVENT_MAX_DATA ? (uint32_t)asked : RB_EVENT_MAX_DATA;
+  struct rb_event* e = mine() ? reserve(first, &seq) : 0;
+  long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+  if (!e) return result;
+  if (result <= 0) {
+    e->nr = -1; /* nothing went out: the engine skips it */
+    publish(e, seq);
+    return result;
+  }
+  uint32_t n = (uint64_t)result < first ? (uint32_t)result : first;
+  fill(e, nr, a1, n, io_flags(nr, a3, a4), start, n);
+  e->data_len = gather(nr, a2, a3, 0, (uint8_t*)(e + 1), n);
+  publish(e, seq);
+  if ((uint64_t)result > n) record_io(nr, a1, result, a2, a3, a4, start, n);
+  return result;
 }
 
 static void record_simple(long nr, long fd, long result, uint64_t flags) {
@@ -313,9 +352,7 @@ static long client_write(long nr, long a1, long a2, long a3, long a4, long a5, l
     return rb_syscall_upcall(SYS_GETPID, RB_UP_WRITE_DONE, (long)&call, PRIV->pid, 0, 0, 0);
   }
   if (verdict == 2 && a1 >= 0 && a1 < RB_FD_MAX) PRIV->fd_state[a1] = RB_FD_RECORD; /* nothing to inject any more */
-  long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
-  record_io(nr, a1, result, a2, a3, a4, call.start_ns);
-  return result;
+  return recorded_write(nr, a1, a2, a3, a4, a5, a6, call.start_ns);
 }
 
 static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6, struct rb_ucontext* uc) {
@@ -334,8 +371,9 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
       int write = nr == SYS_WRITE || nr == SYS_WRITEV || nr == SYS_SENDTO || nr == SYS_SENDMSG;
       if (write && state == RB_FD_CLIENT) return client_write(nr, a1, a2, a3, a4, a5, a6);
       uint64_t start = now_ns();
+      if (write) return recorded_write(nr, a1, a2, a3, a4, a5, a6, start);
       long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
-      record_io(nr, a1, result, a2, a3, a4, start);
+      record_io(nr, a1, result, a2, a3, a4, start, 0);
       return result;
     }
     case SYS_ACCEPT:
