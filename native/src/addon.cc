@@ -189,6 +189,7 @@ Napi::Value EngineStatsJs(const Napi::CallbackInfo& info) {
   o.Set("contextsPresent", static_cast<double>(s.tracker.contexts_present.load()));
   o.Set("injectionsSplit", static_cast<double>(s.tracker.injections_split.load()));
   o.Set("fastPathTraps", static_cast<double>(s.fast_traps.load()));
+  o.Set("fastPathUpcalls", static_cast<double>(s.fast_upcalls.load()));
   o.Set("fastPathEvents", static_cast<double>(s.fast_events.load()));
   o.Set("fastPathDropped", static_cast<double>(s.fast_dropped.load()));
   o.Set("fastPathProcesses", static_cast<double>(s.fast_processes.load()));

@@ -93,4 +93,12 @@ export interface EngineStats {
   injectionsSkipped: number;
   /** Outbound requests that already carried trace context (the program propagates itself). */
   contextsPresent: number;
+  /** --mode fast: syscalls the in-process stub handled, its round trips to the engine, the ring
+   * events the engine consumed and those lost to a full ring, the processes set up or not. */
+  fastPathTraps?: number;
+  fastPathUpcalls?: number;
+  fastPathEvents?: number;
+  fastPathDropped?: number;
+  fastPathProcesses?: number;
+  fastPathFallbacks?: number;
 }

@@ -146,6 +146,7 @@ void Engine::handle_notification() {
   seccomp_notif_resp resp;
   std::memset(&resp, 0, sizeof(resp));
   resp.id = req.id;
+  stats_.fast_upcalls++;
   const pid_t tid = static_cast<pid_t>(req.pid);
   const pid_t pid = static_cast<pid_t>(req.data.args[2]);
   long result = 0;
@@ -413,6 +414,10 @@ void Engine::drain_region(fast::SharedRegion& region) {
       io.result = static_cast<long>(e.result);
       io.entry = e.start_ns;
       io.exit = e.end_ns;
+      if (e.flags & RB_EV_LOST) {
+        tracker_.on_unseen(fds, io, e.total);  // a full ring dropped these bytes' events
+        return;
+      }
       RingBytes view(data, e.data_len, e.total);
       tracker_.on_io(fds, io, view);
     } else if (nr == SYS_accept || nr == SYS_accept4 || nr == SYS_connect) {

@@ -82,6 +82,7 @@ struct EngineStats {
   std::atomic<uint64_t> spans_dropped{0};
   std::atomic<uint64_t> spans_emitted{0};
   std::atomic<uint64_t> fast_traps{0};        // syscalls the stub handled in-process
+  std::atomic<uint64_t> fast_upcalls{0};      // round trips from the stub to the engine
   std::atomic<uint64_t> fast_events{0};       // ring events the engine consumed
   std::atomic<uint64_t> fast_dropped{0};      // events lost to a full ring
   std::atomic<uint64_t> fast_processes{0};    // processes set up with the fast path

@@ -20,9 +20,12 @@
 #define RB_VERSION 2u
 
 #define RB_FD_MAX 65536
-#define RB_RING_SLOTS 4096u
+#define RB_RING_SLOTS 8192u
 #define RB_SLOT_SIZE 1024u
-#define RB_EVENT_MAX_DATA (16u * RB_SLOT_SIZE - (uint32_t)sizeof(struct rb_event))
+#define RB_EVENT_MAX_DATA (64u * RB_SLOT_SIZE - (uint32_t)sizeof(struct rb_event))
+/* Bytes of one syscall copied into the ring at most; the rest is reported as a count (the engine
+ * skips body bytes of known length without them). */
+#define RB_IO_COPY_MAX (2u << 20)
 
 /* Per-descriptor routing, kept by the stub (it sees every accept, connect, dup and close). */
 enum rb_fd_state {
@@ -37,6 +40,8 @@ enum rb_fd_state {
  *   close: fd closed;  dup/dup2/dup3/fcntl: fd = old, result = new
  *   fork (RB_EV_FORK): result = child pid, flags = parent pid (sent by both sides) */
 #define RB_EV_FORK 57
+/* In a read/write event's flags: no data, `result` bytes moved that a full ring dropped. */
+#define RB_EV_LOST (1ull << 63)
 struct rb_event {
   uint64_t seq;       /* written last: (index of first slot) + 1 once the event is complete */
   uint32_t slots;     /* slots the event occupies (a padding event when nr == -1) */
@@ -72,6 +77,7 @@ struct rb_private {
   uint32_t pad;
   uint64_t app_sigsys[4];     /* the program's own rt_sigaction(SIGSYS), answered as if applied */
   uint8_t fd_state[RB_FD_MAX];
+  uint64_t lost[RB_FD_MAX][2]; /* bytes read [0] / written [1] whose events a full ring dropped */
 };
 #define RB_PRIVATE_SIZE (((sizeof(struct rb_private) + 4095) / 4096) * 4096)
 

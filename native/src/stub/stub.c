@@ -216,21 +216,55 @@ static uint64_t io_flags(long nr, long a3, long a4) {
   return (nr == SYS_RECVFROM || nr == SYS_SENDTO) ? (uint64_t)a4 : (nr == SYS_RECVMSG || nr == SYS_SENDMSG) ? (uint64_t)a3 : 0;
 }
 
+static int is_write_nr(long nr) { return nr == SYS_WRITE || nr == SYS_WRITEV || nr == SYS_SENDTO || nr == SYS_SENDMSG; }
+
+/* Bytes on fd whose events a full ring dropped are reported (as a count) before any later event
+ * of that direction: the engine then skips body bytes of known length, or stops parsing. Returns
+ * 0 while the ring is still full (the caller's bytes are lost too). */
+static int report_lost(long nr, long fd, uint64_t start) {
+  uint64_t* lost = &PRIV->lost[fd][is_write_nr(nr)];
+  if (*lost == 0) return 1;
+  uint64_t seq;
+  struct rb_event* e = reserve(0, &seq);
+  if (!e) return 0;
+  fill(e, nr, fd, (long)*lost, RB_EV_LOST, start, *lost);
+  e->data_len = 0;
+  publish(e, seq);
+  *lost = 0;
+  return 1;
+}
+
+static void lose(long nr, long fd, uint64_t n) {
+  if (fd >= 0 && fd < RB_FD_MAX) PRIV->lost[fd][is_write_nr(nr)] += n;
+}
+
 /* What a read or write moved from byte `done` on, in events of at most RB_EVENT_MAX_DATA bytes. */
 static void record_io(long nr, long fd, long result, long a2, long a3, long a4, uint64_t start, uint64_t done) {
   if (result == -EAGAIN || result == -EINTR || !mine()) return;
   uint64_t moved = result > 0 ? (uint64_t)result : 0;
+  if (!report_lost(nr, fd, start)) {
+    lose(nr, fd, moved - done);
+    return;
+  }
+  if (moved > RB_IO_COPY_MAX) {
+    lose(nr, fd, moved - RB_IO_COPY_MAX); /* reported with the next event */
+    moved = RB_IO_COPY_MAX;
+  }
   do {
     uint64_t left = moved - done;
     uint32_t n = left < RB_EVENT_MAX_DATA ? (uint32_t)left : RB_EVENT_MAX_DATA;
     uint64_t seq;
     struct rb_event* e = reserve(n, &seq);
-    if (!e) return;
+    if (!e) {
+      lose(nr, fd, moved - done);
+      return;
+    }
     fill(e, nr, fd, result > 0 ? (long)n : result, io_flags(nr, a3, a4), start, n);
     e->data_len = n ? gather(nr, a2, a3, done, (uint8_t*)(e + 1), n) : 0;
     publish(e, seq);
     done += n;
   } while (done < moved);
+  report_lost(nr, fd, start); /* what was not copied, right behind what was */
 }
 
 /* The bytes a write-family call is asked to send. */
@@ -255,9 +289,13 @@ static uint64_t write_len(long nr, long a2, long a3) {
 static long recorded_write(long nr, long a1, long a2, long a3, long a4, long a5, long a6, uint64_t start) {
   uint64_t seq = 0, asked = write_len(nr, a2, a3);
   uint32_t first = asked < RB_EVENT_MAX_DATA ? (uint32_t)asked : RB_EVENT_MAX_DATA;
-  struct rb_event* e = mine() ? reserve(first, &seq) : 0;
+  int owner = mine();
+  struct rb_event* e = owner && report_lost(nr, a1, start) ? reserve(first, &seq) : 0;
   long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
-  if (!e) return result;
+  if (!e) {
+    if (owner && result > 0) lose(nr, a1, (uint64_t)result);
+    return result;
+  }
   if (result <= 0) {
     e->nr = -1; /* nothing went out: the engine skips it */
     publish(e, seq);
@@ -321,7 +359,11 @@ static void new_connection(long nr, long fd, uint8_t state, const uint8_t* peer_
 
 static void closed(long fd) {
   if (state_of(fd) == RB_FD_PASS || !mine()) return;
+  uint64_t now = now_ns();
+  report_lost(SYS_READ, fd, now);
+  report_lost(SYS_WRITE, fd, now);
   PRIV->fd_state[fd] = RB_FD_PASS;
+  PRIV->lost[fd][0] = PRIV->lost[fd][1] = 0;
   record_simple(SYS_CLOSE, fd, 0, 0);
 }
 
@@ -368,7 +410,7 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
     case SYS_SENDMSG: {
       uint8_t state = state_of(a1);
       if (state == RB_FD_PASS) return rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
-      int write = nr == SYS_WRITE || nr == SYS_WRITEV || nr == SYS_SENDTO || nr == SYS_SENDMSG;
+      int write = is_write_nr(nr);
       if (write && state == RB_FD_CLIENT) return client_write(nr, a1, a2, a3, a4, a5, a6);
       uint64_t start = now_ns();
       if (write) return recorded_write(nr, a1, a2, a3, a4, a5, a6, start);

@@ -210,6 +210,18 @@ function observeEngineStats(meter: Meter, engineStats: () => EngineStats, logger
     description: 'Spans the engine dropped before handing them over.',
     unit: '{span}',
   });
+  const traps = meter.createObservableCounter('rbinder.fastpath.traps', {
+    description: 'Syscalls the fast path handled in the traced processes, without a ptrace stop (--mode fast).',
+    unit: '{syscall}',
+  });
+  const upcalls = meter.createObservableCounter('rbinder.fastpath.upcalls', {
+    description: 'Round trips from the fast path to the tracer: header injections and execs (--mode fast).',
+    unit: '{upcall}',
+  });
+  const eventsDropped = meter.createObservableCounter('rbinder.fastpath.events.dropped', {
+    description: 'Syscall events the fast path lost to a full ring (--mode fast).',
+    unit: '{event}',
+  });
   meter.addBatchObservableCallback(
     (result) => {
       let stats: EngineStats;
@@ -227,7 +239,12 @@ function observeEngineStats(meter: Meter, engineStats: () => EngineStats, logger
       result.observe(notHttp, stats.connectionsNotHttp);
       result.observe(parseErrors, stats.parseErrors);
       result.observe(spansDropped, stats.spansDropped);
+      if (stats.fastPathProcesses) {
+        result.observe(traps, stats.fastPathTraps ?? 0);
+        result.observe(upcalls, stats.fastPathUpcalls ?? 0);
+        result.observe(eventsDropped, stats.fastPathDropped ?? 0);
+      }
     },
-    [stops, bytes, tracked, abandoned, notHttp, parseErrors, spansDropped],
+    [stops, bytes, tracked, abandoned, notHttp, parseErrors, spansDropped, traps, upcalls, eventsDropped],
   );
 }
