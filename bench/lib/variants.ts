@@ -2,6 +2,7 @@
 // OpenTelemetry's own auto-instrumentation (Node SDK or Java agent), under strace, and under the
 // bare seccomp+ptrace loop. Each turns a program's argv into the argv that runs it that way.
 
+import type { EngineStats } from '../../tracer/src/records';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { repoRoot } from '../../e2e/support/process';
@@ -141,12 +142,20 @@ export function bareVariant(bin: string, stops: 'entry' | 'entry-exit'): Variant
   };
 }
 
-/** The stops a tracer reported on its stderr at exit: rbinder's engine counters or the bare loop's line. */
+/** The stops a tracer reported on its stderr at exit: rbinder's engine counters or the bare loop's
+ * line. For rbinder's fast path, its stub's traps and its round trips to the tracer count too
+ * ("fast.trap", "fast.upcall"): each is a cost the program pays instead of a ptrace stop. */
 export function parseStops(stderr: string): Record<string, number> | undefined {
   for (const line of stderr.split('\n').reverse()) {
     if (line.includes('engine counters at exit')) {
       try {
-        return (JSON.parse(line) as { stats?: { stops?: Record<string, number> } }).stats?.stops ?? {};
+        const stats = (JSON.parse(line) as { stats?: Partial<EngineStats> }).stats ?? {};
+        const stops = { ...(stats.stops ?? {}) };
+        if (stats.fastPathProcesses) {
+          stops['fast.trap'] = stats.fastPathTraps ?? 0;
+          stops['fast.upcall'] = stats.fastPathUpcalls ?? 0;
+        }
+        return stops;
       } catch {
         return undefined;
       }

@@ -71,7 +71,7 @@ export function summaryMarkdown(r: BenchResults): string {
 
   const throughputTable = (sc: ThroughputScenario): string =>
     table(
-      ['variant', 'req/s', 'ratio', 'p50 ms', 'p99 ms', 'p99 change', 'tracer CPU µs/req', 'added CPU µs/req', 'stops/req', 'spans/req', 'receiver CPU µs/req', 'errors'],
+      ['variant', 'req/s', 'ratio', 'p50 ms', 'p99 ms', 'p99 change', 'tracer CPU µs/req', 'added CPU µs/req', 'stops+traps/req', 'spans/req', 'receiver CPU µs/req', 'errors'],
       sc.variants.map((v) => [
         label(v.variant),
         fmt(v.rps, 0),
@@ -161,7 +161,7 @@ export function summaryMarkdown(r: BenchResults): string {
         'RBINDER_LOG_LEVEL=debug; bare loop: its own count) divided by the requests served (warm-up included; the ' +
         'program\'s own start-up syscalls are in the numerator, a few hundred over thousands of requests). Chain: both services, per request entering the chain.\n',
     );
-    out.push(table(['scenario', 'variant', 'stops/req', 'by syscall (≥ 0.005/req)'], stopRows));
+    out.push(table(['scenario', 'variant', 'stops+traps/req', 'by syscall (≥ 0.005/req)'], stopRows));
   }
 
   for (const sc of [s.scalingConnections, s.scalingThreads]) {

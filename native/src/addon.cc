@@ -87,6 +87,7 @@ class JsBatchSink final : public BatchSink {
       Napi::Array args = Napi::Array::New(env, p.command_args.size());
       for (size_t j = 0; j < p.command_args.size(); j++) args.Set(static_cast<uint32_t>(j), p.command_args[j]);
       o.Set("commandArgs", args);
+      o.Set("mode", p.fast ? "fast" : "ptrace");
       processes.Set(static_cast<uint32_t>(i), o);
     }
     out.Set("processes", processes);

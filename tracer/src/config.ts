@@ -102,7 +102,7 @@ const DEFAULTS = {
   exporter: 'otlp',
   protocol: 'http/protobuf' as OtlpProtocol,
   propagators: 'tracecontext,baggage',
-  mode: 'ptrace' as TracerMode,
+  mode: 'fast' as TracerMode,
   flushTimeoutMillis: 5000,
   sampler: 'parentbased_always_on' as SamplerType,
   // The SDK defaults for the BatchSpanProcessor and the PeriodicExportingMetricReader.
@@ -198,7 +198,7 @@ function buildProgram(write: (text: string) => void): Command {
         '--command-by-arch',
         "take the program from RBINDER_COMMAND_<ARCH>[_<VARIANT>] (a JSON array) for this machine's architecture; ARGS follow it",
       )
-      .addOption(new Option('--mode <mode>', 'how syscalls are intercepted (RBINDER_MODE; default: ptrace)').choices(TRACER_MODES))
+      .addOption(new Option('--mode <mode>', 'how syscalls are seen: fast (an in-process stub, ptrace stops where it cannot be set up) or ptrace (RBINDER_MODE; default: fast)').choices(TRACER_MODES))
       .addOption(
         new Option('--flush-timeout <ms>', 'most time spent flushing telemetry at exit (RBINDER_FLUSH_TIMEOUT; default: 5000)')
           .argParser((value: string) => {

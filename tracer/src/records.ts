@@ -56,6 +56,9 @@ export interface ProcessRecord {
   executablePath: string;
   /** argv of the image. */
   commandArgs: string[];
+  /** How this process's syscalls are seen: the fast path's in-process stub, or ptrace stops
+   * (--mode ptrace, or a process the fast path could not be set up in). */
+  mode?: 'fast' | 'ptrace';
 }
 
 /** The traced program's main process ended. */

@@ -228,6 +228,27 @@ describe('inside a restrictive container seccomp profile', () => {
         'network.peer.address': '127.0.0.1',
       });
       expect(span.attributes['network.peer.port']).toEqual(expect.any(Number));
+      // The fast path needs pidfd_getfd for its shared memory: ptrace stops instead.
+      expect(span.resource['rbinder.tracer.mode']).toBe('ptrace');
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe('the mode', () => {
+  it('reports how each process is traced (fast by default)', async () => {
+    const mode = process.env.RBINDER_MODE ?? 'fast';
+    const server = await startServer('go', {
+      wrap: [RBINDER, '--service-name', 'mode-report', '--'],
+      env: tracerEnv(receiver),
+    });
+    try {
+      await (await fetch(`${server.url}/hello`)).text();
+      const spans = await receiver.waitFor((all) => all.some((s) => s.resource['service.name'] === 'mode-report'), 20_000);
+      const span = spans.find((s) => s.resource['service.name'] === 'mode-report')!;
+      expect(span.resource['rbinder.tracer.mode']).toBe(mode);
+      expect(span.attributes['http.response.status_code']).toBe(200);
     } finally {
       await server.stop();
     }

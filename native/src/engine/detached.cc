@@ -18,6 +18,7 @@
 #include <cstring>
 
 #include "engine/engine.h"
+#include "syscall/seccomp.h"
 
 namespace rbinder {
 namespace {
@@ -65,10 +66,22 @@ void Engine::setup_fast_path(Thread& t) {
   std::string error;
   std::vector<int> pending;
   OwnedFd listener;
-  std::shared_ptr<fast::SharedRegion> region = fast::setup_after_exec(t.tid, true, init, listener, error, pending);
+  std::shared_ptr<fast::SharedRegion> region;
+  if (force_proc_net_) {
+    error = "pidfd_getfd refused (RBINDER_FORCE_PROC_NET)";  // tests: as in a restrictive seccomp profile
+  } else {
+    region = fast::setup_after_exec(t.tid, true, init, listener, error, pending);
+  }
   if (!region) {
+    // Ptrace stops instead, for the whole tree: the filter the ptrace mode installs before exec.
     stats_.fast_fallbacks++;
-    fail("the fast path could not be set up in the program (" + error + "); --mode ptrace works without it");
+    const long r = fast::install_filter_at_entry(t.tid, syscall::build_trace_filter(false), pending);
+    if (r != 0) {
+      fail("the fast path could not be set up (" + error + ") and neither could ptrace stops: " + strerror(static_cast<int>(-r)));
+      return;
+    }
+    dprintf(2, "rbinder: the fast path could not be set up (%s); tracing with ptrace stops instead\n", error.c_str());
+    resume(t.tid, pending.empty() ? 0 : pending.front());
     return;
   }
   stats_.fast_processes++;

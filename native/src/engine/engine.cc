@@ -1067,6 +1067,7 @@ void Engine::announce(Process& p) {
   ssize_t n = readlink(exe_link.c_str(), buf, sizeof(buf) - 1);
   if (n > 0) info.executable_path.assign(buf, static_cast<size_t>(n));
   info.command_args = split_nul(read_file("/proc/" + std::to_string(p.tgid) + "/cmdline"));
+  info.fast = p.region != nullptr;
   std::lock_guard<std::mutex> lock(batch_mutex_);
   batch_->processes.push_back(std::move(info));
   p.announced = true;

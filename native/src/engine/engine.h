@@ -43,6 +43,7 @@ struct ProcessInfo {
   pid_t ppid = 0;
   std::string executable_path;
   std::vector<std::string> command_args;
+  bool fast = false;  // its syscalls go through the fast path's stub (else ptrace stops)
 };
 
 struct ExitInfo {
@@ -226,7 +227,9 @@ class Engine final : public SpanSink {
   std::atomic<size_t> batch_size_{0};
   const bool debug_;  // RBINDER_ENGINE_DEBUG: one stderr line per stop
   const bool predict_;  // RBINDER_PTRACE_PREDICT=0 turns the prediction off (exit stops always)
-  const bool force_proc_net_;  // RBINDER_FORCE_PROC_NET=1: describe sockets from /proc (tests)
+  // RBINDER_FORCE_PROC_NET=1 (tests): as if pidfd_getfd were refused: sockets described from /proc,
+  // and no fast path (its shared memory and listener come through pidfd_getfd).
+  const bool force_proc_net_;
   pid_t root_pid_ = -1;
   bool root_exited_ = false;
   int exec_error_pipe_ = -1;

@@ -239,6 +239,36 @@ long SyscallInjector::call(long nr, uint64_t a1, uint64_t a2, uint64_t a3, uint6
   return -EIO;
 }
 
+long install_filter_at_entry(pid_t tid, const std::vector<sock_filter>& filter, std::vector<int>& pending) {
+  arch::Registers regs;
+  if (regs.fetch(tid) != 0) return -ESRCH;
+  const uint64_t entry = regs.instruction_pointer();
+  // Below the red zone: the new image has not touched its stack yet.
+  const uint64_t filter_at = ((regs.stack_pointer() - 4096 - filter.size() * sizeof(sock_filter)) & ~15ull);
+  const uint64_t prog_at = filter_at - 16;
+  struct {
+    uint64_t len;
+    uint64_t filter;
+  } prog{filter.size(), filter_at};
+  if (write_tracee(tid, TraceeAddr{filter_at}, filter.data(), filter.size() * sizeof(sock_filter)) !=
+          static_cast<long>(filter.size() * sizeof(sock_filter)) ||
+      write_tracee(tid, TraceeAddr{prog_at}, &prog, sizeof(prog)) != static_cast<long>(sizeof(prog)))
+    return -EFAULT;
+  errno = 0;
+  const long word = ptrace(PTRACE_PEEKTEXT, tid, reinterpret_cast<void*>(entry), nullptr);
+  if (errno != 0) return -errno;
+  const long planted = (word & ~0xffffL) | 0x050f;  // "syscall"
+  if (ptrace(PTRACE_POKETEXT, tid, reinterpret_cast<void*>(entry), reinterpret_cast<void*>(planted)) != 0) return -errno;
+  long r;
+  {
+    SyscallInjector inj(tid, entry);
+    r = inj.call(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, prog_at);
+    pending.insert(pending.end(), inj.pending_signals().begin(), inj.pending_signals().end());
+  }
+  ptrace(PTRACE_POKETEXT, tid, reinterpret_cast<void*>(entry), reinterpret_cast<void*>(word));
+  return r;
+}
+
 std::unique_ptr<SharedRegion> setup_after_exec(pid_t tid, bool first, const PrivateInit& init, OwnedFd& listener,
                                                std::string& error, std::vector<int>& pending) {
   arch::Registers regs;

@@ -83,6 +83,11 @@ class SyscallInjector {
   std::vector<int> pending_;
 };
 
+// Installs `filter` in a process stopped at execve's exit stop, through a syscall planted at its
+// entry point and the program on its stack: how a program the fast path cannot be set up in goes
+// on under ptrace stops. Returns 0 or -errno.
+long install_filter_at_entry(pid_t tid, const std::vector<sock_filter>& filter, std::vector<int>& pending_signals);
+
 // What setup_after_exec writes into the new image's private region.
 struct PrivateInit {
   pid_t pid = 0;

@@ -100,5 +100,6 @@ function processAttributes(process: ProcessRecord): Attributes {
     attributes[ATTR_PROCESS_EXECUTABLE_NAME] = path.basename(process.executablePath);
   }
   if (process.commandArgs.length > 0) attributes[ATTR_PROCESS_COMMAND_ARGS] = process.commandArgs;
+  if (process.mode) attributes[ATTR_RBINDER_TRACER_MODE] = process.mode;
   return attributes;
 }
