@@ -197,7 +197,7 @@ describe('metrics', () => {
         (all) =>
           all.some((p) => p.name === 'http.server.request.duration' && p.resource['service.name'] === 'metrics-server' && (p.count ?? 0) >= 3) &&
           // ptrace mode counts its stops; the fast path counts the syscalls its stub handled.
-          all.some((p) => p.name === (process.env.RBINDER_MODE === 'fast' ? 'rbinder.fastpath.traps' : 'rbinder.syscall.stops')),
+          all.some((p) => p.name === ((process.env.RBINDER_MODE ?? 'fast') === 'fast' ? 'rbinder.fastpath.traps' : 'rbinder.syscall.stops')),
         20_000,
       );
       const duration = points.filter((p) => p.name === 'http.server.request.duration' && p.resource['service.name'] === 'metrics-server');

@@ -159,7 +159,8 @@ function record(overrides: Partial<SpanRecord>): SpanRecord {
   };
 }
 
-const python: ProcessRecord = { pid: 42, ppid: 1, executablePath: '/usr/bin/python3.12', commandArgs: ['python3', 'app.py'] };
+// Its syscalls went through ptrace stops (a fast-path fallback): its resource says so, whatever --mode.
+const python: ProcessRecord = { pid: 42, ppid: 1, executablePath: '/usr/bin/python3.12', commandArgs: ['python3', 'app.py'], mode: 'ptrace' };
 
 const stats: EngineStats = {
   stops: { 'read.enter': 10, 'read.exit': 8, 'write.enter': 6 },
@@ -307,7 +308,8 @@ describe('createTelemetry', () => {
 
     const [metrics] = await receiver.waitFor('/v1/metrics', 1);
     const metricsBody = metrics.body as MetricsBody;
-    expect(attrs(metricsBody.resourceMetrics[0].resource.attributes)).toMatchObject({ 'service.name': 'python3', 'rbinder.tracer.mode': 'ptrace' });
+    // The tracer's own metrics carry the configured mode.
+    expect(attrs(metricsBody.resourceMetrics[0].resource.attributes)).toMatchObject({ 'service.name': 'python3', 'rbinder.tracer.mode': 'fast' });
     const byName = new Map(metricsBody.resourceMetrics[0].scopeMetrics.flatMap((sm) => sm.metrics).map((m) => [m.name, m]));
 
     const serverDuration = byName.get('http.server.request.duration')!;
