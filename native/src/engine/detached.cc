@@ -75,7 +75,7 @@ void Engine::setup_fast_path(Thread& t) {
   if (!region) {
     // Ptrace stops instead, for the whole tree: the filter the ptrace mode installs before exec.
     stats_.fast_fallbacks++;
-    const long r = fast::install_filter_at_entry(t.tid, syscall::build_trace_filter(false), pending);
+    const long r = fast::install_filter_at_entry(t.tid, syscall::build_trace_filter(), pending);
     if (r != 0) {
       fail("the fast path could not be set up (" + error + ") and neither could ptrace stops: " + strerror(static_cast<int>(-r)));
       return;
@@ -102,8 +102,6 @@ void Engine::fast_loop() {
     {
       std::lock_guard<std::mutex> lock(engine_mutex_);
       if (root_exited_ && processes_.empty()) return;
-      if (root_exited_ && debug_)
-        for (auto& [pid, process] : processes_) dprintf(2, "rbinder-engine: still %d (pidfd %d)\n", pid, process->pidfd.get());
       fds.push_back(pollfd{listener_.get(), POLLIN, 0});
       for (auto& [pid, process] : processes_) {
         if (!process->pidfd.valid()) continue;
@@ -139,13 +137,7 @@ void Engine::reap_children() {
   for (;;) {
     const pid_t pid = waitpid(-1, &status, WNOHANG | __WALL);
     if (pid <= 0) return;
-    if (WIFSTOPPED(status)) {
-      arch::Registers r; r.fetch(pid);
-      dprintf(2, "DBG stop %d sig %d ev %d ip %lx nr %ld\n", pid, WSTOPSIG(status), status >> 16, (unsigned long)r.instruction_pointer(), r.syscall_nr());
-      ptrace(PTRACE_CONT, pid, nullptr, (void*)(uintptr_t)(WSTOPSIG(status) == SIGTRAP ? 0 : WSTOPSIG(status)));
-      continue;
-    }
-    if (!WIFEXITED(status) && !WIFSIGNALED(status)) continue;
+    if (!WIFEXITED(status) && !WIFSIGNALED(status)) continue;  // nothing is attached here
     if (debug_) dprintf(2, "rbinder-engine: %d ended, status %#x\n", pid, status);
     fast_process_gone(pid);
     if (pid == root_pid_) handle_exit(pid, status);

@@ -158,7 +158,7 @@ void Engine::spawn() {
   };
 
   // Everything the child needs is prepared before fork: it may only make async-signal-safe calls.
-  std::vector<sock_filter> filter = syscall::build_trace_filter(false);
+  std::vector<sock_filter> filter = syscall::build_trace_filter();
   sock_fprog prog{static_cast<unsigned short>(filter.size()), filter.data()};
   std::vector<char*> argv, envp;
   for (auto& a : config_.argv) argv.push_back(a.data());
@@ -549,9 +549,6 @@ void Engine::on_syscall_entry(Thread& t) {
       tracker_.on_close(fds, fd, now_ns());
       break;
     }
-    case Kind::kSigsysAction:
-    case Kind::kSigmask:
-      break;  // the fast path's concern, and its processes are not ptraced (the stub handles them)
     case Kind::kCloseRange: {
       const unsigned first = static_cast<unsigned>(regs.arg(1));
       const unsigned last = static_cast<unsigned>(regs.arg(2));
@@ -671,8 +668,6 @@ void Engine::on_syscall_exit(Thread& t) {
       break;
     case Kind::kClose:
     case Kind::kCloseRange:
-    case Kind::kSigsysAction:
-    case Kind::kSigmask:
       break;
   }
 }

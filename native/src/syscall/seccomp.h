@@ -8,8 +8,8 @@
 
 namespace rbinder::syscall {
 
-// `fast`: the fast path may run, so the syscalls that could break it are traced too.
-std::vector<sock_filter> build_trace_filter(bool fast);
+// The filter of ptrace mode (the fast path's is fast::build_trap_filter).
+std::vector<sock_filter> build_trace_filter();
 
 // Installs a filter in the calling process (PR_SET_NO_NEW_PRIVS first). Async-signal-safe: it is
 // called in the forked child. Returns 0 or -errno.

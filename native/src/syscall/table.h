@@ -25,8 +25,6 @@ enum class Kind : uint8_t {
   kDup,         // dup (oldfd)
   kDup2,        // dup2, dup3: (oldfd, newfd[, flags])
   kFcntlDup,    // fcntl(fd, F_DUPFD | F_DUPFD_CLOEXEC, min)
-  kSigsysAction,  // rt_sigaction(SIGSYS, ...): the fast path's handler is kept in place
-  kSigmask,       // rt_sigprocmask: SIGSYS is never blocked where the fast path runs (fast mode only)
 };
 
 // When the engine needs the syscall-exit stop as well as the entry stop.
@@ -43,8 +41,7 @@ struct TracedSyscall {
   Exit exit;
 };
 
-// fcntl is traced only for the commands that create a descriptor, rt_sigaction only for SIGSYS;
-// the filter checks their arguments.
+// fcntl is traced only for the commands that create a descriptor; the filter checks its argument.
 #define RBINDER_TRACED_SYSCALLS(X)                   \
   X(SYS_read, "read", kRead, kIfTracked)             \
   X(SYS_recvfrom, "recvfrom", kRead, kIfTracked)     \
@@ -63,9 +60,7 @@ struct TracedSyscall {
   X(SYS_dup, "dup", kDup, kIfTracked)                \
   X(SYS_dup2, "dup2", kDup2, kIfTracked)             \
   X(SYS_dup3, "dup3", kDup2, kIfTracked)             \
-  X(SYS_fcntl, "fcntl", kFcntlDup, kIfTracked)        \
-  X(SYS_rt_sigaction, "rt_sigaction", kSigsysAction, kAlways)  \
-  X(SYS_rt_sigprocmask, "rt_sigprocmask", kSigmask, kIfTracked)
+  X(SYS_fcntl, "fcntl", kFcntlDup, kIfTracked)
 
 #define RBINDER_TABLE_ENTRY(nr, name, kind, exit) TracedSyscall{nr, name, Kind::kind, Exit::exit},
 inline constexpr TracedSyscall kTracedSyscalls[] = {RBINDER_TRACED_SYSCALLS(RBINDER_TABLE_ENTRY)};
