@@ -236,10 +236,11 @@ void Engine::finish_fast_exec(pid_t tid, pid_t pid) {
 }
 
 void Engine::fast_image_ready(pid_t tid, Process& process) {
-  drain_all();
+  drain_all(true);
   // The old image's threads are gone; the table is unshared and its close-on-exec sockets closed.
   for (auto it = threads_.begin(); it != threads_.end();) {
     if (it->second.process.get() == &process) {
+      if (it->second.pending.rewritten) rewrites_in_flight_--;  // killed by the exec mid-write
       tracker_.on_thread_exit(it->first);
       it = threads_.erase(it);
     } else {
@@ -307,8 +308,15 @@ Engine::Thread* Engine::fast_thread(pid_t tid, pid_t pid) {
 void Engine::fast_process_gone(pid_t pid) {
   auto it = processes_.find(pid);
   if (it == processes_.end()) return;
-  drain_all();
   std::shared_ptr<Process> process = it->second;
+  process->gone = true;
+  for (auto& [tid, thread] : threads_) {
+    if (thread.process == process && thread.pending.rewritten) {
+      thread.pending = PendingSyscall{};  // died between its two upcalls
+      rewrites_in_flight_--;
+    }
+  }
+  drain_all(true);
   for (auto t = threads_.begin(); t != threads_.end();) {
     if (t->second.process == process && t->first != root_pid_) {
       tracker_.on_thread_exit(t->first);
@@ -340,7 +348,10 @@ long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr, bool done) {
     io.result = head.result;
     io.entry = t->pending.entry;
     io.exit = now_ns();
-    return complete_rewritten_write(*t, io);
+    rewrites_in_flight_--;
+    const long app_bytes = complete_rewritten_write(*t, io);
+    drain_all();  // what other threads did meanwhile, now after this write
+    return app_bytes;
   }
   if (!t) return 0;
   FdTable& fds = *t->fds;
@@ -375,6 +386,7 @@ long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr, bool done) {
     return 0;
   }
   p.rewritten = true;
+  rewrites_in_flight_++;
   return 1;
 }
 
@@ -440,10 +452,14 @@ void Engine::drain_region(fast::SharedRegion& region) {
     } else if (nr == SYS_dup || nr == SYS_dup2 || nr == SYS_dup3 || nr == SYS_fcntl) {
       tracker_.on_dup(fds, e.fd, static_cast<int>(e.result), e.end_ns);
     }
+  }, [&](pid_t pid) {
+    auto it = processes_.find(pid);
+    return it == processes_.end() || it->second->gone;
   });
 }
 
-void Engine::drain_all() {
+void Engine::drain_all(bool force) {
+  if (rewrites_in_flight_ > 0 && !force) return;
   for (auto it = regions_.begin(); it != regions_.end();) {
     if (std::shared_ptr<fast::SharedRegion> region = it->lock()) {
       drain_region(*region);

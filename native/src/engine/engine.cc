@@ -49,7 +49,6 @@ std::string errno_text(const char* call, int err) {
   return std::string(call) + ": " + (name ? name : "E?") + " (" + strerror(err) + ")";
 }
 
-
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::ostringstream ss;

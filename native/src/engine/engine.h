@@ -126,6 +126,7 @@ class Engine final : public SpanSink {
     // fork children of its image) and its descriptor table.
     std::shared_ptr<fast::SharedRegion> region;
     std::shared_ptr<FdTable> fds;
+    bool gone = false;  // exited: what it left in a ring is drained without waiting for it
   };
   // A syscall between its entry and exit stops.
   struct PendingSyscall {
@@ -215,7 +216,9 @@ class Engine final : public SpanSink {
   Process* fast_process(pid_t pid);
   Thread* fast_thread(pid_t tid, pid_t pid);
   void drain_region(fast::SharedRegion& region);
-  void drain_all();
+  // Drains every ring; not while a rewritten write is between its two upcalls (unless `force`):
+  // a response read on another thread meanwhile must not reach the tracker before that write.
+  void drain_all(bool force = false);
 
   EngineConfig config_;
   BatchSink& sink_;
@@ -240,7 +243,7 @@ class Engine final : public SpanSink {
   // up and detached), every ring, and what they counted so far.
   OwnedFd listener_;
   std::vector<std::weak_ptr<fast::SharedRegion>> regions_;
-  uint64_t traps_seen_ = 0, dropped_seen_ = 0;
+  size_t rewrites_in_flight_ = 0;
   // start() waits for the engine thread to have forked.
   std::mutex start_mutex_;
   std::condition_variable start_cv_;

@@ -44,6 +44,8 @@ enum rb_fd_state {
 #define RB_EV_LOST (1ull << 63)
 struct rb_event {
   uint64_t seq;       /* written last: (index of first slot) + 1 once the event is complete */
+  uint64_t claim;     /* written first: the same value once `slots` and `pid` are valid, so the
+                         engine can skip an event whose writer died before completing it */
   uint32_t slots;     /* slots the event occupies (a padding event when nr == -1) */
   uint32_t tid;
   uint32_t pid;

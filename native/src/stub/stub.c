@@ -160,6 +160,8 @@ static struct rb_event* reserve(uint32_t data, uint64_t* seq) {
   }
   struct rb_event* e = (struct rb_event*)(SH->ring + (at % RB_RING_SLOTS) * RB_SLOT_SIZE);
   e->slots = slots;
+  e->pid = PRIV->pid;
+  __atomic_store_n(&e->claim, at + 1, __ATOMIC_RELEASE);
   *seq = at + 1;
   return e;
 }
