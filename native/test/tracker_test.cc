@@ -201,6 +201,26 @@ TEST(Injection, KeepAliveRequestsEachGetTheirOwnContext) {
   EXPECT_NE(f.sink.spans[0].context.trace_id, f.sink.spans[1].context.trace_id);
 }
 
+TEST(Injection, ResponseReadBeforeTheRequestWriteIsAccountedWaitsForIt) {
+  // Another thread reads the response, and its read is reported before the request's write is
+  // (ptrace: the write's exit stop comes second): the span still gets the response.
+  Fixture f;
+  f.tracker.on_connection(*f.fds, kClientFd, Side::kClient, 1, socket_to("10.1.2.3", 80), 0);
+  Bytes request(kRequest);
+  Tracker::Io w = f.io(kClientFd, Direction::kWrite, 0);
+  Injection inj = f.tracker.plan_injection(*f.fds, w, request);
+  ASSERT_TRUE(inj.active);
+  f.read(kClientFd, kResponse.substr(0, 10));
+  f.read(kClientFd, kResponse.substr(10));
+  EXPECT_TRUE(f.sink.spans.empty());
+  f.tracker.injection_done(*f.fds, kClientFd, inj, inj.header.size());
+  w.result = static_cast<long>(kRequest.size());
+  f.tracker.on_io(*f.fds, w, request);
+  ASSERT_EQ(f.sink.spans.size(), 1u);
+  EXPECT_EQ(f.sink.spans[0].status_code, 201);
+  EXPECT_TRUE(f.sink.spans[0].error.empty());
+}
+
 TEST(Injection, ClientSpanIsChildOfTheServerSpanOnTheSameThread) {
   Fixture f;
   f.tracker.on_connection(*f.fds, kServerFd, Side::kServer, 1, socket_to("10.9.9.9", 5555), 0);

@@ -197,9 +197,60 @@ void Tracker::release(std::shared_ptr<Connection> conn, TimeNs now) {
   if (!conn->opaque) fail_pending(*conn, "connection closed", now);
 }
 
+namespace {
+
+// Bytes the tracker copied itself.
+class HeldBytes final : public DataView {
+ public:
+  explicit HeldBytes(const std::vector<uint8_t>& bytes) : bytes_(bytes) {}
+  uint64_t size() const override { return bytes_.size(); }
+  long copy(uint64_t offset, void* buf, size_t len) override {
+    if (offset >= bytes_.size()) return 0;
+    const size_t n = std::min<size_t>(len, bytes_.size() - static_cast<size_t>(offset));
+    std::memcpy(buf, bytes_.data() + offset, n);
+    return static_cast<long>(n);
+  }
+
+ private:
+  const std::vector<uint8_t>& bytes_;
+};
+
+constexpr uint64_t kMaxHeldBytes = 1 << 20;
+
+}  // namespace
+
 void Tracker::on_io(FdTable& table, const Io& io, DataView& data) {
   const std::shared_ptr<Connection> conn = table.get(io.fd);
   if (!conn || conn->opaque) return;
+  const bool early_response = io.direction == Direction::kRead && io.result > 0 && conn->side == Side::kClient &&
+                              conn->planned && conn->exchanges.empty();
+  if (io.direction == Direction::kRead && (early_response || !conn->held_reads.empty())) {
+    // The response to a request another thread is still writing (that write's exit came later
+    // than this read's): held, with what follows it, until the request is accounted.
+    const size_t n = io.result > 0 ? static_cast<size_t>(io.result) : 0;
+    Connection::HeldRead held{io.entry, io.exit, io.tid, io.pid, io.result, std::vector<uint8_t>(n)};
+    if (conn->held_bytes + n <= kMaxHeldBytes && (n == 0 || data.copy(0, held.bytes.data(), n) == static_cast<long>(n))) {
+      conn->held_bytes += n;
+      conn->held_reads.push_back(std::move(held));
+      return;
+    }
+  }
+  on_io_now(*conn, io, data);
+  if (io.direction == Direction::kWrite && !conn->held_reads.empty() && !conn->exchanges.empty()) {
+    std::vector<Connection::HeldRead> held = std::move(conn->held_reads);
+    conn->held_reads.clear();
+    conn->held_bytes = 0;
+    for (const Connection::HeldRead& h : held) {
+      const Io read{h.tid, h.pid, io.fd, Direction::kRead, h.result, h.entry, h.exit};
+      HeldBytes view(h.bytes);
+      on_io_now(*conn, read, view);
+    }
+  }
+}
+
+void Tracker::on_io_now(Connection& connection, const Io& io, DataView& data) {
+  Connection* conn = &connection;
+  if (conn->opaque) return;
   if (io.result > 0) {
     (io.direction == Direction::kRead ? stats_.bytes_read : stats_.bytes_written) +=
         static_cast<uint64_t>(io.result);

@@ -135,6 +135,16 @@ struct Connection {
   std::string pending_header;             // header bytes a partial write left unsent
   std::optional<uint64_t> inject_at;      // where in the written stream the header goes
   uint64_t written = 0;                   // bytes of the program written on it so far
+  // Response bytes read while the request they answer was still being written by another thread
+  // (planned at its write's entry, not yet accounted): fed once that write is.
+  struct HeldRead {
+    TimeNs entry = 0, exit = 0;
+    pid_t tid = 0, pid = 0;
+    long result = 0;
+    std::vector<uint8_t> bytes;
+  };
+  std::vector<HeldRead> held_reads;
+  uint64_t held_bytes = 0;
   // The event source's own handle on the socket and its bookkeeping (the ptrace source keeps a
   // pidfd_getfd copy to read TCP progress and peek at queued bytes instead of taking exit stops).
   // Closed when the last descriptor of the program naming the connection goes.
@@ -244,6 +254,8 @@ class Tracker {
 
  private:
   friend class StreamObserver;
+  // on_io without holding back early responses.
+  void on_io_now(Connection& conn, const Io& io, DataView& data);
   void release(std::shared_ptr<Connection> conn, TimeNs now);
   void feed(Connection& conn, Direction dir, const Io& io, DataView& data);
   void give_up(Connection& conn, bool parse_error);
