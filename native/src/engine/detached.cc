@@ -55,14 +55,19 @@ Kind write_kind(long nr) {
 
 }  // namespace
 
-void Engine::setup_fast_path(Thread& t) {
+fast::PrivateInit Engine::private_init(pid_t pid, const FdTable& fds) const {
+  // What a new image's stub starts from: its process, and the connections that survived the exec.
   fast::PrivateInit init;
-  init.pid = t.process->tgid;
+  init.pid = pid;
   init.inject = config_.tracker.inject;
-  t.fds->for_each([&](int fd, const std::shared_ptr<Connection>&) {
-    if (tracker_.is_tracked(*t.fds, fd))
-      init.fds.emplace_back(fd, tracker_.may_inject(*t.fds, fd) ? RB_FD_CLIENT : RB_FD_RECORD);
+  fds.for_each([&](int fd, const std::shared_ptr<Connection>&) {
+    if (tracker_.is_tracked(fds, fd)) init.fds.emplace_back(fd, tracker_.may_inject(fds, fd) ? RB_FD_CLIENT : RB_FD_RECORD);
   });
+  return init;
+}
+
+void Engine::setup_fast_path(Thread& t) {
+  const fast::PrivateInit init = private_init(t.process->tgid, *t.fds);
   std::string error;
   std::vector<int> pending;
   OwnedFd listener;
@@ -250,13 +255,7 @@ void Engine::fast_image_ready(pid_t tid, Process& process) {
   process.fds = table_after_exec(tid, std::move(process.fds));
   process.announced = false;
   process.region.reset();
-  fast::PrivateInit init;
-  init.pid = process.tgid;
-  init.inject = config_.tracker.inject;
-  process.fds->for_each([&](int fd, const std::shared_ptr<Connection>&) {
-    if (tracker_.is_tracked(*process.fds, fd))
-      init.fds.emplace_back(fd, tracker_.may_inject(*process.fds, fd) ? RB_FD_CLIENT : RB_FD_RECORD);
-  });
+  const fast::PrivateInit init = private_init(process.tgid, *process.fds);
   std::string error;
   std::vector<int> pending;
   OwnedFd unused;

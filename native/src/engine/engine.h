@@ -203,6 +203,7 @@ class Engine final : public SpanSink {
   // first exec, where the stub and the trap filter go in; then the engine detaches and serves
   // the filter's user notifications (upcalls) and drains the rings.
   void setup_fast_path(Thread& t);   // at the first image's execve exit stop (still ptraced)
+  fast::PrivateInit private_init(pid_t pid, const FdTable& fds) const;
   void fast_loop();
   void handle_notification();
   long fast_exec(pid_t tid, pid_t pid);     // RB_UP_EXEC

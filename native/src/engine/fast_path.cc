@@ -48,9 +48,30 @@ std::string errno_name(long e) {
   return n ? n : "E?";
 }
 
-// Maps a fresh shared region at RB_SHARED_ADDR in the tracee (MAP_FIXED replaces one inherited
-// from a parent) and in the engine.
-std::unique_ptr<SharedRegion> map_region(pid_t tid, SyscallInjector& inj, bool replace, std::string& error) {
+// A new image stopped at execve's exit stop has no syscall instruction we know of yet: runs
+// `calls` through one planted at its entry point, then puts the original bytes back. Returns 0,
+// or -errno when the entry point could not be patched.
+template <typename F>
+long at_entry_point(pid_t tid, std::vector<int>& pending, F calls) {
+  arch::Registers regs;
+  if (regs.fetch(tid) != 0) return -ESRCH;
+  const uint64_t entry = regs.instruction_pointer();
+  errno = 0;
+  const long word = ptrace(PTRACE_PEEKTEXT, tid, reinterpret_cast<void*>(entry), nullptr);
+  if (errno != 0) return -errno;
+  const long planted = (word & ~0xffffL) | 0x050f;  // "syscall"
+  if (ptrace(PTRACE_POKETEXT, tid, reinterpret_cast<void*>(entry), reinterpret_cast<void*>(planted)) != 0) return -errno;
+  {
+    SyscallInjector inj(tid, entry);
+    calls(inj);
+    pending.insert(pending.end(), inj.pending_signals().begin(), inj.pending_signals().end());
+  }
+  ptrace(PTRACE_POKETEXT, tid, reinterpret_cast<void*>(entry), reinterpret_cast<void*>(word));
+  return 0;
+}
+
+// Maps a fresh shared region at RB_SHARED_ADDR in the tracee and in the engine.
+std::unique_ptr<SharedRegion> map_region(pid_t tid, SyscallInjector& inj, std::string& error) {
   long memfd = inj.call(SYS_memfd_create, RB_STUB_ADDR + kNameAt, MFD_CLOEXEC);
   if (memfd < 0) {
     error = "memfd_create: " + errno_name(-memfd);
@@ -64,7 +85,7 @@ std::unique_ptr<SharedRegion> map_region(pid_t tid, SyscallInjector& inj, bool r
     return nullptr;
   }
   r = inj.call(SYS_mmap, RB_SHARED_ADDR, RB_SHARED_SIZE, PROT_READ | PROT_WRITE,
-               MAP_SHARED | (replace ? MAP_FIXED : MAP_FIXED_NOREPLACE), static_cast<uint64_t>(memfd), 0);
+               MAP_SHARED | MAP_FIXED_NOREPLACE, static_cast<uint64_t>(memfd), 0);
   if (r != static_cast<long>(RB_SHARED_ADDR)) {
     close_in_tracee();
     error = "mmap(shared region): " + (r < 0 ? errno_name(-r) : std::string("moved"));
@@ -83,7 +104,6 @@ std::unique_ptr<SharedRegion> map_region(pid_t tid, SyscallInjector& inj, bool r
     return nullptr;
   }
   auto* shared = static_cast<rb_shared*>(mapped);
-  std::memset(static_cast<void*>(shared), 0, offsetof(rb_shared, ring));  // a child's region starts empty
   shared->magic = RB_MAGIC;
   shared->version = RB_VERSION;
   return std::make_unique<SharedRegion>(std::move(local), shared);
@@ -111,6 +131,14 @@ class Bpf {
     code_.push_back(sock_filter{static_cast<uint16_t>(BPF_JMP | op | BPF_K), 0, 0, k});
   }
   void label(const std::string& name) { labels_.push_back({name, code_.size()}); }
+  // if (64-bit syscall argument i == 0) goto t else goto f.
+  void if_arg_zero(int i, const std::string& t, const std::string& f) {
+    const uint32_t lo = static_cast<uint32_t>(offsetof(seccomp_data, args) + 8 * i);
+    load(lo);
+    jump(BPF_JEQ, 0, "", f);
+    load(lo + 4);
+    jump(BPF_JEQ, 0, t, f);
+  }
   std::vector<sock_filter> done() {
     for (const Fixup& f : fixups_) {
       code_[f.at].jt = offset(f.at, f.t);
@@ -136,7 +164,6 @@ class Bpf {
 };
 
 uint32_t arg_lo(int i) { return static_cast<uint32_t>(offsetof(seccomp_data, args) + 8 * i); }
-uint32_t arg_hi(int i) { return arg_lo(i) + 4; }
 
 }  // namespace
 
@@ -165,17 +192,11 @@ std::vector<sock_filter> build_trap_filter() {
   b.label("sigmask");  // anything that may block SIGSYS: not SIG_UNBLOCK, not a query
   b.load(arg_lo(0));
   b.jump(BPF_JEQ, SIG_UNBLOCK, "allow", "");
-  b.load(arg_lo(1));
-  b.jump(BPF_JEQ, 0, "", "trap");
-  b.load(arg_hi(1));
-  b.jump(BPF_JEQ, 0, "allow", "trap");
+  b.if_arg_zero(1, "allow", "trap");  // no set: a query
   b.label("clone");  // fork-like only: no shared memory, no new stack (the stub returns on it)
   b.load(arg_lo(0));
   b.jump(BPF_JSET, CLONE_VM, "allow", "");
-  b.load(arg_lo(1));
-  b.jump(BPF_JEQ, 0, "", "allow");
-  b.load(arg_hi(1));
-  b.jump(BPF_JEQ, 0, "trap", "allow");
+  b.if_arg_zero(1, "trap", "allow");
   b.label("allow");
   b.ret(SECCOMP_RET_ALLOW);
   b.label("trap");
@@ -242,7 +263,6 @@ long SyscallInjector::call(long nr, uint64_t a1, uint64_t a2, uint64_t a3, uint6
 long install_filter_at_entry(pid_t tid, const std::vector<sock_filter>& filter, std::vector<int>& pending) {
   arch::Registers regs;
   if (regs.fetch(tid) != 0) return -ESRCH;
-  const uint64_t entry = regs.instruction_pointer();
   // Below the red zone: the new image has not touched its stack yet.
   const uint64_t filter_at = ((regs.stack_pointer() - 4096 - filter.size() * sizeof(sock_filter)) & ~15ull);
   const uint64_t prog_at = filter_at - 16;
@@ -254,53 +274,27 @@ long install_filter_at_entry(pid_t tid, const std::vector<sock_filter>& filter, 
           static_cast<long>(filter.size() * sizeof(sock_filter)) ||
       write_tracee(tid, TraceeAddr{prog_at}, &prog, sizeof(prog)) != static_cast<long>(sizeof(prog)))
     return -EFAULT;
-  errno = 0;
-  const long word = ptrace(PTRACE_PEEKTEXT, tid, reinterpret_cast<void*>(entry), nullptr);
-  if (errno != 0) return -errno;
-  const long planted = (word & ~0xffffL) | 0x050f;  // "syscall"
-  if (ptrace(PTRACE_POKETEXT, tid, reinterpret_cast<void*>(entry), reinterpret_cast<void*>(planted)) != 0) return -errno;
-  long r;
-  {
-    SyscallInjector inj(tid, entry);
+  long r = 0;
+  const long patched = at_entry_point(tid, pending, [&](SyscallInjector& inj) {
     r = inj.call(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, prog_at);
-    pending.insert(pending.end(), inj.pending_signals().begin(), inj.pending_signals().end());
-  }
-  ptrace(PTRACE_POKETEXT, tid, reinterpret_cast<void*>(entry), reinterpret_cast<void*>(word));
-  return r;
+  });
+  return patched != 0 ? patched : r;
 }
 
 std::unique_ptr<SharedRegion> setup_after_exec(pid_t tid, bool first, const PrivateInit& init, OwnedFd& listener,
                                                std::string& error, std::vector<int>& pending) {
-  arch::Registers regs;
-  if (regs.fetch(tid) != 0) {
-    error = "cannot read registers";
-    return nullptr;
-  }
-  // The new image has no syscall instruction we know of yet: plant one at its entry point for
-  // the mmaps that bring the stub and the private region, then put the original bytes back.
-  const uint64_t entry = regs.instruction_pointer();
-  errno = 0;
-  const long word = ptrace(PTRACE_PEEKTEXT, tid, reinterpret_cast<void*>(entry), nullptr);
-  if (errno != 0) {
-    error = "peek at entry point: " + errno_name(errno);
-    return nullptr;
-  }
-  const long planted = (word & ~0xffffL) | 0x050f;  // "syscall"
-  if (ptrace(PTRACE_POKETEXT, tid, reinterpret_cast<void*>(entry), reinterpret_cast<void*>(planted)) != 0) {
-    error = "poke at entry point: " + errno_name(errno);
-    return nullptr;
-  }
-  long mapped, mapped_private;
-  {
-    SyscallInjector inj(tid, entry);
-    // Writable and executable only until the setup ends (then read+execute).
+  long mapped = -EIO, mapped_private = -EIO;
+  const long patched = at_entry_point(tid, pending, [&](SyscallInjector& inj) {
+    // The stub: writable and executable only until the setup ends (then read+execute).
     mapped = inj.call(SYS_mmap, RB_STUB_ADDR, RB_STUB_CODE_SIZE, PROT_READ | PROT_WRITE | PROT_EXEC,
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, static_cast<uint64_t>(-1), 0);
     mapped_private = inj.call(SYS_mmap, RB_PRIVATE_ADDR, RB_PRIVATE_SIZE, PROT_READ | PROT_WRITE,
                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, static_cast<uint64_t>(-1), 0);
-    pending.insert(pending.end(), inj.pending_signals().begin(), inj.pending_signals().end());
+  });
+  if (patched != 0) {
+    error = "patching the entry point: " + errno_name(-patched);
+    return nullptr;
   }
-  ptrace(PTRACE_POKETEXT, tid, reinterpret_cast<void*>(entry), reinterpret_cast<void*>(word));
   if (mapped != static_cast<long>(RB_STUB_ADDR) || mapped_private != static_cast<long>(RB_PRIVATE_ADDR)) {
     const long bad = mapped != static_cast<long>(RB_STUB_ADDR) ? mapped : mapped_private;
     error = "mmap(stub at fixed address): " + (bad < 0 ? errno_name(-bad) : std::string("placed elsewhere"));
@@ -346,7 +340,7 @@ std::unique_ptr<SharedRegion> setup_after_exec(pid_t tid, bool first, const Priv
     pending.insert(pending.end(), inj.pending_signals().begin(), inj.pending_signals().end());
     return r;
   };
-  std::unique_ptr<SharedRegion> region = map_region(tid, inj, false, error);
+  std::unique_ptr<SharedRegion> region = map_region(tid, inj, error);
   if (!region) {
     inj.call(SYS_munmap, RB_STUB_ADDR, RB_STUB_CODE_SIZE);
     inj.call(SYS_munmap, RB_PRIVATE_ADDR, RB_PRIVATE_SIZE);

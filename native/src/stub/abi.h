@@ -66,8 +66,7 @@ struct rb_shared {
   uint64_t consumed;  /* first slot the engine has not consumed */
   uint64_t dropped;   /* events lost to a full ring */
   uint64_t traps;     /* SIGSYS handler runs */
-  uint64_t upcalls;   /* round trips to the engine */
-  uint64_t pad[2];
+  uint64_t pad[3];
   uint8_t ring[RB_RING_SLOTS * RB_SLOT_SIZE] __attribute__((aligned(64)));
 };
 #define RB_SHARED_SIZE (((sizeof(struct rb_shared) + 4095) / 4096) * 4096)
