@@ -42,15 +42,12 @@ import { buildMutatingWebhookConfiguration } from '../webhook/src/webhook-config
 import { startCluster, type Cluster } from './cluster/cluster';
 import { exitedWithin, spawnController, type ControllerProcess } from './controller/controller';
 import { errorText } from '../operator/src/kube';
+import { CRD_NAME, GROUP, PLURAL, VERSION } from '../operator/src/names';
 import { eventually, Fatal, freePort } from './support/k8s';
 
 const repo = resolve(__dirname, '..');
 const SYSTEM = 'rbinder-system';
 const NS = 'shop';
-const GROUP = 'rbinder.io';
-const VERSION = 'v1alpha1';
-const PLURAL = 'tracedworkloads';
-const CRD_NAME = 'tracedworkloads.rbinder.io';
 const WEBHOOK_CONFIG = 'rbinder-webhook'; // the operator's --webhook-config-name default (and its RBAC's resourceNames)
 const TRACER_IMAGE = 'some-registry.example/rbinder-bundle:test';
 const DEFAULT_ENDPOINT = 'http://rbinder-collector.rbinder-system:4318';

@@ -39,7 +39,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { tracedWorkloadConfig } from '../operator/src/config';
 import { errorText, isConflict, Kube, retryOnConflict } from '../operator/src/kube';
-import { ANNOTATION_CONFIG_HASH, ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_TRACED_WORKLOAD, FINALIZER } from '../operator/src/names';
+import {
+  ANNOTATION_CONFIG_HASH,
+  ANNOTATION_INJECT,
+  ANNOTATION_INJECTED,
+  ANNOTATION_TRACED_WORKLOAD,
+  FINALIZER,
+  GROUP,
+  PLURAL,
+  VERSION,
+} from '../operator/src/names';
 import { runOperator, type OperatorHandle } from '../operator/src/run';
 import type { TracedWorkload } from '../operator/src/types';
 import { startCluster, type Cluster } from './cluster/cluster';
@@ -48,9 +57,6 @@ import { eventually as eventuallyIn } from './support/k8s';
 const repo = resolve(__dirname, '..');
 const SYSTEM = 'rbinder-system';
 const NS = 'shop';
-const GROUP = 'rbinder.io';
-const VERSION = 'v1alpha1';
-const PLURAL = 'tracedworkloads';
 const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
 let cluster: Cluster;

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import { tracedWorkloadConfig, type TracedWorkloadConfig } from './config';
 import { ResilientInformer } from './informer';
 import type { Kube } from './kube';
-import type { WorkloadKind } from './names';
+import { PLURAL, type WorkloadKind } from './names';
 import type { TracedWorkload } from './types';
 
 export type { TracedWorkloadConfig } from './config';
@@ -16,7 +16,7 @@ export class TracedWorkloadCache {
   private readonly memo = new WeakMap<TracedWorkload, TracedWorkloadConfig>();
 
   constructor(kube: Kube, logger: Logger) {
-    this.informer = new ResilientInformer('tracedworkloads', kube.tracedWorkloads(), logger, () => {
+    this.informer = new ResilientInformer(PLURAL, kube.tracedWorkloads(), logger, () => {
       for (const l of this.listeners) l();
     });
   }

@@ -54,9 +54,9 @@ const p = (apiGroup: string, resource: string, verbs: Verb[], scope: Permission[
 
 /** The permissions of each call the operator makes. */
 export const API_CALLS = {
-  watchTracedWorkloads: p(GROUP, 'tracedworkloads', ['list', 'watch']),
-  getTracedWorkload: p(GROUP, 'tracedworkloads', ['get']),
-  patchTracedWorkloadFinalizers: p(GROUP, 'tracedworkloads', ['patch']),
+  watchTracedWorkloads: p(GROUP, PLURAL, ['list', 'watch']),
+  getTracedWorkload: p(GROUP, PLURAL, ['get']),
+  patchTracedWorkloadFinalizers: p(GROUP, PLURAL, ['patch']),
   updateTracedWorkloadStatus: p(GROUP, 'tracedworkloads/status', ['update']),
   // ownerReferences with blockOwnerDeletion on the collector objects need it where the
   // OwnerReferencesPermissionEnforcement admission plugin is on.
