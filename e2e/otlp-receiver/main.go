@@ -42,6 +42,7 @@ func main() {
 	sendSpan := flag.String("send-test-span", "", "client mode: send a test span with PROTOCOL (http/protobuf|http/json|grpc) to the ENDPOINT argument")
 	sendMetric := flag.String("send-test-metric", "", "client mode: like -send-test-span, for a test metrics request")
 	gzipSend := flag.Bool("gzip", false, "client mode: compress the request with gzip")
+	countOnly := flag.Bool("count-only", false, "print only the number of spans of each request, not the request")
 	flag.Parse()
 
 	if *sendSpan != "" || *sendMetric != "" {
@@ -60,7 +61,7 @@ func main() {
 
 	httpLn := listen(*httpPort)
 	grpcLn := listen(*grpcPort)
-	r := &receiver{out: json.NewEncoder(os.Stdout)}
+	r := &receiver{out: json.NewEncoder(os.Stdout), countOnly: *countOnly}
 	r.failLeft.Store(int64(*failFirst))
 
 	gs := grpc.NewServer(grpc.MaxRecvMsgSize(256 << 20))
@@ -91,9 +92,10 @@ func main() {
 
 // receiver is shared by the HTTP handler and the gRPC services.
 type receiver struct {
-	mu       sync.Mutex
-	out      *json.Encoder // one JSON value per line on stdout
-	failLeft atomic.Int64  // export requests still to be refused (-fail-first)
+	mu        sync.Mutex
+	out       *json.Encoder // one JSON value per line on stdout
+	failLeft  atomic.Int64  // export requests still to be refused (-fail-first)
+	countOnly bool          // -count-only
 }
 
 // record is one line of output per received export request.
@@ -102,6 +104,7 @@ type record struct {
 	Protocol string            `json:"protocol"`           // "http/protobuf" | "http/json" | "grpc"
 	Headers  map[string]string `json:"headers"`            // request headers / gRPC metadata, lowercase keys
 	Body     json.RawMessage   `json:"body,omitempty"`     // the request in OTLP/JSON
+	Spans    int               `json:"spans,omitempty"`    // with -count-only: spans in a traces request
 	Rejected bool              `json:"rejected,omitempty"` // refused because of -fail-first
 	Error    string            `json:"error,omitempty"`    // the request could not be decoded
 }
