@@ -10,6 +10,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstddef>
 #include <cstring>
 
@@ -155,8 +157,12 @@ class Bpf {
   uint8_t offset(size_t from, const std::string& name) const {
     if (name.empty()) return 0;
     for (const auto& [n, at] : labels_)
-      if (n == name) return static_cast<uint8_t>(at - from - 1);
-    return 0;
+      if (n == name) {
+        if (at - from - 1 > 255) break;
+        return static_cast<uint8_t>(at - from - 1);
+      }
+    std::fprintf(stderr, "rbinder: BPF jump from %zu to \"%s\" cannot be encoded\n", from, name.c_str());
+    std::abort();
   }
   std::vector<sock_filter> code_;
   std::vector<Fixup> fixups_;
@@ -171,29 +177,45 @@ std::vector<sock_filter> build_trap_filter() {
   const uint32_t ip_lo = offsetof(seccomp_data, instruction_pointer);
   const uint32_t ip_hi = ip_lo + 4;
   const uint64_t fast = fast_syscall_return_ip(), upcall = upcall_return_ip();
+  static_assert((RB_STUB_ADDR >> 32) == ((RB_STUB_ADDR + RB_STUB_CODE_SIZE) >> 32), "one high half for the stub");
   Bpf b;
+  // The syscall number decides first, and every syscall the stub does not handle is allowed on
+  // arch and number alone: the kernel then caches that verdict and skips this filter for them
+  // (seccomp's action cache), which is most of the program's syscalls.
   b.load(offsetof(seccomp_data, arch));
   b.jump(BPF_JEQ, arch::kAuditArch, "", "allow");
-  b.load(ip_hi);
-  b.jump(BPF_JEQ, static_cast<uint32_t>(fast >> 32), "", "nr");
-  b.load(ip_lo);
-  b.jump(BPF_JEQ, static_cast<uint32_t>(fast), "allow", "");
-  b.jump(BPF_JEQ, static_cast<uint32_t>(upcall), "notify", "nr");
-  b.label("nr");
   b.load(offsetof(seccomp_data, nr));
-  for (long nr : kTrapped) b.jump(BPF_JEQ, static_cast<uint32_t>(nr), "trap", "");
+  for (long nr : kTrapped) b.jump(BPF_JEQ, static_cast<uint32_t>(nr), "trapped", "");
   b.jump(BPF_JEQ, SYS_fcntl, "fcntl", "");
   b.jump(BPF_JEQ, SYS_rt_sigprocmask, "sigmask", "");
-  b.jump(BPF_JEQ, SYS_clone, "clone", "allow");
-  b.label("fcntl");  // only the commands that make a descriptor
+  b.jump(BPF_JEQ, SYS_clone, "clone", "");
+  b.jump(BPF_JEQ, RB_UPCALL_NR, "upcall", "allow");
+  // Allowed from the stub's own syscall instruction, trapped from anywhere else.
+  auto from_stub = [&](const std::string& label, const std::string& otherwise) {
+    b.label(label);
+    b.load(ip_hi);
+    b.jump(BPF_JEQ, static_cast<uint32_t>(fast >> 32), "", otherwise);
+    b.load(ip_lo);
+    b.jump(BPF_JEQ, static_cast<uint32_t>(fast), "allow", otherwise);
+  };
+  from_stub("trapped", "trap");
+  from_stub("fcntl", "fcntl_cmd");
+  from_stub("sigmask", "sigmask_how");
+  from_stub("clone", "clone_flags");
+  b.label("upcall");  // the stub's upcall instruction; the number is no syscall anywhere else
+  b.load(ip_hi);
+  b.jump(BPF_JEQ, static_cast<uint32_t>(upcall >> 32), "", "allow");
+  b.load(ip_lo);
+  b.jump(BPF_JEQ, static_cast<uint32_t>(upcall), "notify", "allow");
+  b.label("fcntl_cmd");  // only the commands that make a descriptor
   b.load(arg_lo(1));
   b.jump(BPF_JEQ, F_DUPFD, "trap", "");
   b.jump(BPF_JEQ, F_DUPFD_CLOEXEC, "trap", "allow");
-  b.label("sigmask");  // anything that may block SIGSYS: not SIG_UNBLOCK, not a query
+  b.label("sigmask_how");  // anything that may block SIGSYS: not SIG_UNBLOCK, not a query
   b.load(arg_lo(0));
   b.jump(BPF_JEQ, SIG_UNBLOCK, "allow", "");
   b.if_arg_zero(1, "allow", "trap");  // no set: a query
-  b.label("clone");  // fork-like only: no shared memory, no new stack (the stub returns on it)
+  b.label("clone_flags");  // fork-like only: no shared memory, no new stack (the stub returns on it)
   b.load(arg_lo(0));
   b.jump(BPF_JSET, CLONE_VM, "allow", "");
   b.if_arg_zero(1, "trap", "allow");

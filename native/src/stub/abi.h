@@ -82,8 +82,10 @@ struct rb_private {
 };
 #define RB_PRIVATE_SIZE (((sizeof(struct rb_private) + 4095) / 4096) * 4096)
 
-/* Upcalls: the stub issues a syscall from its upcall instruction; the filter turns it into a
- * seccomp user notification the engine answers (SECCOMP_RET_USER_NOTIF). args: (op, &rb_call). */
+/* Upcalls: the stub issues syscall RB_UPCALL_NR (no syscall of any kernel: from anywhere else it
+ * fails with ENOSYS) from its upcall instruction; the filter turns it into a seccomp user
+ * notification the engine answers (SECCOMP_RET_USER_NOTIF). args: (op, &rb_call, pid). */
+#define RB_UPCALL_NR 0x7262
 enum rb_upcall_op {
   RB_UP_EXEC = 1,        /* about to execve: the engine attaches for the exec. 1: attached */
   RB_UP_WRITE = 2,       /* a write on an RB_FD_CLIENT descriptor: 1: issue call->nr/args instead */

@@ -387,11 +387,11 @@ static long client_write(long nr, long a1, long a2, long a3, long a4, long a5, l
   call.args[0] = (uint64_t)a1, call.args[1] = (uint64_t)a2, call.args[2] = (uint64_t)a3;
   call.args[3] = (uint64_t)a4, call.args[4] = (uint64_t)a5, call.args[5] = (uint64_t)a6;
   call.start_ns = now_ns();
-  long verdict = rb_syscall_upcall(SYS_GETPID, RB_UP_WRITE, (long)&call, PRIV->pid, 0, 0, 0);
+  long verdict = rb_syscall_upcall(RB_UPCALL_NR, RB_UP_WRITE, (long)&call, PRIV->pid, 0, 0, 0);
   if (verdict == 1) {
     call.result = rb_syscall_fast(call.nr, (long)call.args[0], (long)call.args[1], (long)call.args[2],
                                   (long)call.args[3], (long)call.args[4], (long)call.args[5]);
-    return rb_syscall_upcall(SYS_GETPID, RB_UP_WRITE_DONE, (long)&call, PRIV->pid, 0, 0, 0);
+    return rb_syscall_upcall(RB_UPCALL_NR, RB_UP_WRITE_DONE, (long)&call, PRIV->pid, 0, 0, 0);
   }
   if (verdict == 2 && a1 >= 0 && a1 < RB_FD_MAX) PRIV->fd_state[a1] = RB_FD_RECORD; /* nothing to inject any more */
   return recorded_write(nr, a1, a2, a3, a4, a5, a6, call.start_ns);
@@ -477,7 +477,7 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
     }
     case SYS_EXECVE:
     case SYS_EXECVEAT: {
-      long attached = rb_syscall_upcall(SYS_GETPID, RB_UP_EXEC, 0, PRIV->pid, 0, 0, 0);
+      long attached = rb_syscall_upcall(RB_UPCALL_NR, RB_UP_EXEC, 0, PRIV->pid, 0, 0, 0);
       if (attached != 1) return attached < 0 ? attached : -EPERM; /* the new image would die at its first trap */
       long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
       rb_trap(); /* it failed: the engine detaches */
