@@ -39,40 +39,55 @@ class JsBatchSink final : public BatchSink {
   }
 
  private:
-  static Napi::Value hr_time(Napi::Env env, TimeNs t) {
-    Napi::Array a = Napi::Array::New(env, 2);
-    a.Set(0u, Napi::Number::New(env, static_cast<double>(t / 1000000000ull)));
-    a.Set(1u, Napi::Number::New(env, static_cast<double>(t % 1000000000ull)));
-    return a;
-  }
+  // Spans go to JS as one buffer (layout: tracer/src/span-buffer.ts), not as one object each:
+  // setting two dozen named properties per span through N-API cost more than the whole rest of
+  // the span's way to the exporter.
+  class Encoder {
+   public:
+    void u8(uint8_t v) { out_.push_back(v); }
+    void u32(uint32_t v) { raw(&v, sizeof(v)); }
+    void f64(double v) { raw(&v, sizeof(v)); }
+    void raw(const void* p, size_t n) {
+      const auto* b = static_cast<const uint8_t*>(p);
+      out_.insert(out_.end(), b, b + n);
+    }
+    void str(const std::string& s) {
+      u32(static_cast<uint32_t>(s.size()));
+      raw(s.data(), s.size());
+    }
+    void time(TimeNs t) {
+      u32(static_cast<uint32_t>(t / 1000000000ull));
+      u32(static_cast<uint32_t>(t % 1000000000ull));
+    }
+    const std::vector<uint8_t>& bytes() const { return out_; }
 
-  static Napi::Object span_to_js(Napi::Env env, const SpanRecord& s) {
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("kind", s.kind);
-    o.Set("traceId", to_hex(s.context.trace_id));
-    o.Set("spanId", to_hex(s.context.span_id));
-    o.Set("parentSpanId", s.has_parent ? to_hex(s.parent_span_id) : std::string());
-    o.Set("parentIsRemote", s.parent_remote);
-    o.Set("traceFlags", static_cast<double>(s.context.flags));
-    o.Set("traceState", s.context.trace_state);
-    o.Set("startTime", hr_time(env, s.start));
-    o.Set("endTime", hr_time(env, s.end));
-    o.Set("pid", s.pid);
-    o.Set("tid", s.tid);
-    o.Set("method", s.method);
-    o.Set("target", s.target);
-    o.Set("statusCode", s.status_code);
-    o.Set("protocolVersion", s.protocol_version);
-    o.Set("host", s.host);
-    o.Set("userAgent", s.user_agent);
-    o.Set("peerAddress", s.peer.address);
-    o.Set("peerPort", s.peer.port);
-    o.Set("localAddress", s.local.address);
-    o.Set("localPort", s.local.port);
-    o.Set("requestBodySize", static_cast<double>(s.request_body_size));
-    o.Set("responseBodySize", static_cast<double>(s.response_body_size));
-    o.Set("error", s.error);
-    return o;
+   private:
+    std::vector<uint8_t> out_;
+  };
+  static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "span buffer is little-endian");
+
+  static Napi::Buffer<uint8_t> spans_to_js(Napi::Env env, const std::vector<SpanRecord>& spans) {
+    Encoder e;
+    for (const SpanRecord& s : spans) {
+      e.u8(s.kind);
+      e.u8(static_cast<uint8_t>((s.has_parent ? 1 : 0) | (s.parent_remote ? 2 : 0)));
+      e.u8(s.context.flags);
+      e.u8(0);
+      e.raw(s.context.trace_id.data(), s.context.trace_id.size());
+      e.raw(s.context.span_id.data(), s.context.span_id.size());
+      e.raw(s.parent_span_id.data(), s.parent_span_id.size());
+      e.time(s.start);
+      e.time(s.end);
+      for (int v : {static_cast<int>(s.pid), static_cast<int>(s.tid), s.status_code, static_cast<int>(s.peer.port),
+                    static_cast<int>(s.local.port)})
+        e.u32(static_cast<uint32_t>(v));
+      e.f64(static_cast<double>(s.request_body_size));
+      e.f64(static_cast<double>(s.response_body_size));
+      for (const std::string* v : {&s.context.trace_state, &s.method, &s.target, &s.protocol_version, &s.host,
+                                   &s.user_agent, &s.peer.address, &s.local.address, &s.error})
+        e.str(*v);
+    }
+    return Napi::Buffer<uint8_t>::Copy(env, e.bytes().data(), e.bytes().size());
   }
 
   static Napi::Object to_js(Napi::Env env, const Batch& b) {
@@ -91,9 +106,7 @@ class JsBatchSink final : public BatchSink {
       processes.Set(static_cast<uint32_t>(i), o);
     }
     out.Set("processes", processes);
-    Napi::Array spans = Napi::Array::New(env, b.spans.size());
-    for (size_t i = 0; i < b.spans.size(); i++) spans.Set(static_cast<uint32_t>(i), span_to_js(env, b.spans[i]));
-    out.Set("spans", spans);
+    out.Set("spans", spans_to_js(env, b.spans));
     if (b.exit) {
       Napi::Object e = Napi::Object::New(env);
       e.Set("code", b.exit->exited ? Napi::Value(Napi::Number::New(env, b.exit->code)) : env.Null());

@@ -1,6 +1,8 @@
 // The native engine's surface, declared once; loading says every path it tried when it fails.
 import * as path from 'node:path';
-import type { Batch, EngineStats } from './records';
+import { log } from './log';
+import type { Batch, EngineStats, SpanRecord } from './records';
+import { decodeSpans } from './span-buffer';
 
 // The engine's SamplerType enumerates the sampler names in the order of config.ts's SAMPLER_TYPES.
 export { SAMPLER_TYPES } from './config';
@@ -57,6 +59,30 @@ function findPackageRoot(start: string): string {
   }
 }
 
+/** What the addon itself delivers: the spans still in their buffer (span-buffer.ts). */
+type RawBatch = Omit<Batch, 'spans'> & { spans: Buffer };
+interface RawAddon extends Omit<NativeAddon, 'startEngine'> {
+  startEngine(options: EngineOptions, onBatch: (batch: RawBatch) => void): number;
+}
+
+function withDecodedSpans(raw: RawAddon): NativeAddon {
+  return {
+    startEngine: (options, onBatch) =>
+      raw.startEngine(options, (batch) => {
+        let spans: SpanRecord[] = [];
+        try {
+          spans = decodeSpans(batch.spans);
+        } catch (err) {
+          // An engine bug: lose these spans, never the batch's processes or the program's exit.
+          log.error({ error: (err as Error).message }, 'span batch from the engine dropped');
+        }
+        onBatch({ ...batch, spans });
+      }),
+    engineStats: () => raw.engineStats(),
+    isForegroundOfTerminal: () => raw.isForegroundOfTerminal(),
+  };
+}
+
 let cached: NativeAddon | undefined;
 
 export function loadNative(): NativeAddon {
@@ -64,7 +90,7 @@ export function loadNative(): NativeAddon {
   const failures: string[] = [];
   for (const candidate of candidatePaths()) {
     try {
-      cached = require(candidate) as NativeAddon;
+      cached = withDecodedSpans(require(candidate) as RawAddon);
       return cached;
     } catch (err) {
       failures.push(`  ${candidate}: ${(err as Error).message.split('\n')[0]}`);
