@@ -13,7 +13,8 @@
         "src/http/parser.cc",
         "src/syscall/seccomp.cc",
         "src/tracee/memory.cc",
-        "src/tracee/sockets.cc"
+        "src/tracee/sockets.cc",
+        "src/tracee/vdso.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")", "src", "gen"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

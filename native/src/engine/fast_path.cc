@@ -17,6 +17,7 @@
 
 #include "stub_blob.h"
 #include "tracee/memory.h"
+#include "tracee/vdso.h"
 
 namespace rbinder::fast {
 namespace {
@@ -338,6 +339,7 @@ std::unique_ptr<SharedRegion> setup_after_exec(pid_t tid, bool first, const Priv
   head.magic = RB_MAGIC;
   head.pid = static_cast<uint32_t>(init.pid);
   head.inject = init.inject ? 1 : 0;
+  head.clock_gettime = tracee_vdso_clock_gettime(tid);
   bool written =
       write_tracee(tid, TraceeAddr{RB_STUB_ADDR}, stub::kCode, sizeof(stub::kCode)) == static_cast<long>(sizeof(stub::kCode)) &&
       write_tracee(tid, TraceeAddr{RB_STUB_ADDR + kNameAt}, kName, sizeof(kName)) == static_cast<long>(sizeof(kName)) &&

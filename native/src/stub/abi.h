@@ -17,7 +17,7 @@
 #define RB_PRIVATE_ADDR (RB_STUB_ADDR + 0x1000000ULL)
 
 #define RB_MAGIC 0x72626e64u /* "rbnd" */
-#define RB_VERSION 2u
+#define RB_VERSION 3u
 
 #define RB_FD_MAX 65536
 #define RB_RING_SLOTS 8192u
@@ -77,6 +77,7 @@ struct rb_private {
   uint32_t inject;            /* outbound connections start as RB_FD_CLIENT */
   uint32_t pad;
   uint64_t app_sigsys[4];     /* the program's own rt_sigaction(SIGSYS), answered as if applied */
+  uint64_t clock_gettime;     /* the vDSO's __vdso_clock_gettime, or 0: the syscall */
   uint8_t fd_state[RB_FD_MAX];
   uint64_t lost[RB_FD_MAX][2]; /* bytes read [0] / written [1] whose events a full ring dropped */
 };
