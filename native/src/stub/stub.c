@@ -38,6 +38,7 @@
 #define SYS_CLONE 56
 #define SYS_FORK 57
 #define SYS_EXECVE 59
+#define SYS_EXIT 60
 #define SYS_FCNTL 72
 #define SYS_GETTID 186
 #define SYS_TGKILL 234
@@ -129,9 +130,29 @@ static uint64_t now_ns(void) {
   return (uint64_t)ts.sec * 1000000000ull + (uint64_t)ts.nsec;
 }
 
+/* Who is trapping, looked up once per trap and only when an event is recorded. */
+struct rb_who {
+  uint32_t tid; /* 0 until looked up */
+};
+
+static uint32_t tid_of(struct rb_who* w) {
+  if (w->tid == 0) w->tid = (uint32_t)sys(SYS_GETTID, 0, 0, 0);
+  return w->tid;
+}
+
 /* This process owns the private region (a vfork child shares its parent's until it execs, and
- * must not change the parent's routing). */
-static int mine(void) { return (uint32_t)sys(SYS_GETPID, 0, 0, 0) == PRIV->pid; }
+ * must not change the parent's routing). Its main thread's tid is its pid; its other threads are
+ * remembered once getpid has said so (a thread's entry goes when it exits, see SYS_EXIT), so a
+ * busy thread does not pay a getpid per event. Only "mine" is cached: a vfork child asks each time. */
+static int mine(struct rb_who* w) {
+  uint32_t tid = tid_of(w);
+  if (tid == PRIV->pid) return 1;
+  uint32_t* slot = &PRIV->mine_tids[tid % RB_TID_CACHE];
+  if (__atomic_load_n(slot, __ATOMIC_RELAXED) == tid) return 1;
+  if ((uint32_t)sys(SYS_GETPID, 0, 0, 0) != PRIV->pid) return 0;
+  __atomic_store_n(slot, tid, __ATOMIC_RELAXED);
+  return 1;
+}
 
 static void copy_bytes(uint8_t* dst, const uint8_t* src, size_t n) {
   for (size_t i = 0; i < n; i++) dst[i] = src[i];
@@ -173,8 +194,8 @@ static struct rb_event* reserve(uint32_t data, uint64_t* seq) {
 
 static void publish(struct rb_event* e, uint64_t seq) { __atomic_store_n(&e->seq, seq, __ATOMIC_RELEASE); }
 
-static void fill(struct rb_event* e, long nr, long fd, long result, uint64_t flags, uint64_t start, uint64_t total) {
-  e->tid = (uint32_t)sys(SYS_GETTID, 0, 0, 0);
+static void fill(struct rb_who* w, struct rb_event* e, long nr, long fd, long result, uint64_t flags, uint64_t start, uint64_t total) {
+  e->tid = tid_of(w);
   e->pid = PRIV->pid;
   e->fd = (int32_t)fd;
   e->nr = (int32_t)nr;
@@ -228,13 +249,13 @@ static int is_write_nr(long nr) { return nr == SYS_WRITE || nr == SYS_WRITEV || 
 /* Bytes on fd whose events a full ring dropped are reported (as a count) before any later event
  * of that direction: the engine then skips body bytes of known length, or stops parsing. Returns
  * 0 while the ring is still full (the caller's bytes are lost too). */
-static int report_lost(long nr, long fd, uint64_t start) {
+static int report_lost(struct rb_who* w, long nr, long fd, uint64_t start) {
   uint64_t* lost = &PRIV->lost[fd][is_write_nr(nr)];
   if (*lost == 0) return 1;
   uint64_t seq;
   struct rb_event* e = reserve(0, &seq);
   if (!e) return 0;
-  fill(e, nr, fd, (long)*lost, RB_EV_LOST, start, *lost);
+  fill(w, e, nr, fd, (long)*lost, RB_EV_LOST, start, *lost);
   e->data_len = 0;
   publish(e, seq);
   *lost = 0;
@@ -246,10 +267,10 @@ static void lose(long nr, long fd, uint64_t n) {
 }
 
 /* What a read or write moved from byte `done` on, in events of at most RB_EVENT_MAX_DATA bytes. */
-static void record_io(long nr, long fd, long result, long a2, long a3, long a4, uint64_t start, uint64_t done) {
-  if (result == -EAGAIN || result == -EINTR || !mine()) return;
+static void record_io(struct rb_who* w, long nr, long fd, long result, long a2, long a3, long a4, uint64_t start, uint64_t done) {
+  if (result == -EAGAIN || result == -EINTR || !mine(w)) return;
   uint64_t moved = result > 0 ? (uint64_t)result : 0;
-  if (!report_lost(nr, fd, start)) {
+  if (!report_lost(w, nr, fd, start)) {
     lose(nr, fd, moved - done);
     return;
   }
@@ -266,12 +287,12 @@ static void record_io(long nr, long fd, long result, long a2, long a3, long a4, 
       lose(nr, fd, moved - done);
       return;
     }
-    fill(e, nr, fd, result > 0 ? (long)n : result, io_flags(nr, a3, a4), start, n);
+    fill(w, e, nr, fd, result > 0 ? (long)n : result, io_flags(nr, a3, a4), start, n);
     e->data_len = n ? gather(nr, a2, a3, done, (uint8_t*)(e + 1), n) : 0;
     publish(e, seq);
     done += n;
   } while (done < moved);
-  report_lost(nr, fd, start); /* what was not copied, right behind what was */
+  report_lost(w, nr, fd, start); /* what was not copied, right behind what was */
 }
 
 /* The bytes a write-family call is asked to send. */
@@ -293,11 +314,11 @@ static uint64_t write_len(long nr, long a2, long a3) {
 
 /* A write on a tracked connection. Its event is claimed before the bytes go out: a response read
  * on another thread, after the peer got them, must come later in the ring than this write. */
-static long recorded_write(long nr, long a1, long a2, long a3, long a4, long a5, long a6, uint64_t start) {
+static long recorded_write(struct rb_who* w, long nr, long a1, long a2, long a3, long a4, long a5, long a6, uint64_t start) {
   uint64_t seq = 0, asked = write_len(nr, a2, a3);
   uint32_t first = asked < RB_EVENT_MAX_DATA ? (uint32_t)asked : RB_EVENT_MAX_DATA;
-  int owner = mine();
-  struct rb_event* e = owner && report_lost(nr, a1, start) ? reserve(first, &seq) : 0;
+  int owner = mine(w);
+  struct rb_event* e = owner && report_lost(w, nr, a1, start) ? reserve(first, &seq) : 0;
   long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
   if (!e) {
     if (owner && result > 0) lose(nr, a1, (uint64_t)result);
@@ -309,18 +330,18 @@ static long recorded_write(long nr, long a1, long a2, long a3, long a4, long a5,
     return result;
   }
   uint32_t n = (uint64_t)result < first ? (uint32_t)result : first;
-  fill(e, nr, a1, n, io_flags(nr, a3, a4), start, n);
+  fill(w, e, nr, a1, n, io_flags(nr, a3, a4), start, n);
   e->data_len = gather(nr, a2, a3, 0, (uint8_t*)(e + 1), n);
   publish(e, seq);
-  if ((uint64_t)result > n) record_io(nr, a1, result, a2, a3, a4, start, n);
+  if ((uint64_t)result > n) record_io(w, nr, a1, result, a2, a3, a4, start, n);
   return result;
 }
 
-static void record_simple(long nr, long fd, long result, uint64_t flags) {
+static void record_simple(struct rb_who* w, long nr, long fd, long result, uint64_t flags) {
   uint64_t seq;
   struct rb_event* e = reserve(0, &seq);
   if (!e) return;
-  fill(e, nr, fd, result, flags, now_ns(), 0);
+  fill(w, e, nr, fd, result, flags, now_ns(), 0);
   e->data_len = 0;
   publish(e, seq);
 }
@@ -339,11 +360,11 @@ static int stream_socket(long fd, uint8_t* local, unsigned* local_len) {
 }
 
 /* A new connection on fd: its state, and an event with both addresses. */
-static void new_connection(long nr, long fd, uint8_t state, const uint8_t* peer_hint, unsigned peer_hint_len,
+static void new_connection(struct rb_who* w, long nr, long fd, uint8_t state, const uint8_t* peer_hint, unsigned peer_hint_len,
                            uint64_t start) {
   uint8_t local[128], peer[128];
   unsigned local_len = 0, peer_len = sizeof(peer);
-  if (fd < 0 || fd >= RB_FD_MAX || !mine() || !stream_socket(fd, local, &local_len)) return;
+  if (fd < 0 || fd >= RB_FD_MAX || !mine(w) || !stream_socket(fd, local, &local_len)) return;
   if (sys(SYS_GETPEERNAME, fd, (long)peer, (long)&peer_len) != 0 || peer_len < 2) {
     peer_len = 0;
     if (peer_hint && peer_hint_len <= sizeof(peer)) {
@@ -357,21 +378,21 @@ static void new_connection(long nr, long fd, uint8_t state, const uint8_t* peer_
   uint64_t seq;
   struct rb_event* e = reserve(local_len + peer_len, &seq);
   if (!e) return;
-  fill(e, nr, fd, fd, ((uint64_t)local_len << 16) | peer_len, start, 0);
+  fill(w, e, nr, fd, fd, ((uint64_t)local_len << 16) | peer_len, start, 0);
   copy_bytes((uint8_t*)(e + 1), local, local_len);
   copy_bytes((uint8_t*)(e + 1) + local_len, peer, peer_len);
   e->data_len = local_len + peer_len;
   publish(e, seq);
 }
 
-static void closed(long fd) {
-  if (state_of(fd) == RB_FD_PASS || !mine()) return;
+static void closed(struct rb_who* w, long fd) {
+  if (state_of(fd) == RB_FD_PASS || !mine(w)) return;
   uint64_t now = now_ns();
-  report_lost(SYS_READ, fd, now);
-  report_lost(SYS_WRITE, fd, now);
+  report_lost(w, SYS_READ, fd, now);
+  report_lost(w, SYS_WRITE, fd, now);
   PRIV->fd_state[fd] = RB_FD_PASS;
   PRIV->lost[fd][0] = PRIV->lost[fd][1] = 0;
-  record_simple(SYS_CLOSE, fd, 0, 0);
+  record_simple(w, SYS_CLOSE, fd, 0, 0);
 }
 
 /* The program's handler for SIGSYS that did not come from our filter. */
@@ -386,7 +407,7 @@ static void forward(int sig, struct rb_siginfo* info, void* context) {
   }
 }
 
-static long client_write(long nr, long a1, long a2, long a3, long a4, long a5, long a6) {
+static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, long a4, long a5, long a6) {
   struct rb_call call;
   call.nr = nr;
   call.args[0] = (uint64_t)a1, call.args[1] = (uint64_t)a2, call.args[2] = (uint64_t)a3;
@@ -399,11 +420,13 @@ static long client_write(long nr, long a1, long a2, long a3, long a4, long a5, l
     return rb_syscall_upcall(RB_UPCALL_NR, RB_UP_WRITE_DONE, (long)&call, PRIV->pid, 0, 0, 0);
   }
   if (verdict == 2 && a1 >= 0 && a1 < RB_FD_MAX) PRIV->fd_state[a1] = RB_FD_RECORD; /* nothing to inject any more */
-  return recorded_write(nr, a1, a2, a3, a4, a5, a6, call.start_ns);
+  return recorded_write(w, nr, a1, a2, a3, a4, a5, a6, call.start_ns);
 }
 
 static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6, struct rb_ucontext* uc) {
   const uint64_t sigsys_bit = 1ull << (SIGSYS - 1);
+  struct rb_who who = {0};
+  struct rb_who* w = &who;
   switch (nr) {
     case SYS_READ:
     case SYS_READV:
@@ -416,11 +439,11 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
       uint8_t state = state_of(a1);
       if (state == RB_FD_PASS) return rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
       int write = is_write_nr(nr);
-      if (write && state == RB_FD_CLIENT) return client_write(nr, a1, a2, a3, a4, a5, a6);
+      if (write && state == RB_FD_CLIENT) return client_write(w, nr, a1, a2, a3, a4, a5, a6);
       uint64_t start = now_ns();
-      if (write) return recorded_write(nr, a1, a2, a3, a4, a5, a6, start);
+      if (write) return recorded_write(w, nr, a1, a2, a3, a4, a5, a6, start);
       long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
-      record_io(nr, a1, result, a2, a3, a4, start, 0);
+      record_io(w, nr, a1, result, a2, a3, a4, start, 0);
       return result;
     }
     case SYS_ACCEPT:
@@ -428,8 +451,8 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
       uint64_t start = now_ns();
       long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
       if (result >= 0) {
-        closed(result); /* a number we still thought in use */
-        new_connection(nr, result, RB_FD_RECORD, 0, 0, start);
+        closed(w, result); /* a number we still thought in use */
+        new_connection(w, nr, result, RB_FD_RECORD, 0, 0, start);
       }
       return result;
     }
@@ -437,12 +460,12 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
       uint64_t start = now_ns();
       long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
       if ((result == 0 || result == -EINPROGRESS) && state_of(a1) == RB_FD_PASS)
-        new_connection(nr, a1, PRIV->inject ? RB_FD_CLIENT : RB_FD_RECORD, (const uint8_t*)a2, (unsigned)a3, start);
+        new_connection(w, nr, a1, PRIV->inject ? RB_FD_CLIENT : RB_FD_RECORD, (const uint8_t*)a2, (unsigned)a3, start);
       return result;
     }
     case SYS_CLOSE: {
       long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
-      if (result == 0 || result == -EINTR) closed(a1); /* Linux frees the number either way */
+      if (result == 0 || result == -EINTR) closed(w, a1); /* Linux frees the number either way */
       return result;
     }
     case SYS_CLOSE_RANGE: {
@@ -450,7 +473,7 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
       if (result == 0 && !(a3 & 4 /* CLOSE_RANGE_CLOEXEC: exec decides */)) {
         uint64_t last = (uint64_t)(unsigned)a2 < RB_FD_MAX - 1 ? (uint64_t)(unsigned)a2 : RB_FD_MAX - 1;
         for (uint64_t fd = (unsigned)a1; fd <= last; fd++)
-          if (PRIV->fd_state[fd] != RB_FD_PASS) closed((long)fd);
+          if (PRIV->fd_state[fd] != RB_FD_PASS) closed(w, (long)fd);
       }
       return result;
     }
@@ -460,9 +483,9 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
     case SYS_FCNTL: {
       long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
       if (result >= 0 && result < RB_FD_MAX && result != a1 &&
-          (state_of(a1) != RB_FD_PASS || PRIV->fd_state[result] != RB_FD_PASS) && mine()) {
+          (state_of(a1) != RB_FD_PASS || PRIV->fd_state[result] != RB_FD_PASS) && mine(w)) {
         PRIV->fd_state[result] = state_of(a1);
-        record_simple(nr, a1, result, 0);
+        record_simple(w, nr, a1, result, 0);
       }
       return result;
     }
@@ -474,11 +497,20 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
       long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
       if (result == 0) {
         PRIV->pid = (uint32_t)sys(SYS_GETPID, 0, 0, 0);
-        record_simple(RB_EV_FORK, -1, PRIV->pid, parent);
+        w->tid = 0; /* this is the child's own thread now */
+        for (uint32_t i = 0; i < RB_TID_CACHE; i++) PRIV->mine_tids[i] = 0; /* the parent's threads */
+        record_simple(w, RB_EV_FORK, -1, PRIV->pid, parent);
       } else if (result > 0) {
-        record_simple(RB_EV_FORK, -1, result, parent);
+        record_simple(w, RB_EV_FORK, -1, result, parent);
       }
       return result;
+    }
+    case SYS_EXIT: {
+      /* A thread ends: its number may come back as another process's (a vfork child's). */
+      uint32_t tid = tid_of(w);
+      uint32_t* slot = &PRIV->mine_tids[tid % RB_TID_CACHE];
+      __atomic_compare_exchange_n(slot, &tid, 0, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+      return rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
     }
     case SYS_EXECVE:
     case SYS_EXECVEAT: {
