@@ -94,6 +94,12 @@ void Engine::setup_fast_path(Thread& t) {
   t.process->fds = t.fds;
   regions_.push_back(region);
   listener_ = std::move(listener);
+  // Linux 6.6+: an upcall hands the CPU straight to this thread and the answer straight back,
+  // instead of two cross-CPU wake-ups (each a VM exit on a virtual machine). Older kernels: EINVAL.
+  constexpr unsigned long kNotifSetFlags = _IOW('!', 4, uint64_t);  // SECCOMP_IOCTL_NOTIF_SET_FLAGS
+  constexpr uint64_t kSyncWakeUp = 1;                                // SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
+  const int sync = ioctl(listener_.get(), kNotifSetFlags, kSyncWakeUp);
+  if (debug_) dprintf(2, "rbinder-engine: synchronous upcall wake-ups %s\n", sync == 0 ? "on" : strerror(errno));
   ptrace(PTRACE_DETACH, t.tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(pending.empty() ? 0 : pending.front())));
 }
 
@@ -164,18 +170,15 @@ void Engine::handle_notification() {
   if (req.data.instruction_pointer != fast::upcall_return_ip()) {
     resp.flags = SECCOMP_USER_NOTIF_FLAG_CONTINUE;  // not an upcall of the stub: let it run
   } else {
-    // What the stub recorded before it asked comes first; but not before a rewritten write's
-    // result: a response read on another thread since that write went out belongs after it.
-    if (req.data.args[0] != RB_UP_WRITE_DONE) drain_all();
+    // What the stub recorded before it asked comes first (a write's own event, claimed before its
+    // upcall, and everything after it wait for the write to go out).
+    drain_all();
     switch (req.data.args[0]) {
       case RB_UP_EXEC:
         result = fast_exec(tid, pid);
         break;
       case RB_UP_WRITE:
-        result = fast_write(tid, pid, req.data.args[1], false);
-        break;
-      case RB_UP_WRITE_DONE:
-        result = fast_write(tid, pid, req.data.args[1], true);
+        result = fast_write(tid, pid, req.data.args[1]);
         break;
       default:
         result = -ENOSYS;
@@ -241,11 +244,10 @@ void Engine::finish_fast_exec(pid_t tid, pid_t pid) {
 }
 
 void Engine::fast_image_ready(pid_t tid, Process& process) {
-  drain_all(true);
+  drain_all();
   // The old image's threads are gone; the table is unshared and its close-on-exec sockets closed.
   for (auto it = threads_.begin(); it != threads_.end();) {
     if (it->second.process.get() == &process) {
-      if (it->second.pending.rewritten) rewrites_in_flight_--;  // killed by the exec mid-write
       tracker_.on_thread_exit(it->first);
       it = threads_.erase(it);
     } else {
@@ -309,13 +311,7 @@ void Engine::fast_process_gone(pid_t pid) {
   if (it == processes_.end()) return;
   std::shared_ptr<Process> process = it->second;
   process->gone = true;
-  for (auto& [tid, thread] : threads_) {
-    if (thread.process == process && thread.pending.rewritten) {
-      thread.pending = PendingSyscall{};  // died between its two upcalls
-      rewrites_in_flight_--;
-    }
-  }
-  drain_all(true);
+  drain_all();
   for (auto t = threads_.begin(); t != threads_.end();) {
     if (t->second.process == process && t->first != root_pid_) {
       tracker_.on_thread_exit(t->first);
@@ -333,25 +329,10 @@ void Engine::fast_process_gone(pid_t pid) {
   processes_.erase(it);
 }
 
-long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr, bool done) {
+long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr) {
   rb_call head{};
-  if (read_tracee(tid, TraceeAddr{call_addr}, &head, kCallHead) != static_cast<long>(kCallHead)) return done ? -EFAULT : 0;
+  if (read_tracee(tid, TraceeAddr{call_addr}, &head, kCallHead) != static_cast<long>(kCallHead)) return 0;
   Thread* t = fast_thread(tid, pid);
-  if (done) {
-    if (!t || !t->pending.rewritten) return head.result;
-    Tracker::Io io;
-    io.tid = tid;
-    io.pid = pid;
-    io.fd = static_cast<int>(t->pending.original.arg(1));
-    io.direction = Direction::kWrite;
-    io.result = head.result;
-    io.entry = t->pending.entry;
-    io.exit = now_ns();
-    rewrites_in_flight_--;
-    const long app_bytes = complete_rewritten_write(*t, io);
-    drain_all();  // what other threads did meanwhile, now after this write
-    return app_bytes;
-  }
   if (!t) return 0;
   FdTable& fds = *t->fds;
   const int fd = static_cast<int>(head.args[0]);
@@ -380,16 +361,18 @@ long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr, bool done) {
   rb_call out = head;
   out.nr = rewritten.syscall_nr();
   for (int i = 0; i < 6; i++) out.args[i] = rewritten.arg(i + 1);
-  if (write_tracee(tid, TraceeAddr{call_addr}, &out, offsetof(rb_call, result)) != static_cast<long>(offsetof(rb_call, result))) {
+  out.inject_at = p.injection.offset;
+  out.inject_len = p.injection.header.size();
+  constexpr size_t kAnswer = offsetof(rb_call, start_ns);
+  if (write_tracee(tid, TraceeAddr{call_addr}, &out, kAnswer) != static_cast<long>(kAnswer)) {
     p = PendingSyscall{};
     return 0;
   }
-  p.rewritten = true;
-  rewrites_in_flight_++;
+  p.rewritten = true;  // settled by the write's event (RB_EV_REWRITTEN)
   return 1;
 }
 
-void Engine::drain_region(fast::SharedRegion& region) {
+size_t Engine::drain_region(fast::SharedRegion& region) {
   rb_shared* shared = region.get();
   const uint64_t traps = __atomic_load_n(&shared->traps, __ATOMIC_RELAXED);
   const uint64_t dropped = __atomic_load_n(&shared->dropped, __ATOMIC_RELAXED);
@@ -397,7 +380,7 @@ void Engine::drain_region(fast::SharedRegion& region) {
   region.traps_seen = traps;
   if (dropped > region.dropped_seen) stats_.fast_dropped += dropped - region.dropped_seen;
   region.dropped_seen = dropped;
-  region.drain([&](const rb_event& e, const uint8_t* data) {
+  return region.drain([&](const rb_event& e, const uint8_t* data) {
     stats_.fast_events++;
     if (debug_)
       dprintf(2, "rbinder-engine: event pid=%u tid=%u nr=%d fd=%d result=%ld len=%u\n", e.pid, e.tid, e.nr, e.fd,
@@ -435,6 +418,12 @@ void Engine::drain_region(fast::SharedRegion& region) {
         return;
       }
       RingBytes view(data, e.data_len, e.total);
+      PendingSyscall& p = t->pending;
+      if ((e.flags & RB_EV_REWRITTEN) && p.rewritten && p.original.arg(1) == static_cast<uint64_t>(e.fd)) {
+        // The write fast_write rewrote: how much of the header went out, then the program's bytes.
+        tracker_.injection_done(fds, io.fd, p.injection, (e.flags >> RB_EV_HEADER_SHIFT) & 0xffff);
+        p = PendingSyscall{};
+      }
       tracker_.on_io(fds, io, view);
     } else if (nr == SYS_accept || nr == SYS_accept4 || nr == SYS_connect) {
       const size_t local_len = (e.flags >> 16) & 0xffff, peer_len = e.flags & 0xffff;
@@ -457,16 +446,17 @@ void Engine::drain_region(fast::SharedRegion& region) {
   });
 }
 
-void Engine::drain_all(bool force) {
-  if (rewrites_in_flight_ > 0 && !force) return;
+size_t Engine::drain_all() {
+  size_t events = 0;
   for (auto it = regions_.begin(); it != regions_.end();) {
     if (std::shared_ptr<fast::SharedRegion> region = it->lock()) {
-      drain_region(*region);
+      events += drain_region(*region);
       ++it;
     } else {
       it = regions_.erase(it);
     }
   }
+  return events;
 }
 
 }  // namespace rbinder

@@ -33,8 +33,13 @@ using syscall::kTracedSyscalls;
 constexpr unsigned kPtraceOptions = PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACESECCOMP | PTRACE_O_TRACECLONE |
                                     PTRACE_O_TRACEFORK | PTRACE_O_TRACEVFORK | PTRACE_O_TRACEEXEC |
                                     PTRACE_O_EXITKILL;
-constexpr std::chrono::milliseconds kFlushInterval{20};
-constexpr std::chrono::milliseconds kDrainInterval{2};
+// The timed work of the engine: handing spans to JS (the exporter batches them for seconds
+// anyway), and in fast mode draining the rings, often only while they are busy. Every wake-up of
+// an idle tracer costs tens of microseconds of CPU on a virtual machine.
+constexpr std::chrono::milliseconds kFlushInterval{100};
+constexpr std::chrono::milliseconds kDrainInterval{10};
+constexpr std::chrono::milliseconds kBusyDrainInterval{2};
+constexpr size_t kBusyDrain = 256;  // events in one drain that make the next one come sooner
 // Scratch memory per traced address space: kScratchSlots slots, one per thread with a rewritten
 // syscall in flight. A slot holds the injected header, a msghdr and an iovec array.
 constexpr size_t kScratchSlots = 64;
@@ -125,23 +130,24 @@ void Engine::run() {
   spawn();
   if (root_pid_ > 0) {
     // Spans reach JS in batches: at most kBatchSpans, or whatever accumulated in kFlushInterval.
-    // A separate thread does the timed hand-off so the loop never waits for JS nor JS for it.
+    // A separate thread does the timed work so the loop never waits for JS nor JS for it; in fast
+    // mode it also drains the events the stubs put in the rings while no upcall came along.
     std::thread([this] {
+      auto last_flush = std::chrono::steady_clock::now();
       for (;;) {
-        std::this_thread::sleep_for(kFlushInterval);
-        flush();
+        bool busy = false;
+        if (config_.fast) {
+          std::lock_guard<std::mutex> lock(engine_mutex_);
+          busy = drain_all() >= kBusyDrain;
+        }
+        const auto now = std::chrono::steady_clock::now();
+        if (now - last_flush >= kFlushInterval || batch_size_.load(std::memory_order_relaxed) >= kBatchSpans) {
+          flush();
+          last_flush = now;
+        }
+        std::this_thread::sleep_for(busy ? kBusyDrainInterval : kDrainInterval);
       }
     }).detach();
-    if (config_.fast) {
-      // Events the stubs put in the rings while no ptrace stop came along.
-      std::thread([this] {
-        for (;;) {
-          std::this_thread::sleep_for(kDrainInterval);
-          std::lock_guard<std::mutex> lock(engine_mutex_);
-          drain_all();
-        }
-      }).detach();
-    }
     loop();
   }
   flush();

@@ -207,7 +207,7 @@ class Engine final : public SpanSink {
   void fast_loop();
   void handle_notification();
   long fast_exec(pid_t tid, pid_t pid);     // RB_UP_EXEC
-  long fast_write(pid_t tid, pid_t pid, uint64_t call_addr, bool done);  // RB_UP_WRITE(_DONE)
+  long fast_write(pid_t tid, pid_t pid, uint64_t call_addr);  // RB_UP_WRITE
   // Waits for the exec of `tid` (attached) to end, sets the new image up, detaches.
   void finish_fast_exec(pid_t tid, pid_t pid);
   void fast_image_ready(pid_t tid, Process& process);
@@ -216,10 +216,10 @@ class Engine final : public SpanSink {
   void root_exited(int status);
   Process* fast_process(pid_t pid);
   Thread* fast_thread(pid_t tid, pid_t pid);
-  void drain_region(fast::SharedRegion& region);
+  size_t drain_region(fast::SharedRegion& region);
   // Drains every ring; not while a rewritten write is between its two upcalls (unless `force`):
   // a response read on another thread meanwhile must not reach the tracker before that write.
-  void drain_all(bool force = false);
+  size_t drain_all();  // events consumed
 
   EngineConfig config_;
   BatchSink& sink_;
@@ -244,7 +244,6 @@ class Engine final : public SpanSink {
   // up and detached), every ring, and what they counted so far.
   OwnedFd listener_;
   std::vector<std::weak_ptr<fast::SharedRegion>> regions_;
-  size_t rewrites_in_flight_ = 0;
   // start() waits for the engine thread to have forked.
   std::mutex start_mutex_;
   std::condition_variable start_cv_;

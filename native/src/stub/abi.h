@@ -43,6 +43,10 @@ enum rb_fd_state {
 #define RB_EV_FORK 57
 /* In a read/write event's flags: no data, `result` bytes moved that a full ring dropped. */
 #define RB_EV_LOST (1ull << 63)
+/* In a write event's flags: the engine rewrote it (RB_UP_WRITE); `result` counts the program's
+ * bytes only, and the header bytes that went out are (flags >> RB_EV_HEADER_SHIFT) & 0xffff. */
+#define RB_EV_REWRITTEN (1ull << 62)
+#define RB_EV_HEADER_SHIFT 32
 struct rb_event {
   uint64_t seq;       /* written last: (index of first slot) + 1 once the event is complete */
   uint64_t claim;     /* written first: the same value once `slots` and `pid` are valid, so the
@@ -91,14 +95,16 @@ struct rb_private {
 #define RB_UPCALL_NR 0x7262
 enum rb_upcall_op {
   RB_UP_EXEC = 1,        /* about to execve: the engine attaches for the exec. 1: attached */
-  RB_UP_WRITE = 2,       /* a write on an RB_FD_CLIENT descriptor: 1: issue call->nr/args instead */
-  RB_UP_WRITE_DONE = 3,  /* the rewritten write returned call->result: answer the program's count */
+  RB_UP_WRITE = 2,       /* a write on an RB_FD_CLIENT descriptor: 1: issue call->nr/args instead,
+                            whose bytes carry call->inject_len header bytes at call->inject_at;
+                            2: the descriptor needs no more upcalls (record it); 0: write as asked */
 };
 #define RB_CALL_SCRATCH 2560
 struct rb_call {
   int64_t nr;
   uint64_t args[6];
-  int64_t result;
+  uint64_t inject_at;  /* where the header is in the rewritten call's bytes */
+  uint64_t inject_len; /* and its length */
   uint64_t start_ns;
   uint8_t scratch[RB_CALL_SCRATCH]; /* the engine's header bytes, iovecs and msghdr */
 };

@@ -312,29 +312,54 @@ static uint64_t write_len(long nr, long a2, long a3) {
   return total;
 }
 
-/* A write on a tracked connection. Its event is claimed before the bytes go out: a response read
- * on another thread, after the peer got them, must come later in the ring than this write. */
-static long recorded_write(struct rb_who* w, long nr, long a1, long a2, long a3, long a4, long a5, long a6, uint64_t start) {
-  uint64_t seq = 0, asked = write_len(nr, a2, a3);
-  uint32_t first = asked < RB_EVENT_MAX_DATA ? (uint32_t)asked : RB_EVENT_MAX_DATA;
-  int owner = mine(w);
-  struct rb_event* e = owner && report_lost(w, nr, a1, start) ? reserve(first, &seq) : 0;
-  long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+/* A write on a tracked connection claims its event before the bytes go out: a response read on
+ * another thread, after the peer got them, must come later in the ring than this write. NULL when
+ * the ring is full (the caller counts the bytes lost) or a vfork child is writing (*owner = 0). */
+struct rb_claim {
+  struct rb_event* e;
+  uint64_t seq;
+  uint32_t first; /* data bytes the event has room for */
+  int owner;
+};
+
+static void claim_write(struct rb_who* w, struct rb_claim* c, long nr, long fd, long a2, long a3, uint64_t start) {
+  uint64_t asked = write_len(nr, a2, a3);
+  c->first = asked < RB_EVENT_MAX_DATA ? (uint32_t)asked : RB_EVENT_MAX_DATA;
+  c->owner = mine(w);
+  c->e = c->owner && report_lost(w, nr, fd, start) ? reserve(c->first, &c->seq) : 0;
+}
+
+/* Completes a claimed write: `result` is what the program is told; `flags` marks a rewritten one. */
+static long finish_write(struct rb_who* w, struct rb_claim* c, long nr, long a1, long a2, long a3, long a4, uint64_t start,
+                         long result, uint64_t flags) {
+  struct rb_event* e = c->e;
   if (!e) {
-    if (owner && result > 0) lose(nr, a1, (uint64_t)result);
+    if (c->owner && result > 0) lose(nr, a1, (uint64_t)result);
     return result;
   }
   if (result <= 0) {
-    e->nr = -1; /* nothing went out: the engine skips it */
-    publish(e, seq);
+    if (flags) {
+      fill(w, e, nr, a1, result, io_flags(nr, a3, a4) | flags, start, 0); /* the engine still settles the header */
+      e->data_len = 0;
+    } else {
+      e->nr = -1; /* nothing went out: the engine skips it */
+    }
+    publish(e, c->seq);
     return result;
   }
-  uint32_t n = (uint64_t)result < first ? (uint32_t)result : first;
-  fill(w, e, nr, a1, n, io_flags(nr, a3, a4), start, n);
+  uint32_t n = (uint64_t)result < c->first ? (uint32_t)result : c->first;
+  fill(w, e, nr, a1, n, io_flags(nr, a3, a4) | flags, start, n);
   e->data_len = gather(nr, a2, a3, 0, (uint8_t*)(e + 1), n);
-  publish(e, seq);
+  publish(e, c->seq);
   if ((uint64_t)result > n) record_io(w, nr, a1, result, a2, a3, a4, start, n);
   return result;
+}
+
+static long recorded_write(struct rb_who* w, long nr, long a1, long a2, long a3, long a4, long a5, long a6, uint64_t start) {
+  struct rb_claim c;
+  claim_write(w, &c, nr, a1, a2, a3, start);
+  long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+  return finish_write(w, &c, nr, a1, a2, a3, a4, start, result, 0);
 }
 
 static void record_simple(struct rb_who* w, long nr, long fd, long result, uint64_t flags) {
@@ -407,20 +432,35 @@ static void forward(int sig, struct rb_siginfo* info, void* context) {
   }
 }
 
+/* A write on an outbound connection: the engine may rewrite it to carry a header (one upcall). Its
+ * event is claimed first, so the engine plans with everything before it in the ring; the rewritten
+ * write's outcome goes into that event, with how much of the header went out. */
 static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, long a4, long a5, long a6) {
+  uint64_t start = now_ns();
+  struct rb_claim c;
+  claim_write(w, &c, nr, a1, a2, a3, start);
+  if (!c.e) return finish_write(w, &c, nr, a1, a2, a3, a4, start, rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6), 0);
   struct rb_call call;
   call.nr = nr;
   call.args[0] = (uint64_t)a1, call.args[1] = (uint64_t)a2, call.args[2] = (uint64_t)a3;
   call.args[3] = (uint64_t)a4, call.args[4] = (uint64_t)a5, call.args[5] = (uint64_t)a6;
-  call.start_ns = now_ns();
+  call.inject_at = call.inject_len = 0;
+  call.start_ns = start;
   long verdict = rb_syscall_upcall(RB_UPCALL_NR, RB_UP_WRITE, (long)&call, PRIV->pid, 0, 0, 0);
-  if (verdict == 1) {
-    call.result = rb_syscall_fast(call.nr, (long)call.args[0], (long)call.args[1], (long)call.args[2],
-                                  (long)call.args[3], (long)call.args[4], (long)call.args[5]);
-    return rb_syscall_upcall(RB_UPCALL_NR, RB_UP_WRITE_DONE, (long)&call, PRIV->pid, 0, 0, 0);
+  if (verdict != 1) {
+    if (verdict == 2 && a1 >= 0 && a1 < RB_FD_MAX) PRIV->fd_state[a1] = RB_FD_RECORD; /* nothing to inject any more */
+    return finish_write(w, &c, nr, a1, a2, a3, a4, start, rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6), 0);
   }
-  if (verdict == 2 && a1 >= 0 && a1 < RB_FD_MAX) PRIV->fd_state[a1] = RB_FD_RECORD; /* nothing to inject any more */
-  return recorded_write(w, nr, a1, a2, a3, a4, a5, a6, call.start_ns);
+  long sent = rb_syscall_fast(call.nr, (long)call.args[0], (long)call.args[1], (long)call.args[2], (long)call.args[3],
+                              (long)call.args[4], (long)call.args[5]);
+  /* The program's bytes and the header's among those sent (the engine's split_sent). */
+  uint64_t at = call.inject_at, len = call.inject_len, header = 0;
+  long app = sent;
+  if (sent > 0 && (uint64_t)sent > at) {
+    header = (uint64_t)sent <= at + len ? (uint64_t)sent - at : len;
+    app = sent - (long)header;
+  }
+  return finish_write(w, &c, nr, a1, a2, a3, a4, start, app, RB_EV_REWRITTEN | (header << RB_EV_HEADER_SHIFT));
 }
 
 static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6, struct rb_ucontext* uc) {
