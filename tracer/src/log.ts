@@ -1,7 +1,7 @@
 // rbinder's own log. The traced program shares stderr with us, so we stay quiet by default
 // (level "warn") and every line is a JSON object named "rbinder" that is easy to tell apart.
 
-import pino, { type DestinationStream, type Logger } from 'pino';
+import type { DestinationStream, Logger } from 'pino';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -26,6 +26,7 @@ export interface LoggerOptions {
 }
 
 export function createLogger(options: LoggerOptions = {}): Logger {
+  const pino = require('pino') as typeof import('pino');
   return pino(
     {
       name: 'rbinder',
@@ -39,9 +40,27 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   );
 }
 
-/** The process-wide logger. Its level can be changed later by --log-level (see setLogLevel). */
-export const log: Logger = createLogger({ level: logLevelFromEnv(process.env) });
+let level: LogLevel = logLevelFromEnv(process.env);
+let logger: Logger | undefined;
 
-export function setLogLevel(level: LogLevel): void {
-  log.level = level;
+/**
+ * The process-wide logger, created at its first use: loading pino takes ~15 ms, and the traced
+ * program starts only after what comes before it in main.ts has run. Its level can be changed by
+ * --log-level (see setLogLevel).
+ */
+export const log: Logger = new Proxy({} as Logger, {
+  get(_, key) {
+    logger ??= createLogger({ level });
+    const value = Reflect.get(logger, key, logger) as unknown;
+    return typeof value === 'function' ? value.bind(logger) : value;
+  },
+  set(_, key, value) {
+    logger ??= createLogger({ level });
+    return Reflect.set(logger, key, value, logger);
+  },
+});
+
+export function setLogLevel(next: LogLevel): void {
+  level = next;
+  if (logger) logger.level = next;
 }
