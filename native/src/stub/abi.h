@@ -20,7 +20,6 @@
 #define RB_VERSION 3u
 
 #define RB_FD_MAX 65536
-#define RB_TID_CACHE 1024
 #define RB_RING_SLOTS 8192u
 #define RB_SLOT_SIZE 1024u
 #define RB_EVENT_MAX_DATA (64u * RB_SLOT_SIZE - (uint32_t)sizeof(struct rb_event))
@@ -83,7 +82,6 @@ struct rb_private {
   uint32_t pad;
   uint64_t app_sigsys[4];     /* the program's own rt_sigaction(SIGSYS), answered as if applied */
   uint64_t clock_gettime;     /* the vDSO's __vdso_clock_gettime, or 0: the syscall */
-  uint32_t mine_tids[RB_TID_CACHE]; /* threads known to be this process's (slot: tid % size) */
   uint8_t fd_state[RB_FD_MAX];
   uint64_t lost[RB_FD_MAX][2]; /* bytes read [0] / written [1] whose events a full ring dropped */
 };

@@ -38,7 +38,6 @@
 #define SYS_CLONE 56
 #define SYS_FORK 57
 #define SYS_EXECVE 59
-#define SYS_EXIT 60
 #define SYS_FCNTL 72
 #define SYS_GETTID 186
 #define SYS_TGKILL 234
@@ -141,17 +140,13 @@ static uint32_t tid_of(struct rb_who* w) {
 }
 
 /* This process owns the private region (a vfork child shares its parent's until it execs, and
- * must not change the parent's routing). Its main thread's tid is its pid; its other threads are
- * remembered once getpid has said so (a thread's entry goes when it exits, see SYS_EXIT), so a
- * busy thread does not pay a getpid per event. Only "mine" is cached: a vfork child asks each time. */
+ * must not change the parent's routing). Its main thread needs no getpid: its tid is the pid, and
+ * a vfork child's tid is its own new pid. Other threads ask each time. (Caching their tids would
+ * need to know when a thread exits, and trapping exit is not safe: musl's detached threads exit
+ * after unmapping their own stack, where the kernel would have to put the signal frame.) */
 static int mine(struct rb_who* w) {
   uint32_t tid = tid_of(w);
-  if (tid == PRIV->pid) return 1;
-  uint32_t* slot = &PRIV->mine_tids[tid % RB_TID_CACHE];
-  if (__atomic_load_n(slot, __ATOMIC_RELAXED) == tid) return 1;
-  if ((uint32_t)sys(SYS_GETPID, 0, 0, 0) != PRIV->pid) return 0;
-  __atomic_store_n(slot, tid, __ATOMIC_RELAXED);
-  return 1;
+  return tid == PRIV->pid || (uint32_t)sys(SYS_GETPID, 0, 0, 0) == PRIV->pid;
 }
 
 static void copy_bytes(uint8_t* dst, const uint8_t* src, size_t n) {
@@ -538,19 +533,11 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
       if (result == 0) {
         PRIV->pid = (uint32_t)sys(SYS_GETPID, 0, 0, 0);
         w->tid = 0; /* this is the child's own thread now */
-        for (uint32_t i = 0; i < RB_TID_CACHE; i++) PRIV->mine_tids[i] = 0; /* the parent's threads */
         record_simple(w, RB_EV_FORK, -1, PRIV->pid, parent);
       } else if (result > 0) {
         record_simple(w, RB_EV_FORK, -1, result, parent);
       }
       return result;
-    }
-    case SYS_EXIT: {
-      /* A thread ends: its number may come back as another process's (a vfork child's). */
-      uint32_t tid = tid_of(w);
-      uint32_t* slot = &PRIV->mine_tids[tid % RB_TID_CACHE];
-      __atomic_compare_exchange_n(slot, &tid, 0, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-      return rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
     }
     case SYS_EXECVE:
     case SYS_EXECVEAT: {
