@@ -51,9 +51,15 @@ build_and_run_unit_tests() {
     "$native_dir/test/tracker_test.cc" \
     -o "$build_dir/test/tracker_test" -lgtest_main -lgtest -pthread ||
     fail "unit test build (tracker)"
+  g++ -std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+    -Wall -Wextra -Werror -I"$native_dir/src" \
+    "$native_dir/src/tracee/vdso.cc" "$native_dir/src/tracee/memory.cc" "$native_dir/test/vdso_test.cc" \
+    -o "$build_dir/test/vdso_test" -lgtest_main -lgtest -pthread ||
+    fail "unit test build (vdso)"
   step "running unit tests"
   "$build_dir/test/http_parser_test" --gtest_brief=1 || fail "unit tests"
   "$build_dir/test/tracker_test" --gtest_brief=1 || fail "unit tests (tracker)"
+  "$build_dir/test/vdso_test" --gtest_brief=1 || fail "unit tests (vdso)"
   echo "unit tests: passed"
 }
 
