@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <optional>
 
 #include "engine/engine.h"
 #include "syscall/seccomp.h"
@@ -26,32 +27,17 @@ namespace {
 using syscall::Kind;
 
 // rb_call's scratch: the header, then a msghdr, then the iovecs.
-constexpr Engine::SlotLayout kCallSlot{1024, 1024, 1024 + 64, (RB_CALL_SCRATCH - 1024 - 64) / sizeof(iovec)};
+constexpr Engine::SlotLayout kCallSlot{1024, RB_CALL_SCRATCH};
 constexpr size_t kCallHead = offsetof(rb_call, scratch);
 
-// The bytes a ring event carries.
-class RingBytes final : public DataView {
- public:
-  RingBytes(const uint8_t* data, uint32_t copied, uint64_t total) : data_(data), copied_(copied), total_(total) {}
-  uint64_t size() const override { return total_; }
-  long copy(uint64_t offset, void* buf, size_t len) override {
-    if (offset >= copied_) return 0;
-    size_t n = std::min<size_t>(len, copied_ - static_cast<size_t>(offset));
-    std::memcpy(buf, data_ + offset, n);
-    return static_cast<long>(n);
-  }
-
- private:
-  const uint8_t* data_;
-  uint32_t copied_;
-  uint64_t total_;
-};
-
-bool is_read(long nr) { return nr == SYS_read || nr == SYS_readv || nr == SYS_recvfrom || nr == SYS_recvmsg; }
-bool is_write(long nr) { return nr == SYS_write || nr == SYS_writev || nr == SYS_sendto || nr == SYS_sendmsg; }
-Kind write_kind(long nr) {
-  return nr == SYS_writev ? Kind::kWritev : nr == SYS_sendmsg ? Kind::kSendmsg : Kind::kWrite;
+// How the one syscall table (syscall/table.h) classifies a syscall the stub reports.
+std::optional<Kind> kind_of(long nr) {
+  const int i = syscall::traced_index(nr);
+  if (i < 0) return std::nullopt;
+  return syscall::kTracedSyscalls[i].kind;
 }
+bool is_read(Kind k) { return k == Kind::kRead || k == Kind::kReadv || k == Kind::kRecvmsg; }
+bool is_write(Kind k) { return k == Kind::kWrite || k == Kind::kWritev || k == Kind::kSendmsg; }
 
 }  // namespace
 
@@ -340,8 +326,9 @@ long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr) {
   arch::Registers regs;
   regs.set_syscall_nr(head.nr);
   for (int i = 0; i < 6; i++) regs.set_arg(i + 1, head.args[i]);
-  const Kind kind = write_kind(head.nr);
-  std::vector<TraceeIovec> segments = write_segments(*t, kind, head.nr, regs);
+  const std::optional<Kind> kind = kind_of(head.nr);
+  if (!kind || !is_write(*kind)) return 0;
+  std::vector<TraceeIovec> segments = write_segments(*t, *kind, head.nr, regs);
   TraceeBufferView view(tid, segments);
   Tracker::Io io = io_now(*t, fd, Direction::kWrite);
   io.entry = head.start_ns;
@@ -354,7 +341,7 @@ long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr) {
   p.injection = std::move(injection);
   p.app_segments = std::move(segments);
   arch::Registers rewritten = regs;
-  if (!point_write_at_slot(*t, kind, head.nr, kCallSlot, TraceeAddr{call_addr + kCallHead}, rewritten)) {
+  if (!point_write_at_slot(*t, *kind, head.nr, kCallSlot, TraceeAddr{call_addr + kCallHead}, rewritten)) {
     p = PendingSyscall{};
     return 0;
   }
@@ -403,13 +390,14 @@ size_t Engine::drain_region(fast::SharedRegion& region) {
     if (!t) return;
     FdTable& fds = *t->fds;
     const long nr = e.nr;
-    if (is_read(nr) || is_write(nr)) {
+    const std::optional<Kind> kind = kind_of(nr);
+    if (kind && (is_read(*kind) || is_write(*kind))) {
       if ((nr == SYS_recvfrom || nr == SYS_recvmsg) && (e.flags & MSG_PEEK)) return;
       Tracker::Io io;
       io.tid = t->tid;
       io.pid = t->process->tgid;
       io.fd = e.fd;
-      io.direction = is_read(nr) ? Direction::kRead : Direction::kWrite;
+      io.direction = is_read(*kind) ? Direction::kRead : Direction::kWrite;
       io.result = static_cast<long>(e.result);
       io.entry = e.start_ns;
       io.exit = e.end_ns;
@@ -417,7 +405,7 @@ size_t Engine::drain_region(fast::SharedRegion& region) {
         tracker_.on_unseen(fds, io, e.total);  // a full ring dropped these bytes' events
         return;
       }
-      RingBytes view(data, e.data_len, e.total);
+      LocalBytes view(data, e.data_len, e.total);  // the bytes the ring event carries
       PendingSyscall& p = t->pending;
       if ((e.flags & RB_EV_REWRITTEN) && p.rewritten && p.original.arg(1) == static_cast<uint64_t>(e.fd)) {
         // The write fast_write rewrote: how much of the header went out, then the program's bytes.

@@ -44,7 +44,7 @@ constexpr size_t kBusyDrain = 256;  // events in one drain that make the next on
 // syscall in flight. A slot holds the injected header, a msghdr and an iovec array.
 constexpr size_t kScratchSlots = 64;
 constexpr size_t kSlotSize = 32 * 1024;
-constexpr Engine::SlotLayout kPtraceSlot{4096, 4096, 4096 + 64, (kSlotSize - 4096 - 64) / sizeof(iovec)};
+constexpr Engine::SlotLayout kPtraceSlot{4096, kSlotSize};
 // What the child reports when it cannot start the program.
 constexpr int kStepSeccomp = 1;
 constexpr int kStepExec = 2;

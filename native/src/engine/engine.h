@@ -3,6 +3,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <array>
 #include <atomic>
@@ -92,8 +93,11 @@ struct EngineStats {
 
 class Engine final : public SpanSink {
  public:
-  // Where a rewritten write's header, msghdr and iovecs go in a block of tracee memory.
+  // Where a rewritten write's header, msghdr and iovecs go in a block of tracee memory of `size`
+  // bytes: the header (at most `header_max` bytes) first, then a msghdr, then as many iovecs as fit.
   struct SlotLayout {
+    constexpr SlotLayout(size_t header, size_t size)
+        : header_max(header), msghdr_at(header), iovecs_at(header + 64), max_iovecs((size - header - 64) / sizeof(iovec)) {}
     size_t header_max, msghdr_at, iovecs_at, max_iovecs;
   };
   static constexpr size_t kBatchSpans = 512;  // spans handed to JS at once
@@ -217,9 +221,8 @@ class Engine final : public SpanSink {
   Process* fast_process(pid_t pid);
   Thread* fast_thread(pid_t tid, pid_t pid);
   size_t drain_region(fast::SharedRegion& region);
-  // Drains every ring; not while a rewritten write is between its two upcalls (unless `force`):
-  // a response read on another thread meanwhile must not reach the tracker before that write.
-  size_t drain_all();  // events consumed
+  // Drains every ring, each up to its first event still being written; returns the events consumed.
+  size_t drain_all();
 
   EngineConfig config_;
   BatchSink& sink_;

@@ -94,8 +94,7 @@ std::unique_ptr<SharedRegion> map_region(pid_t tid, SyscallInjector& inj, std::s
     error = "mmap(shared region): " + (r < 0 ? errno_name(-r) : std::string("moved"));
     return nullptr;
   }
-  OwnedFd pidfd = open_pidfd(tid);
-  OwnedFd local(pidfd.valid() ? static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), memfd, 0)) : -1);
+  OwnedFd local = copy_fd(open_pidfd(tid).get(), static_cast<int>(memfd));
   close_in_tracee();
   if (!local.valid()) {
     error = "pidfd_getfd(memfd): " + errno_name(errno);
@@ -383,8 +382,7 @@ std::unique_ptr<SharedRegion> setup_after_exec(pid_t tid, bool first, const Priv
       error = "installing the trap filter: " + errno_name(-fd);
       return done(nullptr);
     }
-    OwnedFd pidfd = open_pidfd(tid);
-    listener = OwnedFd(pidfd.valid() ? static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd.get(), fd, 0)) : -1);
+    listener = copy_fd(open_pidfd(tid).get(), static_cast<int>(fd));
     const int saved = errno;
     inj.call(SYS_close, static_cast<uint64_t>(fd));
     if (!listener.valid()) {

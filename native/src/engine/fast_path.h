@@ -68,8 +68,8 @@ class SharedRegion {
   rb_shared* shared_;
 };
 
-// Runs syscalls inside a stopped tracee: registers pointed at a syscall instruction, one
-// PTRACE_SINGLESTEP each. The tracee's registers are restored when the injector goes away.
+// Runs syscalls inside a stopped tracee: registers pointed at a syscall instruction, resumed to
+// its entry and exit stops. The tracee's registers are restored when the injector goes away.
 class SyscallInjector {
  public:
   SyscallInjector(pid_t tid, uint64_t gadget);

@@ -197,23 +197,14 @@ void Tracker::release(std::shared_ptr<Connection> conn, TimeNs now) {
   if (!conn->opaque) fail_pending(*conn, "connection closed", now);
 }
 
+long LocalBytes::copy(uint64_t offset, void* local_buf, size_t len) {
+  if (offset >= copied_) return 0;
+  const size_t n = std::min<size_t>(len, copied_ - static_cast<size_t>(offset));
+  std::memcpy(local_buf, data_ + offset, n);
+  return static_cast<long>(n);
+}
+
 namespace {
-
-// Bytes the tracker copied itself.
-class HeldBytes final : public DataView {
- public:
-  explicit HeldBytes(const std::vector<uint8_t>& bytes) : bytes_(bytes) {}
-  uint64_t size() const override { return bytes_.size(); }
-  long copy(uint64_t offset, void* buf, size_t len) override {
-    if (offset >= bytes_.size()) return 0;
-    const size_t n = std::min<size_t>(len, bytes_.size() - static_cast<size_t>(offset));
-    std::memcpy(buf, bytes_.data() + offset, n);
-    return static_cast<long>(n);
-  }
-
- private:
-  const std::vector<uint8_t>& bytes_;
-};
 
 constexpr uint64_t kMaxHeldBytes = 1 << 20;
 
@@ -242,7 +233,7 @@ void Tracker::on_io(FdTable& table, const Io& io, DataView& data) {
     conn->held_bytes = 0;
     for (const Connection::HeldRead& h : held) {
       const Io read{h.tid, h.pid, io.fd, Direction::kRead, h.result, h.entry, h.exit};
-      HeldBytes view(h.bytes);
+      LocalBytes view(h.bytes.data(), h.bytes.size());
       on_io_now(*conn, read, view);
     }
   }

@@ -73,6 +73,21 @@ class DataView {
   virtual long copy(uint64_t offset, void* local_buf, size_t len) = 0;
 };
 
+// Bytes in the engine's own memory: the first `copied` of the `total` a syscall moved (the rest
+// were not copied, e.g. body bytes a ring event only counts; copying them gives nothing).
+class LocalBytes final : public DataView {
+ public:
+  LocalBytes(const uint8_t* data, size_t copied, uint64_t total) : data_(data), copied_(copied), total_(total) {}
+  LocalBytes(const uint8_t* data, size_t n) : LocalBytes(data, n, n) {}
+  uint64_t size() const override { return total_; }
+  long copy(uint64_t offset, void* local_buf, size_t len) override;
+
+ private:
+  const uint8_t* data_;
+  size_t copied_;
+  uint64_t total_;
+};
+
 enum class Side : uint8_t {
   kServer,  // accepted: the program reads requests and writes responses
   kClient,  // connected: the program writes requests and reads responses

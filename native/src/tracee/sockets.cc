@@ -39,6 +39,11 @@ OwnedFd open_pidfd(pid_t tgid) {
   return OwnedFd(static_cast<int>(::syscall(SYS_pidfd_open, tgid, 0)));
 }
 
+OwnedFd copy_fd(int pidfd, int fd) {
+  if (pidfd < 0) return OwnedFd();  // errno still says why the pidfd could not be had
+  return OwnedFd(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, fd, 0)));
+}
+
 bool decode_sockaddr(const void* addr, size_t len, int& domain, Endpoint& out) {
   if (len < sizeof(sa_family_t)) return false;
   sa_family_t family;
@@ -92,7 +97,7 @@ bool read_tracee_sockaddr(pid_t pid, TraceeAddr addr, size_t len, int& domain, E
 }
 
 int borrow_socket(int pidfd, int fd, SocketInfo& out, OwnedFd& result) {
-  OwnedFd borrowed(static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, fd, 0)));
+  OwnedFd borrowed = copy_fd(pidfd, fd);
   if (!borrowed.valid()) return -errno;
   socklen_t optlen = sizeof(int);
   if (getsockopt(borrowed.get(), SOL_SOCKET, SO_DOMAIN, &out.domain, &optlen) != 0) return -errno;

@@ -43,6 +43,10 @@ class OwnedFd {
 // pidfd_open(tgid). Returns an invalid OwnedFd on failure.
 OwnedFd open_pidfd(pid_t tgid);
 
+// A copy of descriptor `fd` of the process behind `pidfd` (pidfd_getfd). Invalid, with errno set,
+// on failure, also when `pidfd` is (errno is then left as its open set it).
+OwnedFd copy_fd(int pidfd, int fd);
+
 
 // Describes socket `fd` of process `pid` from /proc alone (its inode in /proc/PID/fd, then
 // /proc/PID/net/tcp, tcp6, unix): for where pidfd_getfd is refused (container seccomp profiles

@@ -3,7 +3,7 @@
 // Nothing here throws into the caller, and shutdown is bounded: the traced program's exit must
 // never wait on an unreachable collector for longer than --flush-timeout.
 
-import { SpanKind, isValidSpanId, isValidTraceId, type Histogram, type Meter } from '@opentelemetry/api';
+import { SpanKind, isValidSpanId, isValidTraceId, type Histogram, type Meter, type ObservableCounter } from '@opentelemetry/api';
 import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
 import { BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace';
 import { METRIC_HTTP_CLIENT_REQUEST_DURATION, METRIC_HTTP_SERVER_REQUEST_DURATION } from '@opentelemetry/semantic-conventions';
@@ -180,48 +180,25 @@ function createHttpDurationHistograms(meter: Meter): { server: Histogram; client
   };
 }
 
+/** The engine's counters as metrics: name, description, unit. */
+const ENGINE_COUNTERS = {
+  stops: ['rbinder.syscall.stops', 'Syscall stops of the traced processes, by syscall and entry/exit.', '{stop}'],
+  bytes: ['rbinder.bytes', 'Bytes the traced processes read and wrote on tracked connections.', 'By'],
+  tracked: ['rbinder.connections.tracked', 'Connections tracked.', '{connection}'],
+  abandoned: ['rbinder.connections.abandoned', 'Connections whose tracking was dropped after an internal error (fail open).', '{connection}'],
+  notHttp: ['rbinder.connections.not_http', 'Connections whose first bytes were not HTTP/1.x.', '{connection}'],
+  parseErrors: ['rbinder.parse.errors', 'HTTP parse errors.', '{error}'],
+  spansDropped: ['rbinder.spans.dropped', 'Spans the engine dropped before handing them over.', '{span}'],
+  traps: ['rbinder.fastpath.traps', 'Syscalls the fast path handled in the traced processes, without a ptrace stop (--mode fast).', '{syscall}'],
+  upcalls: ['rbinder.fastpath.upcalls', 'Round trips from the fast path to the tracer: header injections and execs (--mode fast).', '{upcall}'],
+  eventsDropped: ['rbinder.fastpath.events.dropped', 'Syscall events the fast path lost to a full ring (--mode fast).', '{event}'],
+} as const;
+
 /** The engine's own counters, read once per collection whatever the number of instruments. */
 function observeEngineStats(meter: Meter, engineStats: () => EngineStats, logger: Logger): void {
-  const stops = meter.createObservableCounter('rbinder.syscall.stops', {
-    description: 'Syscall stops of the traced processes, by syscall and entry/exit.',
-    unit: '{stop}',
-  });
-  const bytes = meter.createObservableCounter('rbinder.bytes', {
-    description: 'Bytes the traced processes read and wrote on tracked connections.',
-    unit: 'By',
-  });
-  const tracked = meter.createObservableCounter('rbinder.connections.tracked', {
-    description: 'Connections tracked.',
-    unit: '{connection}',
-  });
-  const abandoned = meter.createObservableCounter('rbinder.connections.abandoned', {
-    description: 'Connections whose tracking was dropped after an internal error (fail open).',
-    unit: '{connection}',
-  });
-  const notHttp = meter.createObservableCounter('rbinder.connections.not_http', {
-    description: 'Connections whose first bytes were not HTTP/1.x.',
-    unit: '{connection}',
-  });
-  const parseErrors = meter.createObservableCounter('rbinder.parse.errors', {
-    description: 'HTTP parse errors.',
-    unit: '{error}',
-  });
-  const spansDropped = meter.createObservableCounter('rbinder.spans.dropped', {
-    description: 'Spans the engine dropped before handing them over.',
-    unit: '{span}',
-  });
-  const traps = meter.createObservableCounter('rbinder.fastpath.traps', {
-    description: 'Syscalls the fast path handled in the traced processes, without a ptrace stop (--mode fast).',
-    unit: '{syscall}',
-  });
-  const upcalls = meter.createObservableCounter('rbinder.fastpath.upcalls', {
-    description: 'Round trips from the fast path to the tracer: header injections and execs (--mode fast).',
-    unit: '{upcall}',
-  });
-  const eventsDropped = meter.createObservableCounter('rbinder.fastpath.events.dropped', {
-    description: 'Syscall events the fast path lost to a full ring (--mode fast).',
-    unit: '{event}',
-  });
+  const c = Object.fromEntries(
+    Object.entries(ENGINE_COUNTERS).map(([key, [name, description, unit]]) => [key, meter.createObservableCounter(name, { description, unit })]),
+  ) as Record<keyof typeof ENGINE_COUNTERS, ObservableCounter>;
   meter.addBatchObservableCallback(
     (result) => {
       let stats: EngineStats;
@@ -231,20 +208,20 @@ function observeEngineStats(meter: Meter, engineStats: () => EngineStats, logger
         logger.debug({ error: describeError(err) }, 'engine stats unavailable');
         return;
       }
-      for (const [syscall, count] of Object.entries(stats.stops)) result.observe(stops, count, { syscall });
-      result.observe(bytes, stats.bytesRead, { direction: 'read' });
-      result.observe(bytes, stats.bytesWritten, { direction: 'written' });
-      result.observe(tracked, stats.connectionsTracked);
-      result.observe(abandoned, stats.connectionsAbandoned);
-      result.observe(notHttp, stats.connectionsNotHttp);
-      result.observe(parseErrors, stats.parseErrors);
-      result.observe(spansDropped, stats.spansDropped);
+      for (const [syscall, count] of Object.entries(stats.stops)) result.observe(c.stops, count, { syscall });
+      result.observe(c.bytes, stats.bytesRead, { direction: 'read' });
+      result.observe(c.bytes, stats.bytesWritten, { direction: 'written' });
+      result.observe(c.tracked, stats.connectionsTracked);
+      result.observe(c.abandoned, stats.connectionsAbandoned);
+      result.observe(c.notHttp, stats.connectionsNotHttp);
+      result.observe(c.parseErrors, stats.parseErrors);
+      result.observe(c.spansDropped, stats.spansDropped);
       if (stats.fastPathProcesses) {
-        result.observe(traps, stats.fastPathTraps ?? 0);
-        result.observe(upcalls, stats.fastPathUpcalls ?? 0);
-        result.observe(eventsDropped, stats.fastPathDropped ?? 0);
+        result.observe(c.traps, stats.fastPathTraps ?? 0);
+        result.observe(c.upcalls, stats.fastPathUpcalls ?? 0);
+        result.observe(c.eventsDropped, stats.fastPathDropped ?? 0);
       }
     },
-    [stops, bytes, tracked, abandoned, notHttp, parseErrors, spansDropped, traps, upcalls, eventsDropped],
+    Object.values(c),
   );
 }
