@@ -158,6 +158,14 @@ Napi::Value StartEngine(const Napi::CallbackInfo& info) {
     config.tracker.propagation.propagators = opts.Get("propagators").ToNumber().Uint32Value();
   }
   if (opts.Has("fast")) config.fast = opts.Get("fast").ToBoolean().Value();
+  if (opts.Has("launched") && opts.Get("launched").IsObject()) {
+    Napi::Object l = opts.Get("launched").As<Napi::Object>();
+    LaunchedProgram launched;
+    launched.pid = l.Get("pid").ToNumber().Int32Value();
+    launched.listener_fd = l.Get("listenerFd").ToNumber().Int32Value();
+    launched.region_fd = l.Get("regionFd").ToNumber().Int32Value();
+    config.launched = launched;
+  }
   if (opts.Has("inject")) config.tracker.inject = opts.Get("inject").ToBoolean().Value();
   if (opts.Has("injectTo")) {
     for (const std::string& entry : string_array(opts.Get("injectTo"), "injectTo")) {

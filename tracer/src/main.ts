@@ -8,7 +8,15 @@ import { log, setLogLevel } from './log';
 import { loadNative, SAMPLER_TYPES } from './native';
 import { injectionSettings, propagatorMask } from './propagation';
 import type { Batch } from './records';
-import { envArray, exitStatus, inheritedFds, programEnv, resolveExecutable } from './spawn';
+import {
+  envArray,
+  exitStatus,
+  inheritedFds,
+  launchedProgram,
+  programEnv,
+  resolveExecutable,
+  type LaunchedProgram,
+} from './spawn';
 
 /** Signals passed on to the program (DESIGN: the program runs as it would without rbinder). */
 const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'];
@@ -43,17 +51,24 @@ function writeStderr(text: string): void {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  const launched = launchedProgram(process.env);
+  // A launched program runs already: pass signals on before anything else takes time. (Until
+  // here, while Node boots, a signal that ends rbinder reaches the program as its parent-death
+  // signal, SIGTERM.)
+  if (launched) forwardSignals(launched.pid);
   useSynchronousConsole();
   let parsed: ReturnType<typeof parseCommandLine>;
   try {
     parsed = parseCommandLine(argv, process.env);
   } catch (err) {
     if (err instanceof UsageError) {
+      if (launched) abandonLaunched(launched.pid);
       writeStderr(err.message);
       return err.exitCode;
     }
     throw err;
   }
+  if (launched && !('command' in parsed)) abandonLaunched(launched.pid);
   if ('help' in parsed) {
     require('node:fs').writeSync(1, parsed.help);
     return 0;
@@ -62,10 +77,24 @@ export async function main(argv: string[]): Promise<number> {
     require('node:fs').writeSync(1, `${parsed.version}\n`);
     return 0;
   }
-  return run(parsed);
+  return run(parsed, launched);
 }
 
-async function run(config: TracerConfig): Promise<number> {
+/**
+ * The launcher starts the program only for command lines this parser accepts (launcher/plan.h,
+ * checked against it by tracer/test/launcher.test.ts); should they ever disagree, the program
+ * must not run on untraced, waiting for upcall answers.
+ */
+function abandonLaunched(pid: number): void {
+  writeStderr('rbinder: internal error: the launcher started the program for a command line rbinder rejects');
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // gone already
+  }
+}
+
+async function run(config: TracerConfig, launched: LaunchedProgram | undefined): Promise<number> {
   setLogLevel(config.logLevel);
   for (const warning of config.warnings) log.warn(warning);
   if (config.commandByArch) {
@@ -77,7 +106,7 @@ async function run(config: TracerConfig): Promise<number> {
     config = { ...config, command: chosen.argv, env: chosen.env };
   }
   const [command, ...args] = config.command;
-  const resolution = resolveExecutable(command, config.env);
+  const resolution = launched ? { file: command } : resolveExecutable(command, config.env);
   if (!('file' in resolution)) {
     writeStderr(resolution.message);
     return resolution.exitCode;
@@ -130,7 +159,8 @@ async function run(config: TracerConfig): Promise<number> {
         fast: config.mode === 'fast',
         propagators: propagatorMask(config.propagators),
         ...injectionSettings(config.injectTo, config.propagators),
-        inheritFds: inheritedFds(config.env),
+        inheritFds: launched ? [] : inheritedFds(config.env),
+        launched,
       },
       onBatch,
     );
@@ -142,7 +172,13 @@ async function run(config: TracerConfig): Promise<number> {
   log.debug({ programPid: pid, command: config.command }, 'program started');
   loadTelemetry();
 
-  const foreground = native.isForegroundOfTerminal();
+  if (!launched) forwardSignals(pid);
+  return finished;
+}
+
+/** From now on rbinder's signals reach the program (once: see main for the launched program). */
+function forwardSignals(pid: number): void {
+  const foreground = loadNative().isForegroundOfTerminal();
   for (const signal of FORWARDED_SIGNALS) {
     process.on(signal, () => {
       if (foreground && TERMINAL_SIGNALS.has(signal)) return; // the terminal sent it to the program too
@@ -153,7 +189,6 @@ async function run(config: TracerConfig): Promise<number> {
       }
     });
   }
-  return finished;
 }
 
 if (require.main === module) {

@@ -3,6 +3,7 @@ import * as path from 'node:path';
 import { log } from './log';
 import type { Batch, EngineStats, SpanRecord } from './records';
 import { decodeSpans } from './span-buffer';
+import type { LaunchedProgram } from './spawn';
 
 // The engine's SamplerType enumerates the sampler names in the order of config.ts's SAMPLER_TYPES.
 export { SAMPLER_TYPES } from './config';
@@ -25,10 +26,15 @@ export interface EngineOptions {
   injectTo: string[];
   /** Descriptors rbinder inherited (Node marks them close-on-exec); the program inherits them too. */
   inheritFds: number[];
+  /** Adopt this program, started by the launcher, instead of starting one (file, argv, env unused). */
+  launched?: LaunchedProgram;
 }
 
 export interface NativeAddon {
-  /** Forks and execs the program under the tracer; returns its pid. Throws naming the failed call. */
+  /**
+   * Forks and execs the program under the tracer (or adopts the launched one); returns its pid.
+   * Throws naming the failed call.
+   */
   startEngine(options: EngineOptions, onBatch: (batch: Batch) => void): number;
   engineStats(): EngineStats;
   isForegroundOfTerminal(): boolean;

@@ -74,9 +74,29 @@ export function inheritedFds(env: NodeJS.ProcessEnv): number[] {
   return [...fds].sort((a, b) => a - b);
 }
 
+/** Set by the launcher (native/src/launcher/main.cc) when it started the program itself. */
+export const LAUNCHED_VARIABLE = 'RBINDER_LAUNCHED';
+
+/** A program the launcher started and set up for the fast path, for the engine to adopt. */
+export interface LaunchedProgram {
+  pid: number;
+  /** The trap filter's user-notification listener, inherited. */
+  listenerFd: number;
+  /** The memfd of the program's shared region (the ring), inherited. */
+  regionFd: number;
+}
+
+/** RBINDER_LAUNCHED="pid,listener,region", or undefined when Node is to start the program. */
+export function launchedProgram(env: NodeJS.ProcessEnv): LaunchedProgram | undefined {
+  const match = /^(\d+),(\d+),(\d+)$/.exec(env[LAUNCHED_VARIABLE] ?? '');
+  if (!match) return undefined;
+  return { pid: Number(match[1]), listenerFd: Number(match[2]), regionFd: Number(match[3]) };
+}
+
 /** The program's environment: rbinder's own, less what bin/rbinder added for itself. */
 export function programEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   const copy = { ...env };
   delete copy[INHERITED_FDS_VARIABLE];
+  delete copy[LAUNCHED_VARIABLE];
   return copy;
 }

@@ -1,8 +1,10 @@
 // The fast path's engine side once the program runs detached (docs/fast-path.md): the loop that
 // answers the trap filter's user notifications (upcalls), attaches around exec, drains the rings
 // into the Tracker, and follows processes by their pidfds.
+#include <fcntl.h>
 #include <linux/seccomp.h>
 #include <poll.h>
+#include <sys/mman.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/ptrace.h>
@@ -75,9 +77,14 @@ void Engine::setup_fast_path(Thread& t) {
     resume(t.tid, pending.empty() ? 0 : pending.front());
     return;
   }
-  stats_.fast_processes++;
-  t.process->region = region;
   t.process->fds = t.fds;
+  fast_root_ready(*t.process, std::move(region), std::move(listener));
+  ptrace(PTRACE_DETACH, t.tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(pending.empty() ? 0 : pending.front())));
+}
+
+void Engine::fast_root_ready(Process& process, std::shared_ptr<fast::SharedRegion> region, OwnedFd listener) {
+  stats_.fast_processes++;
+  process.region = region;
   regions_.push_back(region);
   listener_ = std::move(listener);
   // Linux 6.6+: an upcall hands the CPU straight to this thread and the answer straight back,
@@ -86,7 +93,46 @@ void Engine::setup_fast_path(Thread& t) {
   constexpr uint64_t kSyncWakeUp = 1;                                // SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP
   const int sync = ioctl(listener_.get(), kNotifSetFlags, kSyncWakeUp);
   if (debug_) dprintf(2, "rbinder-engine: synchronous upcall wake-ups %s\n", sync == 0 ? "on" : strerror(errno));
-  ptrace(PTRACE_DETACH, t.tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(pending.empty() ? 0 : pending.front())));
+}
+
+bool Engine::adopt(std::string& error) {
+  const LaunchedProgram& launched = *config_.launched;
+  OwnedFd region_fd(launched.region_fd), listener(launched.listener_fd);
+  // Inherited across Node's exec; nothing this process starts may inherit them in turn.
+  fcntl(region_fd.get(), F_SETFD, FD_CLOEXEC);
+  fcntl(listener.get(), F_SETFD, FD_CLOEXEC);
+  auto refuse = [&](const std::string& why) {
+    error = "adopting the launched program: " + why;
+    kill(launched.pid, SIGKILL);  // it would wait for upcall answers that never come
+    return false;
+  };
+  void* mapped = mmap(nullptr, RB_SHARED_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, region_fd.get(), 0);
+  if (mapped == MAP_FAILED) return refuse(std::string("mmap(ring): ") + strerror(errno));
+  auto* shared = static_cast<rb_shared*>(mapped);
+  auto region = std::make_shared<fast::SharedRegion>(std::move(region_fd), shared);
+  if (shared->magic != RB_MAGIC || shared->version != RB_VERSION) return refuse("the ring is not this version's");
+  auto process = std::make_shared<Process>();
+  process->tgid = launched.pid;
+  process->ppid = getpid();
+  process->pidfd = open_pidfd(launched.pid);
+  if (!process->pidfd.valid()) return refuse(std::string("pidfd_open: ") + strerror(errno));
+  process->fds = tracker_.new_fd_table();
+  processes_[launched.pid] = process;
+  Thread root;
+  root.tid = launched.pid;
+  root.process = process;
+  root.fds = process->fds;
+  threads_.emplace(launched.pid, std::move(root));
+  config_.fast = true;
+  root_pid_ = launched.pid;
+  fast_root_ready(*process, std::move(region), std::move(listener));
+  if (!config_.tracker.inject) {
+    // The launcher cannot know the configuration: outbound connections of the first image start
+    // recorded only, as the stub of a spawned program would have been told.
+    const uint32_t off = 0;
+    write_tracee(launched.pid, TraceeAddr{RB_PRIVATE_ADDR + offsetof(rb_private, inject)}, &off, sizeof(off));
+  }
+  return true;
 }
 
 void Engine::fast_loop() {

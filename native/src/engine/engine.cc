@@ -115,6 +115,13 @@ Engine::Engine(EngineConfig config, BatchSink& sink)
 }
 
 pid_t Engine::start(std::string& error) {
+  if (config_.launched) {
+    // Nothing to attach to: the launcher detached before Node started, so any thread may run the
+    // loop (ptrace is only used around later execs, from the loop's own thread).
+    if (!adopt(error)) return -1;
+    std::thread([this] { run(); }).detach();
+    return root_pid_;
+  }
   // The ptrace tracer is the thread that attached, so the loop must run on the thread that forks.
   std::thread([this] { run(); }).detach();
   std::unique_lock<std::mutex> lock(start_mutex_);
@@ -127,7 +134,7 @@ pid_t Engine::start(std::string& error) {
 }
 
 void Engine::run() {
-  spawn();
+  if (!config_.launched) spawn();
   if (root_pid_ > 0) {
     // Spans reach JS in batches: at most kBatchSpans, or whatever accumulated in kFlushInterval.
     // A separate thread does the timed work so the loop never waits for JS nor JS for it; in fast
@@ -199,6 +206,8 @@ void Engine::spawn() {
     int report_to_parent[2] = {kStepSeccomp, 0};
     // Fast mode: nothing is traced before the first exec; the engine installs the trap filter
     // in the new image (no_new_privs lets an unprivileged process install it).
+    // The detached program gets SIGTERM if rbinder dies (under ptrace, PTRACE_O_EXITKILL kills it).
+    if (config_.fast) prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
     int err = config_.fast ? (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 ? 0 : -errno) : syscall::install_filter(prog);
     if (err == 0) {
       execve(config_.file.c_str(), argv.data(), envp.data());

@@ -68,12 +68,21 @@ class BatchSink {
   virtual bool deliver(std::unique_ptr<Batch> batch) = 0;
 };
 
+// A program the launcher (native/src/launcher/) started and set up for the fast path before Node
+// booted: the engine adopts it instead of spawning one.
+struct LaunchedProgram {
+  pid_t pid = -1;
+  int listener_fd = -1;  // the trap filter's user-notification listener
+  int region_fd = -1;    // the memfd of the first image's shared region
+};
+
 struct EngineConfig {
   std::string file;               // resolved path of the program
   std::vector<std::string> argv;  // argv[0] included
   std::vector<std::string> env;   // "K=V"
   std::vector<int> inherit_fds;   // descriptors rbinder inherited, passed on to the program
   bool fast = false;              // --mode fast: the in-process stub where it can be set up
+  std::optional<LaunchedProgram> launched;  // set: adopt it (fast mode); file/argv/env are unused
   TrackerConfig tracker;
 };
 
@@ -207,6 +216,10 @@ class Engine final : public SpanSink {
   // first exec, where the stub and the trap filter go in; then the engine detaches and serves
   // the filter's user notifications (upcalls) and drains the rings.
   void setup_fast_path(Thread& t);   // at the first image's execve exit stop (still ptraced)
+  // Takes over the launched program (config_.launched); false with `error` set if it cannot.
+  bool adopt(std::string& error);
+  // The root process's state once its first image runs the stub (spawned or launched).
+  void fast_root_ready(Process& process, std::shared_ptr<fast::SharedRegion> region, OwnedFd listener);
   fast::PrivateInit private_init(pid_t pid, const FdTable& fds) const;
   void fast_loop();
   void handle_notification();

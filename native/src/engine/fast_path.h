@@ -36,6 +36,7 @@ class SharedRegion {
   SharedRegion(const SharedRegion&) = delete;
   SharedRegion& operator=(const SharedRegion&) = delete;
   rb_shared* get() const { return shared_; }
+  int memfd() const { return memfd_.get(); }
   uint64_t traps_seen = 0, dropped_seen = 0;  // the engine's counts so far
 
   // Calls f(const rb_event&, const uint8_t* data) for each complete event in order and marks them

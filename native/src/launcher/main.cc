@@ -1,0 +1,240 @@
+// rbinder-launch: what bin/rbinder runs. Node needs ~70 ms to boot on these machines and the
+// OpenTelemetry SDK more; a program started by the Node tracer waits for all of that. So when the
+// command line is one rbinder surely accepts in fast mode (launcher/plan.h), this starts the
+// program itself, sets its fast path up at its first exec (the same code the engine uses), lets it
+// run detached, and only then execs Node, which adopts the program through RBINDER_LAUNCHED
+// (its pid, the seccomp listener and the ring's memfd, inherited). Upcalls the program makes
+// meanwhile (an exec, an outbound write) wait in the kernel until the engine answers them.
+// Otherwise it execs Node as before, with the descriptors the program must inherit recorded in
+// RBINDER_INHERITED_FDS (Node marks inherited descriptors close-on-exec).
+//
+//   rbinder-launch NODE MAIN_JS [rbinder arguments...]
+//   rbinder-launch --plan [rbinder arguments...]     prints the decision as JSON (tests)
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/ptrace.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "engine/fast_path.h"
+#include "launcher/plan.h"
+
+extern char** environ;
+
+namespace rbinder::launcher {
+namespace {
+
+bool debug() { return getenv("RBINDER_ENGINE_DEBUG") != nullptr; }
+
+bool is_executable(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && !S_ISDIR(st.st_mode) && access(path.c_str(), X_OK) == 0;
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      snprintf(buf, sizeof(buf), "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
+int print_plan(const std::vector<std::string>& args) {
+  const LaunchPlan plan = plan_launch(args, [](const char* n) -> const char* { return getenv(n); }, is_executable);
+  std::string out = "{\"launch\":" + std::string(plan.launch ? "true" : "false");
+  if (plan.launch) {
+    out += ",\"file\":" + json_string(plan.file) + ",\"command\":[";
+    for (size_t i = plan.command_at; i < args.size(); i++) out += (i > plan.command_at ? "," : "") + json_string(args[i]);
+    out += "]";
+  } else {
+    out += ",\"reason\":" + json_string(plan.reason);
+  }
+  printf("%s}\n", out.c_str());
+  return 0;
+}
+
+struct Started {
+  pid_t pid = -1;
+  int listener = -1;  // the trap filter's user-notification listener, inheritable
+  int region = -1;    // the ring's memfd, inheritable
+};
+
+// Starts `file` with `argv` under PTRACE_SEIZE, sets the fast path up at its exec's exit stop
+// (before the program's first instruction) and detaches. On failure the program is gone (it ran
+// nothing of its own) and `error` says why.
+bool start_fast(const std::string& file, char* const* argv, Started& out, std::string& error) {
+  int go[2];
+  if (pipe2(go, O_CLOEXEC) != 0) {
+    error = std::string("pipe2: ") + strerror(errno);
+    return false;
+  }
+  const pid_t parent = getpid();
+  const pid_t pid = fork();
+  if (pid < 0) {
+    error = std::string("fork: ") + strerror(errno);
+    return false;
+  }
+  if (pid == 0) {
+    // The program inherits rbinder's descriptors, signal dispositions and mask as they are.
+    close(go[1]);
+    char c = 0;
+    while (read(go[0], &c, 1) < 0 && errno == EINTR) {
+    }
+    if (c != 'g') _exit(127);
+    // Until Node has booted and forwards signals, a SIGTERM to rbinder ends it without passing
+    // it on; the program then gets SIGTERM this way (and likewise if rbinder ever dies later).
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0) != 0 || getppid() != parent) _exit(126);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) _exit(126);
+    execve(file.c_str(), argv, environ);
+    _exit(errno == ENOENT ? 127 : 126);
+  }
+  close(go[0]);
+  constexpr unsigned kOptions = PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACEEXEC | PTRACE_O_EXITKILL;
+  auto abandon = [&](std::string why) {
+    error = std::move(why);
+    kill(pid, SIGKILL);
+    while (waitpid(pid, nullptr, __WALL) < 0 && errno == EINTR) {
+    }
+    return false;
+  };
+  if (ptrace(PTRACE_SEIZE, pid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(kOptions))) != 0) {
+    const int e = errno;
+    close(go[1]);
+    return abandon(std::string("ptrace(PTRACE_SEIZE): ") + strerror(e));
+  }
+  (void)!write(go[1], "g", 1);
+  close(go[1]);
+
+  std::vector<int> pending;  // signals that arrived after the exec, delivered when it runs
+  bool exec_seen = false;
+  for (;;) {
+    int status = 0;
+    if (waitpid(pid, &status, __WALL) < 0) {
+      if (errno == EINTR) continue;
+      return abandon(std::string("waitpid: ") + strerror(errno));
+    }
+    if (WIFEXITED(status) || WIFSIGNALED(status)) {
+      error = "the program did not start";  // its exec failed: Node finds and reports why
+      return false;
+    }
+    const int sig = WSTOPSIG(status), event = status >> 16;
+    if (event == PTRACE_EVENT_EXEC) {
+      exec_seen = true;
+      ptrace(PTRACE_SYSCALL, pid, nullptr, nullptr);  // registers are final at execve's exit stop
+    } else if (exec_seen && sig == (SIGTRAP | 0x80)) {
+      break;
+    } else if (event != 0) {
+      ptrace(exec_seen ? PTRACE_SYSCALL : PTRACE_CONT, pid, nullptr, nullptr);
+    } else if (exec_seen) {
+      pending.push_back(sig);
+      ptrace(PTRACE_SYSCALL, pid, nullptr, nullptr);
+    } else {
+      ptrace(PTRACE_CONT, pid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(sig)));
+    }
+  }
+
+  fast::PrivateInit init;
+  init.pid = pid;
+  init.inject = true;  // the engine turns it off on adoption if the configuration says so
+  OwnedFd listener;
+  std::unique_ptr<fast::SharedRegion> region = fast::setup_after_exec(pid, true, init, listener, error, pending);
+  if (!region) return abandon("the fast path could not be set up: " + error);
+  out.pid = pid;
+  out.listener = fcntl(listener.get(), F_DUPFD, 3);
+  out.region = fcntl(region->memfd(), F_DUPFD, 3);
+  if (out.listener < 0 || out.region < 0) return abandon(std::string("fcntl(F_DUPFD): ") + strerror(errno));
+  ptrace(PTRACE_DETACH, pid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(pending.empty() ? 0 : pending.front())));
+  return true;
+}
+
+// The descriptors open without close-on-exec, as "fd:inode" pairs (tracer/src/spawn.ts).
+std::string inherited_fds() {
+  std::string out;
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return out;
+  const int own = dirfd(dir);
+  while (dirent* e = readdir(dir)) {
+    if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+    const int fd = atoi(e->d_name);
+    if (fd == own) continue;
+    const int flags = fcntl(fd, F_GETFD);
+    struct stat st;
+    if (flags < 0 || (flags & FD_CLOEXEC) || fstat(fd, &st) != 0) continue;
+    if (!out.empty()) out += ' ';
+    out += std::to_string(fd) + ":" + std::to_string(st.st_ino);
+  }
+  closedir(dir);
+  return out;
+}
+
+// `program`: a launched program, killed if Node cannot run (nothing would answer its upcalls).
+[[noreturn]] void exec_node(const char* node, const char* main_js, const std::vector<std::string>& args, pid_t program) {
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>(node));
+  argv.push_back(const_cast<char*>(main_js));
+  for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  execvp(node, argv.data());
+  const int e = errno;
+  if (program > 0) kill(program, SIGKILL);
+  fprintf(stderr, "rbinder: cannot run %s: %s\n", node, strerror(e));
+  _exit(127);
+}
+
+int run(int argc, char** argv) {
+  if (argc >= 2 && std::strcmp(argv[1], "--plan") == 0) return print_plan(std::vector<std::string>(argv + 2, argv + argc));
+  if (argc < 3) {
+    fprintf(stderr, "usage: rbinder-launch NODE MAIN_JS [rbinder arguments...]\n");
+    return 2;
+  }
+  const char* node = argv[1];
+  const char* main_js = argv[2];
+  const std::vector<std::string> args(argv + 3, argv + argc);
+  const LaunchPlan plan = plan_launch(args, [](const char* n) -> const char* { return getenv(n); }, is_executable);
+  unsetenv("RBINDER_LAUNCHED");
+  if (plan.launch) {
+    std::vector<char*> program_argv;
+    for (size_t i = plan.command_at; i < args.size(); i++) program_argv.push_back(const_cast<char*>(args[i].c_str()));
+    program_argv.push_back(nullptr);
+    Started started;
+    std::string error;
+    if (start_fast(plan.file, program_argv.data(), started, error)) {
+      const std::string launched = std::to_string(started.pid) + "," + std::to_string(started.listener) + "," +
+                                   std::to_string(started.region);
+      setenv("RBINDER_LAUNCHED", launched.c_str(), 1);
+      if (debug()) fprintf(stderr, "rbinder-launch: started %d, set up for the fast path\n", started.pid);
+      unsetenv("RBINDER_INHERITED_FDS");
+      exec_node(node, main_js, args, started.pid);
+    }
+    // Node starts the program instead, and reports whatever went wrong here in its own words.
+    if (debug()) fprintf(stderr, "rbinder-launch: not launched: %s\n", error.c_str());
+  } else if (debug()) {
+    fprintf(stderr, "rbinder-launch: left to Node: %s\n", plan.reason.c_str());
+  }
+  setenv("RBINDER_INHERITED_FDS", inherited_fds().c_str(), 1);
+  exec_node(node, main_js, args, -1);
+}
+
+}  // namespace
+}  // namespace rbinder::launcher
+
+int main(int argc, char** argv) { return rbinder::launcher::run(argc, argv); }
