@@ -5,6 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -d node_modules ]; then npm ci --no-audit --no-fund; fi
-if [ ! -f native/build/Release/rbinder_native.node ] || [ ! -f dist/tracer/src/main.js ]; then npm run build; fi
+if [ ! -f native/build/Release/rbinder_native.node ] || [ ! -f dist/tracer/rbinder.js ] || [ ! -x native/build/Release/rbinder-launch ]; then npm run build; fi
 npx tsc -p tsconfig.json
 exec node dist/demo/demo.js "$@"
