@@ -145,7 +145,11 @@ function addonTime(): string {
 }
 
 function checkBuilt(): void {
-  const missing = [join(repoRoot, 'dist', 'tracer', 'src', 'main.js'), join(repoRoot, 'native', 'build', 'Release', 'rbinder_native.node')].filter(
+  const missing = [
+    join(repoRoot, 'dist', 'tracer', 'rbinder.js'),
+    join(repoRoot, 'native', 'build', 'Release', 'rbinder_native.node'),
+    join(repoRoot, 'native', 'build', 'Release', 'rbinder-launch'),
+  ].filter(
     (f) => !existsSync(f),
   );
   if (missing.length) throw new Error(`rbinder is not built (missing ${missing.join(', ')}): run npm run build first`);
