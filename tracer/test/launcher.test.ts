@@ -2,6 +2,8 @@
 // for command lines rbinder's own parser accepts in fast mode; everything else is Node's as before.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -144,6 +146,33 @@ describe('a launched program', () => {
     const exit = await exitWithin(t, 20_000);
     expect(exit?.code).toBe(0);
     expect(t.stderr()).toMatch(/rbinder-launch: started \d+, set up for the fast path/);
+    expect(t.stderr()).toMatch(/rbinder-launch: Node boots now: (the program ended|the program is idle)/);
+  });
+
+  it('makes Node boot at once when it needs the engine: its outbound request waits, then is traced', async () => {
+    const seen: string[] = [];
+    const server = createServer((req, res) => {
+      seen.push(String(req.headers.traceparent ?? ''));
+      res.end('ok');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    try {
+      const t = spawnTracked([RBINDER, '--service-name', 'launched-client', '--', 'curl', '-sS', `http://127.0.0.1:${port}/first`], {
+        env: { ...process.env, ...tracerEnv(receiver), RBINDER_MODE: 'fast', RBINDER_ENGINE_DEBUG: '1' },
+      });
+      const exit = await exitWithin(t, 30_000);
+      expect(exit?.code, t.stderr()).toBe(0);
+      expect(t.stdout()).toBe('ok');
+      expect(t.stderr()).toMatch(/rbinder-launch: Node boots now: an upcall is waiting/);
+      expect(seen[0]).toMatch(/^00-[0-9a-f]{32}-[0-9a-f]{16}-01$/);
+      const spans = await receiver.waitFor((all) => all.some((s) => s.resource['service.name'] === 'launched-client'), 20_000);
+      const span = spans.find((s) => s.resource['service.name'] === 'launched-client')!;
+      expect(seen[0]).toContain(span.spanId);
+      expect(span.attributes).toMatchObject({ 'url.path': '/first', 'http.response.status_code': 200 });
+    } finally {
+      server.close();
+    }
   });
 
   it('gets SIGTERM when rbinder dies before it can pass signals on', async () => {

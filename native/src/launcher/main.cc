@@ -12,6 +12,7 @@
 //   rbinder-launch --plan [rbinder arguments...]     prints the decision as JSON (tests)
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -76,6 +77,7 @@ struct Started {
   pid_t pid = -1;
   int listener = -1;  // the trap filter's user-notification listener, inheritable
   int region = -1;    // the ring's memfd, inheritable
+  std::unique_ptr<fast::SharedRegion> ring;  // the launcher's own view of it (gone at exec)
 };
 
 // Starts `file` with `argv` under PTRACE_SEIZE, sets the fast path up at its exec's exit stop
@@ -162,8 +164,75 @@ bool start_fast(const std::string& file, char* const* argv, Started& out, std::s
   out.listener = fcntl(listener.get(), F_DUPFD, 3);
   out.region = fcntl(region->memfd(), F_DUPFD, 3);
   if (out.listener < 0 || out.region < 0) return abandon(std::string("fcntl(F_DUPFD): ") + strerror(errno));
+  out.ring = std::move(region);
   ptrace(PTRACE_DETACH, pid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(pending.empty() ? 0 : pending.front())));
   return true;
+}
+
+// Booting Node and the tracer takes ~150 ms of CPU, which a starting program competes with (a JVM
+// uses both CPUs of a small machine to start). So Node boots once the program has started: when
+// it has used under kIdleTicks of CPU in the last kIdleWindow, or needs the engine (an upcall is
+// waiting, the ring is a quarter full), or has ended — and after kMaxBootDelay at the latest.
+// Meanwhile the launcher passes rbinder's signals on, as Node will.
+constexpr int kPollMs = 10;
+constexpr int kIdleWindowMs = 50;
+constexpr long kIdleTicks = 1;  // of 10 ms: under 20% of one CPU over the window
+constexpr int kMaxBootDelayMs = 1000;
+
+pid_t g_program = -1;
+bool g_foreground = false;
+
+void forward_signal(int sig) {
+  // A terminal sends SIGINT, SIGQUIT and SIGWINCH to its whole foreground group, the program too.
+  if (g_foreground && (sig == SIGINT || sig == SIGQUIT || sig == SIGWINCH)) return;
+  if (g_program > 0) kill(g_program, sig);
+}
+
+// utime + stime of the whole process, in clock ticks; -1 when it is gone.
+long cpu_ticks(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  FILE* f = fopen(path, "re");
+  if (!f) return -1;
+  char buf[1024];
+  const size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  const char* p = strrchr(buf, ')');  // the command name may hold spaces and parentheses
+  unsigned long utime = 0, stime = 0;
+  char state = 0;
+  if (!p || sscanf(p + 2, "%c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &state, &utime, &stime) != 3) return -1;
+  if (state == 'Z' || state == 'X') return -1;
+  return static_cast<long>(utime + stime);
+}
+
+// Returns why Node should boot now (for the debug log).
+const char* wait_for_program_start(const Started& started) {
+  g_program = started.pid;
+  const pid_t fg = tcgetpgrp(STDIN_FILENO);
+  g_foreground = fg > 0 && fg == getpgrp();
+  struct sigaction act {};
+  act.sa_handler = forward_signal;
+  sigemptyset(&act.sa_mask);
+  act.sa_flags = SA_RESTART;
+  for (int sig : {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH}) sigaction(sig, &act, nullptr);
+  const OwnedFd pidfd = open_pidfd(started.pid);
+  std::vector<long> ticks;  // one sample per poll
+  for (int waited = 0; waited < kMaxBootDelayMs; waited += kPollMs) {
+    pollfd fds[2] = {{started.listener, POLLIN, 0}, {pidfd.get(), POLLIN, 0}};
+    const int n = poll(fds, pidfd.valid() ? 2 : 1, kPollMs);
+    if (n > 0 && (fds[0].revents & POLLIN)) return "an upcall is waiting";
+    if (n > 0 && (fds[1].revents & POLLIN)) return "the program ended";
+    const rb_shared* ring = started.ring->get();
+    const uint64_t used = __atomic_load_n(&ring->reserve, __ATOMIC_RELAXED) - __atomic_load_n(&ring->consumed, __ATOMIC_RELAXED);
+    if (used > RB_RING_SLOTS / 4) return "the ring is filling";
+    const long now = cpu_ticks(started.pid);
+    if (now < 0) return "the program ended";
+    ticks.push_back(now);
+    constexpr size_t kWindow = kIdleWindowMs / kPollMs;
+    if (ticks.size() > kWindow && now - ticks[ticks.size() - 1 - kWindow] <= kIdleTicks) return "the program is idle";
+  }
+  return "the longest wait";
 }
 
 // The descriptors open without close-on-exec, as "fd:inode" pairs (tracer/src/spawn.ts).
@@ -222,6 +291,8 @@ int run(int argc, char** argv) {
                                    std::to_string(started.region);
       setenv("RBINDER_LAUNCHED", launched.c_str(), 1);
       if (debug()) fprintf(stderr, "rbinder-launch: started %d, set up for the fast path\n", started.pid);
+      const char* why = wait_for_program_start(started);
+      if (debug()) fprintf(stderr, "rbinder-launch: Node boots now: %s\n", why);
       unsetenv("RBINDER_INHERITED_FDS");
       exec_node(node, main_js, args, started.pid);
     }
