@@ -1,6 +1,7 @@
 #include "engine/engine.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <linux/close_range.h>
 #include <linux/sched.h>
 #include <signal.h>
@@ -134,12 +135,14 @@ pid_t Engine::start(std::string& error) {
 }
 
 void Engine::run() {
+  pthread_setname_np(pthread_self(), "rbinder-engine");  // for top -H, perf and /proc/PID/task
   if (!config_.launched) spawn();
   if (root_pid_ > 0) {
     // Spans reach JS in batches: at most kBatchSpans, or whatever accumulated in kFlushInterval.
     // A separate thread does the timed work so the loop never waits for JS nor JS for it; in fast
     // mode it also drains the events the stubs put in the rings while no upcall came along.
     std::thread([this] {
+      pthread_setname_np(pthread_self(), "rbinder-timer");
       auto last_flush = std::chrono::steady_clock::now();
       for (;;) {
         bool busy = false;
