@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeSpans } from './span-buffer';
+import { StringTable, decodeSpans } from './span-buffer';
 
 /** One span as the engine encodes it (native/src/addon.cc, spans_to_js). */
 function encoded(strings: string[], parent: boolean): Buffer {
@@ -66,5 +66,102 @@ describe('decodeSpans', () => {
     expect(() => decodeSpans(whole.subarray(0, 50))).toThrow(/50 bytes left, a span has 88/);
     expect(() => decodeSpans(whole.subarray(0, whole.length - 6))).toThrow(/8-byte string runs past its end/);
     expect(() => decodeSpans(whole.subarray(0, whole.length - 3))).toThrow(RangeError);
+  });
+});
+
+/** Spans with the given ids, strings and body sizes, in the engine's layout. */
+function encodedWith(ids: { trace: Buffer; span: Buffer; parent?: Buffer }, strings: Array<string | Buffer>, sizes: [number, number] = [0, 6]): Buffer {
+  const fixed = Buffer.alloc(88);
+  fixed[0] = 1;
+  fixed[1] = ids.parent ? 1 : 0;
+  fixed[2] = 1;
+  ids.trace.copy(fixed, 4);
+  ids.span.copy(fixed, 20);
+  ids.parent?.copy(fixed, 28);
+  fixed.writeDoubleLE(sizes[0], 72);
+  fixed.writeDoubleLE(sizes[1], 80);
+  const parts = strings.map((s) => {
+    const bytes = typeof s === 'string' ? Buffer.from(s, 'utf8') : s;
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(bytes.length);
+    return Buffer.concat([len, bytes]);
+  });
+  return Buffer.concat([fixed, ...parts]);
+}
+
+const NINE = (target: string, host = 'h'): string[] => ['', 'GET', target, '1.1', host, 'ua', '10.0.0.2', '10.0.0.1', ''];
+
+describe('decodeSpans: ids and numbers', () => {
+  it('writes ids as lower-case hex, as Buffer.toString("hex") does, for every byte value', () => {
+    const all = Buffer.from(Array.from({ length: 256 }, (_, i) => i));
+    const spans: Buffer[] = [];
+    for (let i = 0; i < 256; i += 16) {
+      spans.push(encodedWith({ trace: all.subarray(i, i + 16), span: all.subarray(i, i + 8), parent: all.subarray(i + 8, i + 16) }, NINE('/')));
+    }
+    const decoded = decodeSpans(Buffer.concat(spans));
+    decoded.forEach((span, n) => {
+      const i = n * 16;
+      expect(span.traceId).toBe(all.toString('hex', i, i + 16));
+      expect(span.spanId).toBe(all.toString('hex', i, i + 8));
+      expect(span.parentSpanId).toBe(all.toString('hex', i + 8, i + 16));
+    });
+  });
+
+  it.each([[0, 6], [17, 2 ** 31], [0.5, 2 ** 40], [2 ** 53, 1e300]])('keeps body sizes %s and %s exactly', (request, response) => {
+    const zero = Buffer.alloc(16, 1);
+    const [span] = decodeSpans(encodedWith({ trace: zero, span: zero }, NINE('/'), [request, response]));
+    expect([span.requestBodySize, span.responseBodySize]).toEqual([request, response]);
+  });
+});
+
+describe('StringTable', () => {
+  const ids = { trace: Buffer.alloc(16, 7), span: Buffer.alloc(8, 7) };
+  const targets = (buf: Buffer, table: StringTable): string[] => decodeSpans(buf, table).map((s) => s.target);
+
+  it('tells apart strings that land in the same slot (same length, same sampled bytes)', () => {
+    // Length 12: the slot depends on bytes 0, 3, 6, 8 and 11 only; these differ at byte 1.
+    const a = '/aaaaaaaaaaa';
+    const b = '/baaaaaaaaaa';
+    const table = new StringTable();
+    const buf = Buffer.concat([a, b, a, a, b, b, a].map((t) => encodedWith(ids, NINE(t))));
+    expect(targets(buf, table)).toEqual([a, b, a, a, b, b, a]);
+  });
+
+  it('decodes UTF-8 exactly, including bytes that are not valid UTF-8, and never answers them from an ASCII entry', () => {
+    const table = new StringTable();
+    const invalid = Buffer.from([0x2f, 0xff, 0x61]); // "/", an invalid byte, "a"
+    const texts: Array<string | Buffer> = ['/caf\u00e9', '/cafe', '/caf\u00e9', invalid, '/\u00ffa', invalid, '/xa'];
+    const buf = Buffer.concat(texts.map((t) => encodedWith(ids, NINE(t as string).map((s, k) => (k === 2 ? t : s)))));
+    expect(targets(buf, table)).toEqual(['/caf\u00e9', '/cafe', '/caf\u00e9', '/\ufffda', '/\u00ffa', '/\ufffda', '/xa']);
+  });
+
+  it('decodes long strings without keeping them', () => {
+    const table = new StringTable();
+    const long = `/${'x'.repeat(StringTable.MAX_LENGTH + 10)}`;
+    const longer = `${long}y`;
+    expect(targets(Buffer.concat([long, longer, long].map((t) => encodedWith(ids, NINE(t)))), table)).toEqual([long, longer, long]);
+  });
+
+  it('gives every field of many spans exactly what Buffer.toString gives, whatever the slots hold', () => {
+    // Short strings over a tiny alphabet collide in slots all the time; some are not ASCII.
+    let seed = 12345;
+    const random = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const alphabet = ['a', 'b', '/', '.', '\u00e9', '1'];
+    const word = (): string => Array.from({ length: random(14) }, () => alphabet[random(alphabet.length)]).join('');
+    const table = new StringTable();
+    const expected: string[][] = [];
+    const buffers: Buffer[] = [];
+    for (let i = 0; i < 3000; i++) {
+      const strings = Array.from({ length: 9 }, word);
+      expected.push(strings);
+      buffers.push(encodedWith(ids, strings));
+    }
+    const decoded = decodeSpans(Buffer.concat(buffers), table).map((s) => [
+      s.traceState, s.method, s.target, s.protocolVersion, s.host, s.userAgent, s.peerAddress, s.localAddress, s.error,
+    ]);
+    expect(decoded).toEqual(expected);
   });
 });

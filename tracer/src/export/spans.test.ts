@@ -1,5 +1,11 @@
+import * as http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { SpanKind, SpanStatusCode } from '@opentelemetry/api';
+import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
+import { OTLPTraceExporter as JsonTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
+import { OTLPTraceExporter as ProtoTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { resourceFromAttributes } from '@opentelemetry/resources';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace';
 import { describe, expect, it } from 'vitest';
 import { rbinderVersion } from '../config';
 import type { SpanRecord } from '../records';
@@ -232,5 +238,102 @@ describe('parseHostPort', () => {
     [':80', undefined],
   ])('%s', (value, expected) => {
     expect(parseHostPort(value)).toEqual(expected);
+  });
+});
+
+describe('RecordedSpan as the SDK sees it', () => {
+  /** The same values as plain own properties and a fresh SpanContext object: the shape the SDK's own spans have. */
+  function plainCopy(span: ReadableSpan): ReadableSpan {
+    const ctx = span.spanContext();
+    const context = { traceId: ctx.traceId, spanId: ctx.spanId, traceFlags: ctx.traceFlags, traceState: ctx.traceState };
+    return {
+      name: span.name,
+      kind: span.kind,
+      spanContext: () => context,
+      parentSpanContext: span.parentSpanContext === undefined ? undefined : { ...span.parentSpanContext },
+      startTime: [...span.startTime],
+      endTime: [...span.endTime],
+      status: { ...span.status },
+      attributes: { ...span.attributes },
+      links: [],
+      events: [],
+      duration: [...span.duration],
+      ended: true,
+      resource: span.resource,
+      instrumentationScope: span.instrumentationScope, // one object for all: exporters group spans by it
+      droppedAttributesCount: 0,
+      droppedEventsCount: 0,
+      droppedLinksCount: 0,
+    };
+  }
+
+  /** What an OTLP exporter sends for these spans, as bytes. */
+  async function exported(exporter: 'proto' | 'json', spans: ReadableSpan[]): Promise<Buffer> {
+    const bodies: Buffer[] = [];
+    const server = http.createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        bodies.push(Buffer.concat(chunks));
+        res.writeHead(200, { 'content-type': exporter === 'json' ? 'application/json' : 'application/x-protobuf' }).end(exporter === 'json' ? '{}' : '');
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1/traces`;
+    const Exporter = exporter === 'proto' ? ProtoTraceExporter : JsonTraceExporter;
+    const otlp = new Exporter({ url });
+    try {
+      const result = await new Promise<ExportResult>((resolve) => otlp.export(spans, resolve));
+      expect(result.code).toBe(ExportResultCode.SUCCESS);
+    } finally {
+      await otlp.shutdown();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+    return Buffer.concat(bodies);
+  }
+
+  const records: SpanRecord[] = [
+    serverRecord(),
+    serverRecord({ parentSpanId: PARENT_ID, parentIsRemote: true, traceState: 'vendor=abc,other=1', statusCode: 503, requestBodySize: 2 ** 40 }),
+    clientRecord({ parentSpanId: PARENT_ID, statusCode: 0, error: 'connection reset' }),
+    clientRecord({ method: 'PROPFIND', target: 'http://origin.test:8081/a?b=c', host: '' }),
+    serverRecord({ peerAddress: '/run/app.sock', peerPort: 0, host: '', target: '/caf\u00e9', startTime: [5, 9], endTime: [4, 0] }),
+  ];
+
+  it.each(['proto', 'json'] as const)('exports exactly what a plain ReadableSpan with the same values exports (OTLP %s)', async (format) => {
+    const spans = records.map((r) => toReadableSpan(r, resource));
+    const [recorded, plain] = [await exported(format, spans), await exported(format, spans.map(plainCopy))];
+    expect(recorded.length).toBeGreaterThan(500);
+    expect(recorded.equals(plain)).toBe(true);
+  });
+
+  it('shares what is the same for every span and builds the rest once', () => {
+    const [a, b] = [toReadableSpan(serverRecord(), resource), toReadableSpan(clientRecord({ parentSpanId: PARENT_ID }), resource)];
+    expect(a.instrumentationScope).toBe(b.instrumentationScope);
+    expect(a.status).toBe(b.status); // UNSET, one object
+    expect(Object.isFrozen(a.status) && Object.isFrozen(a.links) && Object.isFrozen(a.events)).toBe(true);
+    expect(a.spanContext()).toBe(a);
+    // Exporters read these more than once (size estimate, then write): one object each.
+    expect(b.attributes).toBe(b.attributes);
+    expect(b.parentSpanContext).toBe(b.parentSpanContext);
+    expect(b.parentSpanContext).toEqual({ traceId: TRACE_ID, spanId: PARENT_ID, traceFlags: 1, isRemote: false, traceState: undefined });
+  });
+});
+
+describe('server.address from the Host header, remembered between exchanges', () => {
+  it.each<[string[], Array<[string, number] | undefined>]>([
+    [['a:1', 'b', 'a:1', 'a:1'], [['a', 1], ['b', 80], ['a', 1], ['a', 1]]],
+    [['a:1', 'bad host:99999', 'bad host:99999', 'a:1'], [['a', 1], ['10.0.0.2', 8080], ['10.0.0.2', 8080], ['a', 1]]],
+    [['[::1]:9', '', '[::1]:9'], [['::1', 9], ['10.0.0.2', 8080], ['::1', 9]]],
+  ])('hosts %j', (hosts, expected) => {
+    const got = hosts.map((host) => {
+      const { attributes } = toReadableSpan(serverRecord({ host }), resource);
+      const metric = durationMetricAttributes(clientRecord({ host, peerAddress: '10.0.0.2', peerPort: 8080 }));
+      // The client's metric and the server's span agree on the endpoint.
+      expect([metric['server.address'], metric['server.port']]).toEqual([attributes['server.address'], attributes['server.port']]);
+      return attributes['server.address'] === undefined ? undefined : [attributes['server.address'], attributes['server.port']];
+    });
+    expect(got).toEqual(expected);
   });
 });

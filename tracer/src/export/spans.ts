@@ -1,12 +1,13 @@
 // SpanRecord → ReadableSpan, following the stable OpenTelemetry HTTP semantic conventions.
-// The result is plain data with the ReadableSpan shape: no live SDK Span and its bookkeeping,
-// because span building is the tracer's main per-request cost once syscalls are cheap.
+// The result is a small read-only object with the ReadableSpan shape (RecordedSpan): no live SDK
+// Span and its bookkeeping, because the way from record to exporter is the tracer's main
+// per-request cost once syscalls are cheap (bench/pipeline/ measures it).
 
 import { isIP } from 'node:net';
-import { SpanKind, SpanStatusCode, type Attributes, type HrTime, type SpanContext, type SpanStatus } from '@opentelemetry/api';
+import { SpanKind, SpanStatusCode, type Attributes, type HrTime, type Link, type SpanContext, type SpanStatus } from '@opentelemetry/api';
 import { TraceState, hrTimeDuration, type InstrumentationScope } from '@opentelemetry/core';
 import type { Resource } from '@opentelemetry/resources';
-import type { ReadableSpan } from '@opentelemetry/sdk-trace';
+import type { ReadableSpan, TimedEvent } from '@opentelemetry/sdk-trace';
 import {
   ATTR_CLIENT_ADDRESS,
   ATTR_ERROR_TYPE,
@@ -50,55 +51,104 @@ export function instrumentationScope(): InstrumentationScope {
   return scope;
 }
 
-/** The span for one HTTP exchange seen by the engine. */
-export class RecordedSpan implements ReadableSpan {
+const NO_LINKS: Link[] = Object.freeze([]) as unknown as Link[];
+const NO_EVENTS: TimedEvent[] = Object.freeze([]) as unknown as TimedEvent[];
+const STATUS_UNSET: SpanStatus = Object.freeze({ code: SpanStatusCode.UNSET });
+const STATUS_ERROR: SpanStatus = Object.freeze({ code: SpanStatusCode.ERROR });
+
+/**
+ * The span for one HTTP exchange seen by the engine.
+ *
+ * Spans wait in the BatchSpanProcessor's queue (up to a whole export batch, i.e. for a while), so
+ * the GC copies and marks everything they hold: a span keeps as little as it can. The biggest
+ * parts, the attributes and the parent's context, are derived from the record when an exporter
+ * first reads them (then kept): they are made just before the export and die young, and only the
+ * record waits in the queue. What is the same for every span lives on the prototype (scope, no
+ * events or links, zero drop counts), the status of an exchange without a transport error is one
+ * of two shared objects, and the span is its own SpanContext (spanContext() returns the span).
+ * Read-only: the SDK and exporters only read spans, and the record is not changed once handed over.
+ */
+export class RecordedSpan implements ReadableSpan, SpanContext {
   readonly name: string;
   readonly kind: SpanKind;
-  readonly parentSpanContext: SpanContext | undefined;
+  readonly traceId: string;
+  readonly spanId: string;
+  readonly traceFlags: number;
+  readonly traceState: TraceState | undefined;
   readonly startTime: HrTime;
   readonly endTime: HrTime;
-  readonly duration: HrTime;
   readonly status: SpanStatus;
-  readonly attributes: Attributes;
-  readonly links = [];
-  readonly events = [];
-  readonly ended = true;
-  readonly droppedAttributesCount = 0;
-  readonly droppedEventsCount = 0;
-  readonly droppedLinksCount = 0;
-  readonly instrumentationScope: InstrumentationScope;
-  private readonly context: SpanContext;
+  readonly resource: Resource;
+  private readonly record: SpanRecord;
+  private builtAttributes: Attributes | undefined = undefined;
+  private builtParent: SpanContext | undefined = undefined;
 
-  constructor(
-    record: SpanRecord,
-    readonly resource: Resource,
-  ) {
-    const traceState = record.traceState === '' ? undefined : new TraceState(record.traceState);
-    this.context = { traceId: record.traceId, spanId: record.spanId, traceFlags: record.traceFlags, traceState };
-    this.parentSpanContext =
-      record.parentSpanId === ''
-        ? undefined
-        : {
-            traceId: record.traceId,
-            spanId: record.parentSpanId,
-            traceFlags: record.traceFlags,
-            isRemote: record.parentIsRemote,
-            traceState,
-          };
+  constructor(record: SpanRecord, resource: Resource) {
     const method = normalizeMethod(record.method);
     this.name = method === HTTP_REQUEST_METHOD_VALUE_OTHER ? 'HTTP' : method;
     this.kind = record.kind === SpanKind.SERVER ? SpanKind.SERVER : SpanKind.CLIENT;
+    this.traceId = record.traceId;
+    this.spanId = record.spanId;
+    this.traceFlags = record.traceFlags;
+    this.traceState = record.traceState === '' ? undefined : new TraceState(record.traceState);
     this.startTime = record.startTime;
     // A clock step between the two timestamps must not give a negative duration.
     this.endTime = compareHrTime(record.endTime, record.startTime) < 0 ? record.startTime : record.endTime;
-    this.duration = hrTimeDuration(this.startTime, this.endTime);
     this.status = spanStatus(record);
-    this.attributes = spanAttributes(record, method);
-    this.instrumentationScope = instrumentationScope();
+    this.resource = resource;
+    this.record = record;
+  }
+
+  get attributes(): Attributes {
+    return (this.builtAttributes ??= spanAttributes(this.record, normalizeMethod(this.record.method)));
+  }
+
+  get parentSpanContext(): SpanContext | undefined {
+    const record = this.record;
+    if (record.parentSpanId === '') return undefined;
+    return (this.builtParent ??= {
+      traceId: record.traceId,
+      spanId: record.parentSpanId,
+      traceFlags: record.traceFlags,
+      isRemote: record.parentIsRemote,
+      traceState: this.traceState,
+    });
   }
 
   spanContext(): SpanContext {
-    return this.context;
+    return this;
+  }
+
+  get duration(): HrTime {
+    return hrTimeDuration(this.startTime, this.endTime);
+  }
+
+  get instrumentationScope(): InstrumentationScope {
+    return instrumentationScope();
+  }
+
+  get ended(): boolean {
+    return true;
+  }
+
+  get links(): Link[] {
+    return NO_LINKS;
+  }
+
+  get events(): TimedEvent[] {
+    return NO_EVENTS;
+  }
+
+  get droppedAttributesCount(): number {
+    return 0;
+  }
+
+  get droppedEventsCount(): number {
+    return 0;
+  }
+
+  get droppedLinksCount(): number {
+    return 0;
   }
 }
 
@@ -126,7 +176,7 @@ export function errorType(record: SpanRecord): string | undefined {
 function spanStatus(record: SpanRecord): SpanStatus {
   // The status code alone explains an HTTP error, so only transport errors get a message.
   if (record.error !== '') return { code: SpanStatusCode.ERROR, message: record.error };
-  return { code: isErrorStatus(record) ? SpanStatusCode.ERROR : SpanStatusCode.UNSET };
+  return isErrorStatus(record) ? STATUS_ERROR : STATUS_UNSET;
 }
 
 export interface ServerEndpoint {
@@ -145,8 +195,12 @@ interface RequestTarget {
   scheme?: string;
 }
 
+function isOriginForm(target: string): boolean {
+  return target.startsWith('/') || target === '*';
+}
+
 function parseTarget(target: string, method: string): RequestTarget {
-  if (target.startsWith('/') || target === '*') {
+  if (isOriginForm(target)) {
     const q = target.indexOf('?');
     return q < 0 ? { path: target } : { path: target.slice(0, q), query: target.slice(q + 1) };
   }
@@ -202,14 +256,30 @@ export function parseHostPort(value: string): ServerEndpoint | undefined {
  * the connection and a client span the peer it connected to.
  */
 export function serverEndpoint(record: SpanRecord, target?: RequestTarget): ServerEndpoint | undefined {
-  const fromTarget = (target ?? parseTarget(record.target, record.method)).authority;
+  // Only absolute-form and authority-form targets name a server; origin-form ("/…") needs no parse.
+  const fromTarget = target !== undefined ? target.authority : isOriginForm(record.target) ? undefined : parseTarget(record.target, record.method).authority;
   if (fromTarget) return fromTarget;
-  const fromHost = record.host === '' ? undefined : parseHostPort(record.host);
-  if (fromHost) return { address: fromHost.address, port: fromHost.port ?? DEFAULT_HTTP_PORT };
+  const fromHost = record.host === '' ? undefined : hostEndpoint(record.host);
+  if (fromHost) return fromHost;
   const [address, port] =
     record.kind === SpanKind.SERVER ? [record.localAddress, record.localPort] : [record.peerAddress, record.peerPort];
   if (address === '' || isUnixSocket(address, port)) return undefined;
   return { address, port: port > 0 ? port : undefined };
+}
+
+// The last Host header parsed and its endpoint: consecutive exchanges mostly carry the same one
+// (span-buffer.ts even hands over the same string object), and a span's metric needs it again.
+let lastHost = '';
+let lastHostEndpoint: ServerEndpoint | undefined;
+
+/** server.address/port from a Host header (a missing port means 80); undefined if malformed. Shared: read only. */
+function hostEndpoint(host: string): ServerEndpoint | undefined {
+  if (host !== lastHost) {
+    const parsed = parseHostPort(host);
+    lastHostEndpoint = parsed && Object.freeze({ address: parsed.address, port: parsed.port ?? DEFAULT_HTTP_PORT });
+    lastHost = host;
+  }
+  return lastHostEndpoint;
 }
 
 function isUnixSocket(address: string, port: number): boolean {
