@@ -180,9 +180,11 @@ describe('a launched program', () => {
     const script = `echo PID $$; exec python3 ${join(__dirname, 'programs', 'signals.py')}`;
     const proc = spawn(RBINDER, ['--exporter', 'none', '--', 'sh', '-c', script], {
       env: { ...process.env, RBINDER_MODE: 'fast' },
-      stdio: ['ignore', 'pipe', 'inherit'],
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
+    let err = '';
+    proc.stderr!.setEncoding('utf8').on('data', (s: string) => (err += s));
     const ready = new Promise<void>((resolve) =>
       proc.stdout!.setEncoding('utf8').on('data', (s: string) => {
         out += s;
@@ -195,7 +197,7 @@ describe('a launched program', () => {
       await ready;
       proc.kill('SIGKILL');
       await closed;
-      expect(out).toContain('GOT SIGTERM');
+      expect(out, err).toContain('GOT SIGTERM');
     } finally {
       const pid = /PID (\d+)/.exec(out)?.[1];
       if (pid) spawnSync('kill', ['-KILL', pid]);
