@@ -207,9 +207,10 @@ describe('a launched program', () => {
   it('is traced the same when Node starts it instead (RBINDER_LAUNCHER=0)', async () => {
     const server = await startServer('python', {
       wrap: [RBINDER, '--service-name', 'not-launched', '--mode', 'fast', '--'],
-      env: { ...tracerEnv(receiver), RBINDER_LAUNCHER: '0' },
+      env: { ...tracerEnv(receiver), RBINDER_LAUNCHER: '0', RBINDER_ENGINE_DEBUG: '1' },
     });
     try {
+      expect(server.stderr()).toContain('rbinder-launch: left to Node: RBINDER_LAUNCHER=0');
       await (await fetch(`${server.url}/hello?by=node`)).text();
       const spans = await receiver.waitFor((all) => all.some((s) => s.resource['service.name'] === 'not-launched'), 20_000);
       const span = spans.find((s) => s.resource['service.name'] === 'not-launched')!;
