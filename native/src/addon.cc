@@ -158,6 +158,7 @@ Napi::Value StartEngine(const Napi::CallbackInfo& info) {
     config.tracker.propagation.propagators = opts.Get("propagators").ToNumber().Uint32Value();
   }
   if (opts.Has("fast")) config.fast = opts.Get("fast").ToBoolean().Value();
+  if (opts.Has("idleExport")) config.idle_export = opts.Get("idleExport").ToBoolean().Value();
   if (opts.Has("launched") && opts.Get("launched").IsObject()) {
     Napi::Object l = opts.Get("launched").As<Napi::Object>();
     LaunchedProgram launched;

@@ -21,6 +21,14 @@ export type PropagatorName = (typeof PROPAGATORS)[number];
 export const TRACER_MODES = ['fast', 'ptrace'] as const;
 export type TracerMode = (typeof TRACER_MODES)[number];
 
+/**
+ * The CPU priority of the tracer's export work (its JavaScript thread and V8's helper threads):
+ * idle (SCHED_IDLE: only CPU time the program leaves unused) or normal. The engine threads, which
+ * the program waits for, always run at normal priority. See docs/architecture.md.
+ */
+export const EXPORT_PRIORITIES = ['idle', 'normal'] as const;
+export type ExportPriority = (typeof EXPORT_PRIORITIES)[number];
+
 export const SAMPLER_TYPES = [
   'always_on',
   'always_off',
@@ -78,6 +86,7 @@ export interface TracerConfig {
   /** RBINDER_INJECT_TO / --inject-to entries, unparsed. */
   injectTo: string[];
   mode: TracerMode;
+  exportPriority: ExportPriority;
   /** Most time spent flushing telemetry at exit. */
   flushTimeoutMillis: number;
   logLevel: LogLevel;
@@ -103,6 +112,7 @@ const DEFAULTS = {
   protocol: 'http/protobuf' as OtlpProtocol,
   propagators: 'tracecontext,baggage',
   mode: 'fast' as TracerMode,
+  exportPriority: 'idle' as ExportPriority,
   flushTimeoutMillis: 5000,
   sampler: 'parentbased_always_on' as SamplerType,
   // The SDK defaults for the BatchSpanProcessor and the PeriodicExportingMetricReader.
@@ -123,7 +133,7 @@ Environment (a flag wins over its variable):
   OTEL_PROPAGATORS, OTEL_TRACES_SAMPLER, OTEL_TRACES_SAMPLER_ARG
   OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_EXPORT_TIMEOUT, OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE
   OTEL_METRIC_EXPORT_INTERVAL, OTEL_METRIC_EXPORT_TIMEOUT
-  RBINDER_INJECT_TO, RBINDER_MODE, RBINDER_FLUSH_TIMEOUT, RBINDER_LOG_LEVEL
+  RBINDER_INJECT_TO, RBINDER_MODE, RBINDER_EXPORT_PRIORITY, RBINDER_FLUSH_TIMEOUT, RBINDER_LOG_LEVEL
 `;
 
 /** Raw flag values as commander returns them (list flags already validated). */
@@ -135,6 +145,7 @@ interface Flags {
   propagators?: PropagatorName[];
   injectTo?: string;
   mode?: TracerMode;
+  exportPriority?: ExportPriority;
   flushTimeout?: number;
   logLevel?: LogLevel;
   commandByArch?: boolean;
@@ -199,6 +210,12 @@ function buildProgram(write: (text: string) => void): Command {
         "take the program from RBINDER_COMMAND_<ARCH>[_<VARIANT>] (a JSON array) for this machine's architecture; ARGS follow it",
       )
       .addOption(new Option('--mode <mode>', 'how syscalls are seen: fast (an in-process stub, ptrace stops where it cannot be set up) or ptrace (RBINDER_MODE; default: fast)').choices(TRACER_MODES))
+      .addOption(
+        new Option(
+          '--export-priority <priority>',
+          'CPU priority of span and metric export: idle (only CPU time the program leaves unused) or normal (RBINDER_EXPORT_PRIORITY; default: idle)',
+        ).choices(EXPORT_PRIORITIES),
+      )
       .addOption(
         new Option('--flush-timeout <ms>', 'most time spent flushing telemetry at exit (RBINDER_FLUSH_TIMEOUT; default: 5000)')
           .argParser((value: string) => {
@@ -281,6 +298,7 @@ function resolveConfig(command: string[], flags: Flags, env: NodeJS.ProcessEnv):
       parsePropagatorList(DEFAULTS.propagators, fail),
     injectTo: splitList(flags.injectTo ?? fromEnv.string('RBINDER_INJECT_TO') ?? ''),
     mode: flags.mode ?? fromEnv.oneOf('RBINDER_MODE', TRACER_MODES) ?? DEFAULTS.mode,
+    exportPriority: flags.exportPriority ?? fromEnv.oneOf('RBINDER_EXPORT_PRIORITY', EXPORT_PRIORITIES) ?? DEFAULTS.exportPriority,
     flushTimeoutMillis:
       flags.flushTimeout ?? fromEnv.nonNegativeInt('RBINDER_FLUSH_TIMEOUT') ?? DEFAULTS.flushTimeoutMillis,
     logLevel,

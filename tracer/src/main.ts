@@ -157,6 +157,7 @@ async function run(config: TracerConfig, launched: LaunchedProgram | undefined):
         env: envArray(programEnv(config.env)),
         sampler,
         fast: config.mode === 'fast',
+        idleExport: config.exportPriority === 'idle',
         propagators: propagatorMask(config.propagators),
         ...injectionSettings(config.injectTo, config.propagators),
         inheritFds: launched ? [] : inheritedFds(config.env),

@@ -18,6 +18,8 @@ export interface EngineOptions {
   sampler: { type: number; ratio: number };
   /** Use the in-process fast path where it can be set up (--mode fast). */
   fast: boolean;
+  /** --export-priority idle: every thread but the engine's gets SCHED_IDLE once the program runs. */
+  idleExport: boolean;
   /** Propagation formats as bits (tracecontext 1, baggage 2, b3 4, b3multi 8). */
   propagators: number;
   /** Inject trace context into outbound requests at all. */

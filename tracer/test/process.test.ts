@@ -1,6 +1,6 @@
 // Process semantics: under rbinder a program starts, runs and ends as it would without it.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -217,6 +217,61 @@ describe('descriptor bookkeeping', () => {
       expect((await exitWithin(t, 10_000))?.code).toBe(0);
     } finally {
       t.proc.kill('SIGKILL');
+    }
+  });
+});
+
+describe('export priority', () => {
+  /** Scheduling policy (field 41 of /proc/PID/task/TID/stat) of each thread of the tracer, by name. */
+  function policies(pid: number): { name: string; policy: number }[] {
+    return readdirSync(`/proc/${pid}/task`).map((tid) => {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // fields from the 3rd on
+      return { name: readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim(), policy: Number(fields[41 - 3]) };
+    });
+  }
+  const SCHED_OTHER = 0;
+  const SCHED_IDLE = 5;
+
+  async function threadsOnceRunning(pid: number, settled: (t: { name: string; policy: number }[]) => boolean) {
+    let threads = policies(pid);
+    for (let i = 0; i < 100 && !settled(threads); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      threads = policies(pid);
+    }
+    return threads;
+  }
+
+  it('is idle by default: every tracer thread but the engine and its timer runs SCHED_IDLE, and spans still arrive', async () => {
+    const server = await startServer('node', { wrap: [RBINDER, '--service-name', 'idle-export', '--'], env: tracerEnv(receiver) });
+    try {
+      const pid = server.proc.pid!;
+      const isEngine = (t: { name: string }) => t.name === 'rbinder-engine' || t.name === 'rbinder-timer';
+      // The timer thread lowers the others when it starts: wait (5 s at most) until it has.
+      const threads = await threadsOnceRunning(pid, (ts) => ts.some(isEngine) && ts.every((t) => isEngine(t) || t.policy === SCHED_IDLE));
+      const engine = threads.filter(isEngine);
+      expect(engine.map((t) => t.name).sort()).toEqual(['rbinder-engine', 'rbinder-timer']);
+      expect(engine.every((t) => t.policy === SCHED_OTHER), JSON.stringify(threads)).toBe(true);
+      const others = threads.filter((t) => !engine.includes(t));
+      expect(others.length).toBeGreaterThan(1); // the JS thread and V8's helpers
+      expect(others.every((t) => t.policy === SCHED_IDLE), JSON.stringify(threads)).toBe(true);
+      await (await fetch(`${server.url}/hello?priority=idle`)).text();
+      const spans = await receiver.waitFor((all) => all.some((s) => s.attributes['url.query'] === 'priority=idle'), 20_000);
+      expect(spans.find((s) => s.attributes['url.query'] === 'priority=idle')!.resource['service.name']).toBe('idle-export');
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('--export-priority normal leaves every thread at normal priority', async () => {
+    const server = await startServer('node', { wrap: [RBINDER, '--export-priority', 'normal', '--'], env: { ...quiet } });
+    try {
+      const pid = server.proc.pid!;
+      const threads = await threadsOnceRunning(pid, (ts) => ts.some((t) => t.name === 'rbinder-timer'));
+      await new Promise((r) => setTimeout(r, 300)); // when idle, the timer thread lowers the others at its start
+      expect(policies(pid).every((t) => t.policy === SCHED_OTHER), JSON.stringify(threads)).toBe(true);
+    } finally {
+      await server.stop();
     }
   });
 });

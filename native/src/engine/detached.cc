@@ -171,7 +171,7 @@ void Engine::fast_loop() {
       for (pid_t pid : left) fast_process_gone(pid);
       if (root_exited_) return;
     }
-    if (batch_size_.load(std::memory_order_relaxed) >= kBatchSpans) flush();
+    // Spans go to JS from the timer thread only (see Engine::loop).
   }
 }
 

@@ -14,6 +14,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <dirent.h>
+#include <sched.h>
+
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -38,6 +41,23 @@ constexpr unsigned kPtraceOptions = PTRACE_O_TRACESYSGOOD | PTRACE_O_TRACESECCOM
 // anyway), and in fast mode draining the rings, often only while they are busy. Every wake-up of
 // an idle tracer costs tens of microseconds of CPU on a virtual machine.
 constexpr std::chrono::milliseconds kFlushInterval{100};
+
+// --export-priority idle: the threads that export (JS, V8's helpers, libuv's pool) get only the CPU
+// time the program leaves unused, and give it up at once when the program wakes (the scheduler
+// preempts SCHED_IDLE threads for any other). Threads they create later inherit it. Nothing can
+// undo it without CAP_SYS_NICE, which is why the engine's own threads are left out, not raised.
+void idle_other_threads(pid_t keep_a, pid_t keep_b, bool debug) {
+  DIR* dir = opendir("/proc/self/task");
+  if (dir == nullptr) return;
+  while (dirent* entry = readdir(dir)) {
+    const pid_t tid = static_cast<pid_t>(std::strtol(entry->d_name, nullptr, 10));
+    if (tid <= 0 || tid == keep_a || tid == keep_b) continue;
+    sched_param param{};
+    if (sched_setscheduler(tid, SCHED_IDLE, &param) != 0 && debug)
+      dprintf(2, "rbinder-engine: thread %d keeps its priority (%s)\n", tid, strerror(errno));
+  }
+  closedir(dir);
+}
 constexpr std::chrono::milliseconds kDrainInterval{10};
 constexpr std::chrono::milliseconds kBusyDrainInterval{2};
 constexpr size_t kBusyDrain = 256;  // events in one drain that make the next one come sooner
@@ -141,8 +161,10 @@ void Engine::run() {
     // Spans reach JS in batches: at most kBatchSpans, or whatever accumulated in kFlushInterval.
     // A separate thread does the timed work so the loop never waits for JS nor JS for it; in fast
     // mode it also drains the events the stubs put in the rings while no upcall came along.
-    std::thread([this] {
+    const pid_t engine_tid = gettid();
+    std::thread([this, engine_tid] {
       pthread_setname_np(pthread_self(), "rbinder-timer");
+      if (config_.idle_export) idle_other_threads(engine_tid, gettid(), debug_);
       auto last_flush = std::chrono::steady_clock::now();
       for (;;) {
         bool busy = false;
@@ -270,7 +292,8 @@ void Engine::loop() {
     } else if (WIFSTOPPED(status)) {
       handle_stop(tid, status);
     }
-    if (batch_size_.load(std::memory_order_relaxed) >= kBatchSpans) flush();
+    // Handing spans to JS is the timer thread's job: the queue to JS takes a lock the JS thread
+    // also takes, and at idle priority that thread may be kept waiting, which this one must not.
   }
 }
 

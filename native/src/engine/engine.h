@@ -82,6 +82,9 @@ struct EngineConfig {
   std::vector<std::string> env;   // "K=V"
   std::vector<int> inherit_fds;   // descriptors rbinder inherited, passed on to the program
   bool fast = false;              // --mode fast: the in-process stub where it can be set up
+  // --export-priority idle: once the program runs, every thread of this process but the engine's
+  // own two (the loop the program waits for, and the timer that drains the rings) gets SCHED_IDLE.
+  bool idle_export = false;
   std::optional<LaunchedProgram> launched;  // set: adopt it (fast mode); file/argv/env are unused
   TrackerConfig tracker;
 };

@@ -12,7 +12,7 @@ namespace {
 // The options of tracer/src/config.ts (buildProgram), each with the check its value must pass
 // here for the launcher to start the program. Options missing from this table (--help,
 // --version, --command-by-arch) and unknown ones leave the command line to Node.
-enum class Check { kAny, kExporters, kUrl, kProtocol, kPropagators, kInjectTo, kMode, kMillis, kLogLevel };
+enum class Check { kAny, kExporters, kUrl, kProtocol, kPropagators, kInjectTo, kMode, kExportPriority, kMillis, kLogLevel };
 struct OptionSpec {
   const char* name;
   Check check;
@@ -21,11 +21,12 @@ constexpr OptionSpec kOptions[] = {
     {"--service-name", Check::kAny},     {"--exporter", Check::kExporters}, {"--endpoint", Check::kUrl},
     {"--protocol", Check::kProtocol},    {"--propagators", Check::kPropagators},
     {"--inject-to", Check::kInjectTo},   {"--mode", Check::kMode},          {"--flush-timeout", Check::kMillis},
-    {"--log-level", Check::kLogLevel},
+    {"--log-level", Check::kLogLevel},   {"--export-priority", Check::kExportPriority},
 };
 const std::vector<std::string> kExporters = {"otlp", "console"};
 const std::vector<std::string> kProtocols = {"grpc", "http/protobuf", "http/json"};
 const std::vector<std::string> kPropagators = {"tracecontext", "baggage", "b3", "b3multi"};
+const std::vector<std::string> kExportPriorities = {"idle", "normal"};
 const std::vector<std::string> kLogLevels = {"fatal", "error", "warn", "info", "debug", "trace", "silent"};
 
 std::string trim(const std::string& s) {
@@ -209,6 +210,7 @@ LaunchPlan plan_launch(const std::vector<std::string>& args, const EnvLookup& ge
       case Check::kPropagators: ok = valid_enum_list(value, kPropagators); break;
       case Check::kInjectTo: ok = valid_inject_to(value); inject_to_flag = true; break;
       case Check::kMode: ok = value == "fast" || value == "ptrace"; mode = value; break;
+      case Check::kExportPriority: ok = one_of(value, kExportPriorities); break;
       case Check::kMillis: ok = valid_millis(value); break;
       case Check::kLogLevel: ok = one_of(value, kLogLevels); break;
     }
