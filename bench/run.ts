@@ -62,7 +62,10 @@ const wanted = (o: BenchOptions, id: string): boolean => !o.variants || o.varian
 async function prepareVariants(o: BenchOptions, results: BenchResults): Promise<Variant[]> {
   const tools: VariantTools = { otelMissing: {} };
   await ensureApt('wrk', 'wrk');
-  const variants: Variant[] = rbinderModes().map(rbinderVariant);
+  const modes = rbinderModes();
+  const variants: Variant[] = modes.map((mode) => rbinderVariant(mode));
+  // The default export priority is idle: the same mode with it normal shows what that buys and costs.
+  if (modes.includes('fast')) variants.push(rbinderVariant('fast', 'normal'));
   const langs = new Set<string>();
   for (const s of o.scenarios) {
     if (s === 'hello-pinned' || s === 'hello-unpinned' || s === 'scaling-connections') langs.add('node');
@@ -204,7 +207,7 @@ export async function runBenchmarks(o: BenchOptions): Promise<BenchResults> {
   results.variants = [untraced, ...variants].map((v) => ({ id: v.id, label: v.label, description: v.description }));
   const receiver = await startCountingReceiver();
   const ctx: BenchContext = { receiver, variants, settings, skipped: results.skipped };
-  const scalingVariants = variants.filter((v) => (o.scalingVariants ? o.scalingVariants.includes(v.id) : v.id.startsWith('rbinder-')));
+  const scalingVariants = variants.filter((v) => (o.scalingVariants ? o.scalingVariants.includes(v.id) : /^rbinder-[a-z]+$/.test(v.id)));
   const s = results.scenarios;
   try {
     for (const name of o.scenarios) {

@@ -67,15 +67,18 @@ export const untraced: Variant = {
   command: (app) => ({ argv: app.argv, env: {} }),
 };
 
-export function rbinderVariant(mode: string): Variant {
+/** rbinder in one mode; with `exportPriority`, that --export-priority instead of the default (idle). */
+export function rbinderVariant(mode: string, exportPriority?: string): Variant {
+  const extra = exportPriority ? ['--export-priority', exportPriority] : [];
+  const flags = ['--mode', mode, ...extra].join(' ');
   return {
-    id: `rbinder-${mode}`,
-    label: `rbinder --mode ${mode}`,
-    description: `bin/rbinder --mode ${mode}, OTLP/HTTP protobuf export to the local receiver (traces and metrics, SDK defaults)`,
+    id: exportPriority ? `rbinder-${mode}-${exportPriority}` : `rbinder-${mode}`,
+    label: `rbinder ${flags}`,
+    description: `bin/rbinder ${flags}, OTLP/HTTP protobuf export to the local receiver (traces and metrics, SDK defaults)`,
     externalTracer: true,
     unsupported: () => null,
     command: (app, endpoint) => ({
-      argv: [RBINDER, '--mode', mode, '--service-name', app.service, '--', ...app.argv],
+      argv: [RBINDER, ...flags.split(' '), '--service-name', app.service, '--', ...app.argv],
       // debug: the engine's counters at exit (one line; nothing is logged per request).
       env: { ...otlpEnv(endpoint), RBINDER_LOG_LEVEL: 'debug' },
     }),
