@@ -93,10 +93,19 @@ export function launchedProgram(env: NodeJS.ProcessEnv): LaunchedProgram | undef
   return { pid: Number(match[1]), listenerFd: Number(match[2]), regionFd: Number(match[3]) };
 }
 
+/**
+ * The program's NODE_OPTIONS, kept aside by the launcher: the tracer's own Node runs without them
+ * (a --require of the program's agent would load into the tracer too).
+ */
+export const PROGRAM_NODE_OPTIONS_VARIABLE = 'RBINDER_PROGRAM_NODE_OPTIONS';
+
 /** The program's environment: rbinder's own, less what bin/rbinder added for itself. */
 export function programEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   const copy = { ...env };
   delete copy[INHERITED_FDS_VARIABLE];
   delete copy[LAUNCHED_VARIABLE];
+  const nodeOptions = copy[PROGRAM_NODE_OPTIONS_VARIABLE];
+  delete copy[PROGRAM_NODE_OPTIONS_VARIABLE];
+  if (nodeOptions !== undefined) copy.NODE_OPTIONS = nodeOptions;
   return copy;
 }

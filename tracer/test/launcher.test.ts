@@ -225,3 +225,41 @@ describe('a launched program', () => {
     }
   });
 });
+
+describe("the tracer's own Node", () => {
+  const dir = mkdtempSync(join(tmpdir(), 'rbinder-node-options-'));
+  const preload = join(dir, 'preload.js');
+  writeFileSync(preload, 'process.stderr.write(`PRELOADED BY ${process.argv[1] ?? "-e"}\\n`);\n');
+  const program = 'console.log(`NODE_OPTIONS=${process.env.NODE_OPTIONS} KEPT=${process.env.RBINDER_PROGRAM_NODE_OPTIONS ?? "-"}`)';
+
+  it.each([['launched', {}], ['started by Node', { RBINDER_LAUNCHER: '0' }]])(
+    "runs without the program's NODE_OPTIONS, which the program still gets (%s)",
+    async (_how, env) => {
+      const t = spawnTracked([RBINDER, '--exporter', 'none', '--', 'node', '-e', program], {
+        env: { ...process.env, ...env, RBINDER_MODE: 'fast', NODE_OPTIONS: `--require ${preload}` },
+      });
+      const exit = await exitWithin(t, 30_000);
+      expect(exit?.code, t.stderr()).toBe(0);
+      expect(t.stdout()).toBe(`NODE_OPTIONS=--require ${preload} KEPT=-\n`);
+      // The program's preload ran once, in the program; never in rbinder.js.
+      expect(t.stderr().match(/PRELOADED BY .*/g)).toEqual(['PRELOADED BY -e']);
+    },
+  );
+
+  // The tracer's command line, read by the program from /proc once the launcher has become Node.
+  const readParent =
+    'for i in $(seq 200); do c=$(tr "\\0" " " < /proc/$PPID/cmdline); case "$c" in *rbinder.js*) echo "CMD $c"; exit 0;; esac; sleep 0.05; done; echo TIMEOUT';
+
+  it.each([
+    [{}, /^CMD \S*node --max-semi-space-size=4 --heap-growing-percent=25 \S*rbinder\.js /],
+    [{ RBINDER_NODE_FLAGS: ' --max-old-space-size=300 ' }, /^CMD \S*node --max-old-space-size=300 \S*rbinder\.js /],
+    [{ RBINDER_NODE_FLAGS: '' }, /^CMD \S*node \S*rbinder\.js /],
+  ])('gets its V8 flags from RBINDER_NODE_FLAGS or the defaults (%j)', async (env, expected) => {
+    const t = spawnTracked([RBINDER, '--exporter', 'none', '--', 'sh', '-c', readParent], {
+      env: { ...process.env, ...env, RBINDER_MODE: 'fast' },
+    });
+    const exit = await exitWithin(t, 30_000);
+    expect(exit?.code, t.stderr()).toBe(0);
+    expect(t.stdout()).toMatch(expected);
+  });
+});

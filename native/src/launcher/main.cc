@@ -255,10 +255,42 @@ std::string inherited_fds() {
   return out;
 }
 
+// The tracer's own V8 flags (RBINDER_NODE_FLAGS replaces them). Under load the tracer's live heap
+// is ~16 MB, mostly spans in flight, but V8's defaults (semi-spaces up to 16 MB, the old space
+// allowed to grow up to 4x between full collections) took its RSS to ~180 MB on hello world;
+// with these ~115 MB, for CPU per request within the noise (docs/benchmarks.md, "Tracer memory").
+constexpr const char* kNodeFlags = "--max-semi-space-size=4 --heap-growing-percent=25";
+
+std::vector<std::string> node_flags() {
+  const char* set = getenv("RBINDER_NODE_FLAGS");
+  std::vector<std::string> out;
+  std::string word;
+  for (const char* c = set ? set : kNodeFlags;; c++) {
+    if (*c == '\0' || *c == ' ' || *c == '\t' || *c == '\n') {
+      if (!word.empty()) out.push_back(word);
+      word.clear();
+      if (*c == '\0') break;
+    } else {
+      word += *c;
+    }
+  }
+  return out;
+}
+
 // `program`: a launched program, killed if Node cannot run (nothing would answer its upcalls).
+// NODE_OPTIONS belongs to the program (a --require of its own agent, its heap size): the tracer's
+// Node runs without it and passes it on in RBINDER_PROGRAM_NODE_OPTIONS to a program it starts
+// itself (tracer/src/spawn.ts); a launched program already has its environment.
 [[noreturn]] void exec_node(const char* node, const char* main_js, const std::vector<std::string>& args, pid_t program) {
+  unsetenv("RBINDER_PROGRAM_NODE_OPTIONS");
+  if (const char* options = getenv("NODE_OPTIONS")) {
+    if (program < 0) setenv("RBINDER_PROGRAM_NODE_OPTIONS", options, 1);
+    unsetenv("NODE_OPTIONS");
+  }
+  const std::vector<std::string> flags = node_flags();
   std::vector<char*> argv;
   argv.push_back(const_cast<char*>(node));
+  for (const std::string& f : flags) argv.push_back(const_cast<char*>(f.c_str()));
   argv.push_back(const_cast<char*>(main_js));
   for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
