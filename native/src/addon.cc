@@ -37,6 +37,7 @@ class JsBatchSink final : public BatchSink {
     }
     return true;
   }
+  size_t backlog() const override { return static_cast<size_t>(in_flight_.load()); }
 
  private:
   // Spans go to JS as one buffer (layout: tracer/src/span-buffer.ts), not as one object each:
@@ -207,6 +208,7 @@ Napi::Value EngineStatsJs(const Napi::CallbackInfo& info) {
   o.Set("connectionsNotHttp", static_cast<double>(s.tracker.connections_not_http.load()));
   o.Set("parseErrors", static_cast<double>(s.tracker.parse_errors.load()));
   o.Set("spansDropped", static_cast<double>(s.spans_dropped.load()));
+  o.Set("tracesShed", static_cast<double>(s.tracker.traces_shed.load()));
   o.Set("headersInjected", static_cast<double>(s.tracker.headers_injected.load()));
   o.Set("injectionsSkipped", static_cast<double>(s.tracker.injections_skipped.load()));
   o.Set("contextsPresent", static_cast<double>(s.tracker.contexts_present.load()));
@@ -220,6 +222,11 @@ Napi::Value EngineStatsJs(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// JS's span queue is behind (true) or has caught up (false): load shedding (engine/tracker.h).
+void SetExportBehind(const Napi::CallbackInfo& info) {
+  if (g_engine && info.Length() > 0) g_engine->set_export_behind(info[0].ToBoolean().Value());
+}
+
 // True when this process is in the foreground process group of the terminal on stdin: the
 // terminal then already sends SIGINT/SIGQUIT to the program too, so they are not forwarded.
 Napi::Value IsForegroundOfTerminal(const Napi::CallbackInfo& info) {
@@ -230,6 +237,7 @@ Napi::Value IsForegroundOfTerminal(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("startEngine", Napi::Function::New(env, StartEngine));
   exports.Set("engineStats", Napi::Function::New(env, EngineStatsJs));
+  exports.Set("setExportBehind", Napi::Function::New(env, SetExportBehind));
   exports.Set("isForegroundOfTerminal", Napi::Function::New(env, IsForegroundOfTerminal));
   return exports;
 }

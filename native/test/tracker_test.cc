@@ -243,6 +243,42 @@ TEST(Injection, ClientSpanIsChildOfTheServerSpanOnTheSameThread) {
   EXPECT_EQ(wire, inserted(kRequest, traceparent_of(client) + "baggage: user=42\r\n"));
 }
 
+TEST(Shedding, NewTracesAreNotSampledWhileExportIsBehindTracesFromUpstreamStillAre) {
+  Fixture f;
+  f.tracker.on_connection(*f.fds, kServerFd, Side::kServer, 1, socket_to("10.9.9.9", 5555), 0);
+  f.tracker.on_connection(*f.fds, kClientFd, Side::kClient, 1, socket_to("10.1.2.3", 80), 0);
+  const std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+  const std::string upstream = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  f.tracker.set_shedding(Tracker::kExportQueue, true);
+  f.tracker.set_shedding(Tracker::kBatchBacklog, true);
+  // A request without context: its trace is shed, and so is the call it makes, downstream too.
+  f.read(kServerFd, "GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
+  std::string wire = f.write_request(kRequest, {1 << 20});
+  f.read(kClientFd, kResponse);
+  f.write_plain(kServerFd, ok);
+  EXPECT_TRUE(f.sink.spans.empty());
+  EXPECT_NE(wire.find("-00\r\n"), std::string::npos) << wire;
+  EXPECT_EQ(f.stats.traces_shed.load(), 1u);
+  // A request that comes with a sampled context is still recorded, its call sampled.
+  f.read(kServerFd, "GET /b HTTP/1.1\r\nHost: a\r\ntraceparent: " + upstream + "\r\n\r\n");
+  wire = f.write_request(kRequest, {1 << 20});
+  f.read(kClientFd, kResponse);
+  f.write_plain(kServerFd, ok);
+  ASSERT_EQ(f.sink.spans.size(), 2u);
+  EXPECT_EQ(wire, inserted(kRequest, traceparent_of(f.sink.spans[0])));
+  EXPECT_EQ(f.stats.traces_shed.load(), 1u);
+  // Both reasons must clear before new traces are sampled again.
+  f.tracker.set_shedding(Tracker::kExportQueue, false);
+  EXPECT_TRUE(f.tracker.shedding());
+  f.tracker.set_shedding(Tracker::kBatchBacklog, false);
+  EXPECT_FALSE(f.tracker.shedding());
+  f.read(kServerFd, "GET /c HTTP/1.1\r\nHost: a\r\n\r\n");
+  f.write_plain(kServerFd, ok);
+  ASSERT_EQ(f.sink.spans.size(), 3u);
+  EXPECT_TRUE(f.sink.spans[2].context.sampled());
+  EXPECT_EQ(f.stats.traces_shed.load(), 1u);
+}
+
 TEST(Injection, ExistingTraceparentIsHonouredNotDuplicated) {
   Fixture f;
   f.tracker.on_connection(*f.fds, kClientFd, Side::kClient, 1, socket_to("10.1.2.3", 80), 0);

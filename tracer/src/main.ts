@@ -120,7 +120,10 @@ async function run(config: TracerConfig, launched: LaunchedProgram | undefined):
   const loadTelemetry = (): Telemetry => {
     if (!telemetry) {
       const { createTelemetry } = require('./export/pipeline') as typeof import('./export/pipeline');
-      telemetry = createTelemetry(config, { engineStats: () => native.engineStats() });
+      telemetry = createTelemetry(config, {
+        engineStats: () => native.engineStats(),
+        onExportBehind: (behind) => native.setExportBehind(behind),
+      });
       for (const batch of early.splice(0)) telemetry.onBatch(batch);
     }
     return telemetry;

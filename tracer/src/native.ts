@@ -39,6 +39,8 @@ export interface NativeAddon {
    */
   startEngine(options: EngineOptions, onBatch: (batch: Batch) => void): number;
   engineStats(): EngineStats;
+  /** Span export fell behind (true) or caught up (false): the engine sheds new traces meanwhile. */
+  setExportBehind(behind: boolean): void;
   isForegroundOfTerminal(): boolean;
 }
 
@@ -87,6 +89,7 @@ function withDecodedSpans(raw: RawAddon): NativeAddon {
         onBatch({ ...batch, spans });
       }),
     engineStats: () => raw.engineStats(),
+    setExportBehind: (behind) => raw.setExportBehind(behind),
     isForegroundOfTerminal: () => raw.isForegroundOfTerminal(),
   };
 }

@@ -90,6 +90,8 @@ export interface EngineStats {
   connectionsNotHttp: number;
   parseErrors: number;
   spansDropped: number;
+  /** Traces not sampled here because export was behind (load shedding). */
+  tracesShed?: number;
   /** Outbound requests that got trace context injected. */
   headersInjected: number;
   /** Outbound requests left alone: destination not allowed, or no room to rewrite. */

@@ -1,6 +1,7 @@
 // Process semantics: under rbinder a program starts, runs and ends as it would without it.
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import * as http from 'node:http';
 import * as net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -272,6 +273,76 @@ describe('export priority', () => {
       expect(policies(pid).every((t) => t.policy === SCHED_OTHER), JSON.stringify(threads)).toBe(true);
     } finally {
       await server.stop();
+    }
+  });
+});
+
+describe('load shedding', () => {
+  it('stops sampling new traces while span export is behind, and samples again once it caught up', async () => {
+    // A collector that holds every export request until released: the span queue fills behind it.
+    const held: http.ServerResponse[] = [];
+    let holding = true;
+    const answer = (res: http.ServerResponse) => res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+    const collector = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => (holding ? held.push(res) : answer(res)));
+    });
+    // The program's peer: records the sampled flag of each request's traceparent.
+    const flags: string[] = [];
+    let stop = false;
+    const peer = http.createServer((req, res) => {
+      flags.push(/-(0[01])$/.exec(String(req.headers.traceparent ?? ''))?.[1] ?? 'none');
+      res.end(stop ? 'stop' : 'go');
+    });
+    const listen = (s: http.Server) =>
+      new Promise<number>((resolve) => s.listen(0, '127.0.0.1', () => resolve((s.address() as net.AddressInfo).port)));
+    const [collectorPort, peerPort] = [await listen(collector), await listen(peer)];
+    // One outbound request every 20 ms, each the root of its own trace, until the peer says stop.
+    const client = `const http = require('node:http');
+      const once = () => http.get('http://127.0.0.1:${peerPort}/', (res) => {
+        let body = ''; res.on('data', (c) => (body += c));
+        res.on('end', () => { if (body !== 'stop') setTimeout(once, 20); });
+      });
+      once();`;
+    const t = spawnTracked([RBINDER, '--service-name', 'shedding', '--', 'node', '-e', client], {
+      env: {
+        ...process.env,
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${collectorPort}`,
+        OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
+        OTEL_EXPORTER_OTLP_TIMEOUT: '60000',
+        OTEL_METRICS_EXPORTER: 'none',
+        OTEL_BSP_MAX_QUEUE_SIZE: '8',
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '4',
+        OTEL_BSP_SCHEDULE_DELAY: '50',
+        RBINDER_LOG_LEVEL: 'debug',
+      },
+    });
+    const until = async (what: string, done: () => boolean) => {
+      for (let i = 0; i < 400 && !done(); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(done(), `${what}: ${flags.join(' ')}\n${t.stderr()}`).toBe(true);
+    };
+    try {
+      // Sampled at first; once four spans wait behind the held export, new traces are not sampled.
+      await until('sampled, then shed', () => /01( 01)*( 00){5}/.test(flags.join(' ')));
+      const shedFrom = flags.indexOf('00');
+      expect(flags.slice(0, shedFrom).every((f) => f === '01')).toBe(true);
+      expect(held.length).toBeGreaterThan(0);
+      holding = false;
+      for (const res of held.splice(0)) answer(res);
+      // Export catches up: new traces are sampled again.
+      await until('sampled again', () => flags.slice(shedFrom).includes('01'));
+      stop = true;
+      const exit = await exitWithin(t, 30_000);
+      expect(exit?.code, t.stderr()).toBe(0);
+      const log = t.stderr();
+      expect(log).toContain('span export is behind: traces that start here are not sampled until it catches up (load shedding)');
+      expect(log).toContain('span export caught up');
+      const end = /"tracesShed":(\d+)/.exec(log);
+      expect(Number(end?.[1])).toBeGreaterThanOrEqual(5);
+    } finally {
+      collector.closeAllConnections();
+      collector.close();
+      peer.close();
     }
   });
 });

@@ -1109,6 +1109,14 @@ void Engine::announce(Process& p) {
 }
 
 void Engine::flush() {
+  // Batches JS has not taken yet: from kShedBatches on, new traces are shed until it is down to a
+  // quarter of that (with --export-priority idle and the CPUs busy, JS may not run for seconds).
+  const size_t backlog = sink_.backlog();
+  if (backlog >= kShedBatches) {
+    tracker_.set_shedding(Tracker::kBatchBacklog, true);
+  } else if (backlog <= kShedBatches / 4) {
+    tracker_.set_shedding(Tracker::kBatchBacklog, false);
+  }
   std::unique_ptr<Batch> ready;
   {
     std::lock_guard<std::mutex> lock(batch_mutex_);

@@ -66,6 +66,8 @@ class BatchSink {
  public:
   virtual ~BatchSink() = default;
   virtual bool deliver(std::unique_ptr<Batch> batch) = 0;
+  // Batches delivered and not yet taken by the other side.
+  virtual size_t backlog() const { return 0; }
 };
 
 // A program the launcher (native/src/launcher/) started and set up for the fast path before Node
@@ -113,10 +115,13 @@ class Engine final : public SpanSink {
     size_t header_max, msghdr_at, iovecs_at, max_iovecs;
   };
   static constexpr size_t kBatchSpans = 512;  // spans handed to JS at once
+  static constexpr size_t kShedBatches = 32;  // batches JS has not taken that start load shedding
   Engine(EngineConfig config, BatchSink& sink);
   // Starts the engine thread; returns the program's pid, or -errno with `error` set.
   pid_t start(std::string& error);
   EngineStats& stats() { return stats_; }
+  // JS's span queue is (or is no longer) behind: new traces are shed meanwhile (Tracker).
+  void set_export_behind(bool behind) { tracker_.set_shedding(Tracker::kExportQueue, behind); }
   void emit_span(SpanRecord&& span) override;
 
  private:

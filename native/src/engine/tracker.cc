@@ -380,6 +380,13 @@ void Tracker::fail_pending(Connection& conn, const std::string& error, TimeNs no
   }
 }
 
+bool Tracker::sample_root(const TraceId& trace_id) {
+  if (!config_.sampler.sample(nullptr, trace_id)) return false;
+  if (!shedding()) return true;
+  stats_.traces_shed++;
+  return false;
+}
+
 void Tracker::start_server_span(Exchange& ex, const http::MessageHead& head) {
   SpanContext parent;
   if (extract_context(head, config_.propagation, parent)) {
@@ -392,7 +399,7 @@ void Tracker::start_server_span(Exchange& ex, const http::MessageHead& head) {
     ex.context.flags = config_.sampler.sample(&parent, parent.trace_id) ? 1 : 0;
   } else {
     ex.context.trace_id = ids_.trace_id();
-    ex.context.flags = config_.sampler.sample(nullptr, ex.context.trace_id) ? 1 : 0;
+    ex.context.flags = sample_root(ex.context.trace_id) ? 1 : 0;
     if (config_.propagation.propagators & kBaggage) ex.context.baggage = head.baggage;
   }
   ex.context.span_id = ids_.span_id();
@@ -414,7 +421,7 @@ ClientSpanPlan Tracker::plan_client_span(pid_t tid) {
     plan.context.flags = config_.sampler.sample(&parent, parent.trace_id) ? 1 : 0;
   } else {
     plan.context.trace_id = ids_.trace_id();
-    plan.context.flags = config_.sampler.sample(nullptr, plan.context.trace_id) ? 1 : 0;
+    plan.context.flags = sample_root(plan.context.trace_id) ? 1 : 0;
   }
   plan.context.span_id = ids_.span_id();
   return plan;

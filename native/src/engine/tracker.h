@@ -62,6 +62,7 @@ struct TrackerStats {
   std::atomic<uint64_t> injections_skipped{0};  // destination not allowed, or no room
   std::atomic<uint64_t> contexts_present{0};    // the program sent trace context itself
   std::atomic<uint64_t> injections_split{0};    // a partial write cut through the injected header
+  std::atomic<uint64_t> traces_shed{0};         // new traces left unsampled while export was behind
 };
 
 // The bytes one syscall moved, wherever they live (tracee memory, a shared ring).
@@ -267,7 +268,23 @@ class Tracker {
   void on_dup(FdTable& table, int oldfd, int newfd, TimeNs now);
   void on_thread_exit(pid_t tid) { thread_contexts_.erase(tid); }
 
+  // Load shedding: while export is behind (for any reason set), traces that would start here are
+  // not sampled, whole: the unsampled flag goes downstream with the injected context, so the
+  // services after this one record nothing of them either. Spans of traces already sampled
+  // upstream are still recorded. Any thread may call this.
+  enum ShedReason : unsigned { kExportQueue = 1, kBatchBacklog = 2 };
+  void set_shedding(ShedReason reason, bool on) {
+    if (on) {
+      shedding_.fetch_or(reason, std::memory_order_relaxed);
+    } else {
+      shedding_.fetch_and(~static_cast<unsigned>(reason), std::memory_order_relaxed);
+    }
+  }
+  bool shedding() const { return shedding_.load(std::memory_order_relaxed) != 0; }
+
  private:
+  // The sampling decision for a trace that starts here.
+  bool sample_root(const TraceId& trace_id);
   friend class StreamObserver;
   // on_io without holding back early responses.
   void on_io_now(Connection& conn, const Io& io, DataView& data);
@@ -286,6 +303,7 @@ class Tracker {
   IdGenerator ids_;
   uint64_t next_connection_id_ = 1;
   std::unordered_map<pid_t, SpanContext> thread_contexts_;
+  std::atomic<unsigned> shedding_{0};  // ShedReason bits
 };
 
 }  // namespace rbinder

@@ -171,7 +171,10 @@ const stats: EngineStats = {
   connectionsNotHttp: 2,
   parseErrors: 0,
   spansDropped: 4,
+  tracesShed: 7,
 };
+/** The same counters without any loss: no warning at the end. */
+const lossless: EngineStats = { ...stats, spansDropped: 0, tracesShed: 0 };
 
 function configFor(endpoint: string, env: NodeJS.ProcessEnv = {}, flags: string[] = []): TracerConfig {
   const config = parseCommandLine(['--protocol', 'http/json', '--endpoint', endpoint, ...flags, 'python3', 'app.py'], env);
@@ -350,9 +353,13 @@ describe('createTelemetry', () => {
     expect(points('rbinder.connections.not_http')).toEqual([{ value: 2 }]);
     expect(points('rbinder.parse.errors')).toEqual([{ value: 0 }]);
     expect(points('rbinder.spans.dropped')).toEqual([{ value: 4 }]);
+    expect(points('rbinder.traces.shed')).toEqual([{ value: 7 }]);
     expect(byName.get('rbinder.syscall.stops')!.sum!.isMonotonic).toBe(true);
 
-    expect(lines.filter((l) => l.level === 'warn' || l.level === 'error')).toEqual([]);
+    // The engine's losses, said once at the end.
+    expect(lines.filter((l) => l.level === 'warn' || l.level === 'error')).toEqual([
+      expect.objectContaining({ msg: expect.stringMatching(/^export fell behind/), tracesShed: 7, spansDropped: 4 }),
+    ]);
   });
 
   it('logs one warning per failure streak and one line when export recovers', async () => {
@@ -364,7 +371,7 @@ describe('createTelemetry', () => {
     const { logger, lines } = capturingLogger();
     const config = configFor(receiver.url, { OTEL_BSP_SCHEDULE_DELAY: '10', OTEL_METRICS_EXPORTER: 'none' }, []);
     config.metrics.exporters = [];
-    const telemetry = createTelemetry(config, { engineStats: () => stats, logger });
+    const telemetry = createTelemetry(config, { engineStats: () => lossless, logger });
 
     for (let i = 1; i <= 3; i++) {
       const batch: Batch = { processes: [python], spans: [record({ spanId: `${i}`.padStart(16, '0') })] };
@@ -432,12 +439,70 @@ describe('createTelemetry', () => {
     ]);
   });
 
+  it('tells the engine when export falls behind and catches up, and drops what a full queue cannot hold', async () => {
+    // Export requests are held until released: the processor's queue fills behind the first one.
+    const held: http.ServerResponse[] = [];
+    let holding = true;
+    receiver = await startReceiver((req, res, index) => {
+      if (holding) held.push(res);
+      else ok(req, res, index);
+    });
+    const { logger, lines } = capturingLogger();
+    const config = configFor(receiver.url, {
+      OTEL_BSP_MAX_QUEUE_SIZE: '16',
+      OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '4',
+      OTEL_BSP_SCHEDULE_DELAY: '10',
+      OTEL_EXPORTER_OTLP_TIMEOUT: '30000',
+    });
+    config.metrics.exporters = [];
+    const behind: boolean[] = [];
+    const telemetry = createTelemetry(config, {
+      engineStats: () => ({ ...stats, spansDropped: 0, tracesShed: 5 }),
+      logger,
+      onExportBehind: (b) => behind.push(b),
+    });
+    let next = 0;
+    const batchOf = (n: number): Batch => ({
+      processes: [python],
+      spans: Array.from({ length: n }, () => record({ spanId: (++next).toString(16).padStart(16, '0') })),
+    });
+
+    telemetry.onBatch(batchOf(4)); // a full export batch: handed to the exporter, whose request waits
+    await vi.waitFor(() => expect(held).toHaveLength(1));
+    telemetry.onBatch(batchOf(3));
+    expect(behind).toEqual([]);
+    telemetry.onBatch(batchOf(5)); // 8 queued of 16: behind
+    expect(behind).toEqual([true]);
+    telemetry.onBatch(batchOf(10)); // 8 fit, 2 are dropped
+    expect(behind).toEqual([true]);
+
+    holding = false;
+    for (const res of held.splice(0)) res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    await vi.waitFor(() => expect(behind).toEqual([true, false]));
+    await telemetry.shutdown(5000);
+
+    const exported = receiver.requests
+      .filter((r) => r.path === '/v1/traces')
+      .flatMap((r) => (r.body as TracesBody).resourceSpans.flatMap((rs) => rs.scopeSpans.flatMap((ss) => ss.spans.map((sp) => sp.spanId))));
+    expect(exported).toHaveLength(20);
+    expect(new Set(exported).size).toBe(20);
+    expect(exported).not.toContain((21).toString(16).padStart(16, '0'));
+    const warnings = lines.filter((l) => l.level === 'warn');
+    expect(warnings.map((l) => l.msg)).toEqual([
+      'span export is behind: traces that start here are not sampled until it catches up (load shedding)',
+      'export fell behind: traces were shed or spans dropped (docs/architecture.md, "Load shedding")',
+    ]);
+    expect(warnings[0]).toMatchObject({ queued: 8, maxQueueSize: 16, exportPriority: 'idle' });
+    expect(warnings[1]).toMatchObject({ tracesShed: 5, spansDropped: 2 });
+    expect(lines.some((l) => l.msg === 'span export caught up')).toBe(true);
+  });
+
   it('drops a malformed record with one warning and exports the rest', async () => {
     receiver = await startReceiver();
     const { logger, lines } = capturingLogger();
     const config = configFor(receiver.url);
     config.metrics.exporters = [];
-    const telemetry = createTelemetry(config, { engineStats: () => stats, logger });
+    const telemetry = createTelemetry(config, { engineStats: () => lossless, logger });
     telemetry.onBatch({
       processes: [python],
       spans: [

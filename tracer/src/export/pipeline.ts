@@ -10,6 +10,7 @@ import { METRIC_HTTP_CLIENT_REQUEST_DURATION, METRIC_HTTP_SERVER_REQUEST_DURATIO
 import { rbinderVersion, type TracerConfig } from '../config';
 import { log as defaultLogger, type Logger } from '../log';
 import type { Batch, EngineStats, SpanRecord } from '../records';
+import { ExportBacklog, ExportPressure } from './backlog';
 import { routeOpenTelemetryDiagnostics } from './diagnostics';
 import { createMetricExporter, createSpanExporter } from './exporters';
 import { ExportFailureStreak, FailureLoggingMetricExporter, FailureLoggingSpanExporter, describeError } from './failure-logging';
@@ -28,6 +29,8 @@ export interface TelemetryDeps {
   engineStats: () => EngineStats;
   /** Defaults to rbinder's stderr log. */
   logger?: Logger;
+  /** Export fell behind (true) or caught up (false): the engine sheds new traces meanwhile (backlog.ts). */
+  onExportBehind?: (behind: boolean) => void;
 }
 
 /** semconv advice for http.*.request.duration. */
@@ -43,6 +46,12 @@ class TelemetryPipeline implements Telemetry {
   private readonly logger: Logger;
   private readonly resources: ProcessResources;
   private readonly spanProcessors: SpanProcessor[];
+  /** One per span processor, in the same order. */
+  private readonly backlogs: ExportBacklog[] = [];
+  private readonly pressure: ExportPressure;
+  /** Spans a full processor queue dropped. */
+  private queueDropped = 0;
+  private readonly engineStats: () => EngineStats;
   private readonly meterProvider: MeterProvider | undefined;
   private readonly httpDurations: { server: Histogram; client: Histogram } | undefined;
   private shutdownOnce: Promise<void> | undefined;
@@ -54,16 +63,34 @@ class TelemetryPipeline implements Telemetry {
     routeOpenTelemetryDiagnostics(this.logger);
     this.resources = new ProcessResources(config);
 
+    this.engineStats = deps.engineStats;
     this.spanProcessors = this.buildEach('traces', config.traces.exporters, (kind) => {
       const { exporter, destination } = createSpanExporter(kind, config);
-      return new BatchSpanProcessor({
-        exporter: new FailureLoggingSpanExporter(
-          exporter,
-          new ExportFailureStreak(this.logger, 'traces', destination),
-          this.logger,
+      const backlog = new ExportBacklog(config.batch.maxQueueSize, () => this.pressure.update());
+      const processor = new BatchSpanProcessor({
+        exporter: backlog.wrap(
+          new FailureLoggingSpanExporter(exporter, new ExportFailureStreak(this.logger, 'traces', destination), this.logger),
         ),
         ...config.batch,
       });
+      this.backlogs.push(backlog);
+      return processor;
+    });
+    this.pressure = new ExportPressure(this.backlogs, (behind, first) => {
+      const queued = Math.max(...this.backlogs.map((b) => b.queued));
+      if (first) {
+        this.logger.warn(
+          { queued, maxQueueSize: config.batch.maxQueueSize, exportPriority: config.exportPriority },
+          'span export is behind: traces that start here are not sampled until it catches up (load shedding)',
+        );
+      } else {
+        this.logger.debug({ queued }, behind ? 'span export is behind again' : 'span export caught up');
+      }
+      try {
+        deps.onExportBehind?.(behind);
+      } catch (err) {
+        this.logger.debug({ error: describeError(err) }, 'cannot tell the engine about the export backlog');
+      }
     });
 
     const metricReaders = this.buildEach('metrics', config.metrics.exporters, (kind) => {
@@ -82,7 +109,7 @@ class TelemetryPipeline implements Telemetry {
       this.meterProvider = new MeterProvider({ resource: this.resources.base, readers: metricReaders });
       const meter = this.meterProvider.getMeter('rbinder', rbinderVersion());
       this.httpDurations = createHttpDurationHistograms(meter);
-      observeEngineStats(meter, deps.engineStats, this.logger);
+      observeEngineStats(meter, deps.engineStats, () => this.queueDropped, this.logger);
     }
   }
 
@@ -107,11 +134,14 @@ class TelemetryPipeline implements Telemetry {
     } catch (err) {
       this.reportBadRecord(err);
     }
+    this.pressure.update();
   }
 
   private onSpan(record: SpanRecord): void {
     try {
-      // Metrics count every exchange, sampled or not, as SDK instrumentations do.
+      // Metrics count every exchange the engine reports, sampled or not; it reports only sampled
+      // ones so far (native/src/engine/tracker.cc, finish), so a sampler ratio or load shedding
+      // thins http.*.request.duration too.
       if (this.httpDurations !== undefined) {
         const histogram = record.kind === SpanKind.SERVER ? this.httpDurations.server : this.httpDurations.client;
         histogram.record(durationSeconds(record), durationMetricAttributes(record));
@@ -125,7 +155,10 @@ class TelemetryPipeline implements Telemetry {
         throw new Error(`invalid span context ${record.traceId}/${record.spanId} (parent "${record.parentSpanId}")`);
       }
       const span = toReadableSpan(record, this.resources.resourceForPid(record.pid));
-      for (const processor of this.spanProcessors) processor.onEnd(span);
+      for (let i = 0; i < this.spanProcessors.length; i++) {
+        if (this.backlogs[i].admit()) this.spanProcessors[i].onEnd(span);
+        else this.queueDropped++;
+      }
     } catch (err) {
       this.reportBadRecord(err);
     }
@@ -160,10 +193,26 @@ class TelemetryPipeline implements Telemetry {
         this.logger.warn({ timeoutMs }, 'telemetry not fully flushed before the flush timeout; the rest is dropped');
       }
       if (this.badRecords > 1) this.logger.warn({ count: this.badRecords }, 'span records dropped');
+      this.reportShedding();
     } catch (err) {
       this.logger.debug({ error: describeError(err) }, 'telemetry shutdown failed');
     } finally {
       clearTimeout(timer);
+    }
+  }
+
+  /** What load shedding and full queues cost over the whole run, once, at the end. */
+  private reportShedding(): void {
+    let stats: EngineStats | undefined;
+    try {
+      stats = this.engineStats();
+    } catch {
+      // the engine is gone: its counters with it
+    }
+    const tracesShed = stats?.tracesShed ?? 0;
+    const spansDropped = (stats?.spansDropped ?? 0) + this.queueDropped;
+    if (tracesShed > 0 || spansDropped > 0) {
+      this.logger.warn({ tracesShed, spansDropped }, 'export fell behind: traces were shed or spans dropped (docs/architecture.md, "Load shedding")');
     }
   }
 }
@@ -188,14 +237,15 @@ const ENGINE_COUNTERS = {
   abandoned: ['rbinder.connections.abandoned', 'Connections whose tracking was dropped after an internal error (fail open).', '{connection}'],
   notHttp: ['rbinder.connections.not_http', 'Connections whose first bytes were not HTTP/1.x.', '{connection}'],
   parseErrors: ['rbinder.parse.errors', 'HTTP parse errors.', '{error}'],
-  spansDropped: ['rbinder.spans.dropped', 'Spans the engine dropped before handing them over.', '{span}'],
+  spansDropped: ['rbinder.spans.dropped', 'Spans dropped before export: batches JS could not take, full export queues.', '{span}'],
+  tracesShed: ['rbinder.traces.shed', 'Traces not sampled here because span export was behind (load shedding).', '{trace}'],
   traps: ['rbinder.fastpath.traps', 'Syscalls the fast path handled in the traced processes, without a ptrace stop (--mode fast).', '{syscall}'],
   upcalls: ['rbinder.fastpath.upcalls', 'Round trips from the fast path to the tracer: header injections and execs (--mode fast).', '{upcall}'],
   eventsDropped: ['rbinder.fastpath.events.dropped', 'Syscall events the fast path lost to a full ring (--mode fast).', '{event}'],
 } as const;
 
 /** The engine's own counters, read once per collection whatever the number of instruments. */
-function observeEngineStats(meter: Meter, engineStats: () => EngineStats, logger: Logger): void {
+function observeEngineStats(meter: Meter, engineStats: () => EngineStats, queueDropped: () => number, logger: Logger): void {
   const c = Object.fromEntries(
     Object.entries(ENGINE_COUNTERS).map(([key, [name, description, unit]]) => [key, meter.createObservableCounter(name, { description, unit })]),
   ) as Record<keyof typeof ENGINE_COUNTERS, ObservableCounter>;
@@ -215,7 +265,8 @@ function observeEngineStats(meter: Meter, engineStats: () => EngineStats, logger
       result.observe(c.abandoned, stats.connectionsAbandoned);
       result.observe(c.notHttp, stats.connectionsNotHttp);
       result.observe(c.parseErrors, stats.parseErrors);
-      result.observe(c.spansDropped, stats.spansDropped);
+      result.observe(c.spansDropped, stats.spansDropped + queueDropped());
+      result.observe(c.tracesShed, stats.tracesShed ?? 0);
       if (stats.fastPathProcesses) {
         result.observe(c.traps, stats.fastPathTraps ?? 0);
         result.observe(c.upcalls, stats.fastPathUpcalls ?? 0);
