@@ -252,11 +252,14 @@ TEST(Shedding, NewTracesAreNotSampledWhileExportIsBehindTracesFromUpstreamStillA
   f.tracker.set_shedding(Tracker::kExportQueue, true);
   f.tracker.set_shedding(Tracker::kBatchBacklog, true);
   // A request without context: its trace is shed, and so is the call it makes, downstream too.
+  // Both exchanges are still handed over, unsampled (the request metrics count them).
   f.read(kServerFd, "GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
   std::string wire = f.write_request(kRequest, {1 << 20});
   f.read(kClientFd, kResponse);
   f.write_plain(kServerFd, ok);
-  EXPECT_TRUE(f.sink.spans.empty());
+  ASSERT_EQ(f.sink.spans.size(), 2u);
+  EXPECT_FALSE(f.sink.spans[0].context.sampled());
+  EXPECT_FALSE(f.sink.spans[1].context.sampled());
   EXPECT_NE(wire.find("-00\r\n"), std::string::npos) << wire;
   EXPECT_EQ(f.stats.traces_shed.load(), 1u);
   // A request that comes with a sampled context is still recorded, its call sampled.
@@ -264,8 +267,10 @@ TEST(Shedding, NewTracesAreNotSampledWhileExportIsBehindTracesFromUpstreamStillA
   wire = f.write_request(kRequest, {1 << 20});
   f.read(kClientFd, kResponse);
   f.write_plain(kServerFd, ok);
-  ASSERT_EQ(f.sink.spans.size(), 2u);
-  EXPECT_EQ(wire, inserted(kRequest, traceparent_of(f.sink.spans[0])));
+  ASSERT_EQ(f.sink.spans.size(), 4u);
+  EXPECT_TRUE(f.sink.spans[2].context.sampled());
+  EXPECT_TRUE(f.sink.spans[3].context.sampled());
+  EXPECT_EQ(wire, inserted(kRequest, traceparent_of(f.sink.spans[2])));
   EXPECT_EQ(f.stats.traces_shed.load(), 1u);
   // Both reasons must clear before new traces are sampled again.
   f.tracker.set_shedding(Tracker::kExportQueue, false);
@@ -274,8 +279,8 @@ TEST(Shedding, NewTracesAreNotSampledWhileExportIsBehindTracesFromUpstreamStillA
   EXPECT_FALSE(f.tracker.shedding());
   f.read(kServerFd, "GET /c HTTP/1.1\r\nHost: a\r\n\r\n");
   f.write_plain(kServerFd, ok);
-  ASSERT_EQ(f.sink.spans.size(), 3u);
-  EXPECT_TRUE(f.sink.spans[2].context.sampled());
+  ASSERT_EQ(f.sink.spans.size(), 5u);
+  EXPECT_TRUE(f.sink.spans[4].context.sampled());
   EXPECT_EQ(f.stats.traces_shed.load(), 1u);
 }
 

@@ -209,6 +209,32 @@ describe('metrics', () => {
   });
 });
 
+describe('metrics of unsampled requests', () => {
+  it('counts every request in http.server.request.duration, also those whose traces are not sampled', async () => {
+    const server = await startServer('node', {
+      wrap: [RBINDER, '--'],
+      env: {
+        ...tracerEnv(receiver, 'http/protobuf'),
+        OTEL_SERVICE_NAME: 'metrics-unsampled',
+        OTEL_METRIC_EXPORT_INTERVAL: '500',
+        OTEL_TRACES_SAMPLER: 'always_off',
+      },
+    });
+    try {
+      for (let i = 0; i < 4; i++) await (await fetch(`${server.url}/hello`)).text();
+      const points = await receiver.waitForMetrics(
+        (all) => all.some((p) => p.name === 'http.server.request.duration' && p.resource['service.name'] === 'metrics-unsampled' && (p.count ?? 0) >= 4),
+        20_000,
+      );
+      const duration = points.filter((p) => p.name === 'http.server.request.duration' && p.resource['service.name'] === 'metrics-unsampled');
+      expect(duration.at(-1)?.count).toBe(4);
+      expect(receiver.spans().filter((s) => s.resource['service.name'] === 'metrics-unsampled')).toEqual([]);
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
 describe('inside a restrictive container seccomp profile', () => {
   it('traces with /proc alone where pidfd_getfd and process_vm_readv/writev are refused', async () => {
     // containerd's RuntimeDefault profile allows ptrace but not these without CAP_SYS_PTRACE; the

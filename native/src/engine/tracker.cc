@@ -565,7 +565,9 @@ void Tracker::finish(Connection& conn, Exchange& ex, TimeNs end, const std::stri
     auto it = thread_contexts_.find(ex.tid);
     if (it != thread_contexts_.end() && it->second.span_id == ex.context.span_id) thread_contexts_.erase(it);
   }
-  if (!ex.head_complete || !ex.context.sampled()) return;
+  // Unsampled exchanges are handed over too: the request metrics count every request (JS exports
+  // only the sampled ones as spans).
+  if (!ex.head_complete) return;
   SpanRecord r;
   r.kind = conn.side == Side::kServer ? 1 : 2;
   r.context = ex.context;

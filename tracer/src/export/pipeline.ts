@@ -139,9 +139,7 @@ class TelemetryPipeline implements Telemetry {
 
   private onSpan(record: SpanRecord): void {
     try {
-      // Metrics count every exchange the engine reports, sampled or not; it reports only sampled
-      // ones so far (native/src/engine/tracker.cc, finish), so a sampler ratio or load shedding
-      // thins http.*.request.duration too.
+      // Metrics count every exchange, sampled or not, as SDK instrumentations do.
       if (this.httpDurations !== undefined) {
         const histogram = record.kind === SpanKind.SERVER ? this.httpDurations.server : this.httpDurations.client;
         histogram.record(durationSeconds(record), durationMetricAttributes(record));
@@ -237,7 +235,7 @@ const ENGINE_COUNTERS = {
   abandoned: ['rbinder.connections.abandoned', 'Connections whose tracking was dropped after an internal error (fail open).', '{connection}'],
   notHttp: ['rbinder.connections.not_http', 'Connections whose first bytes were not HTTP/1.x.', '{connection}'],
   parseErrors: ['rbinder.parse.errors', 'HTTP parse errors.', '{error}'],
-  spansDropped: ['rbinder.spans.dropped', 'Spans dropped before export: batches JS could not take, full export queues.', '{span}'],
+  spansDropped: ['rbinder.spans.dropped', 'Finished exchanges lost before export: engine batches JS could not take (spans and request metrics), spans a full export queue could not hold.', '{span}'],
   tracesShed: ['rbinder.traces.shed', 'Traces not sampled here because span export was behind (load shedding).', '{trace}'],
   traps: ['rbinder.fastpath.traps', 'Syscalls the fast path handled in the traced processes, without a ptrace stop (--mode fast).', '{syscall}'],
   upcalls: ['rbinder.fastpath.upcalls', 'Round trips from the fast path to the tracer: header injections and execs (--mode fast).', '{upcall}'],
