@@ -207,7 +207,7 @@ Napi::Value EngineStatsJs(const Napi::CallbackInfo& info) {
   o.Set("connectionsAbandoned", static_cast<double>(s.tracker.connections_abandoned.load()));
   o.Set("connectionsNotHttp", static_cast<double>(s.tracker.connections_not_http.load()));
   o.Set("parseErrors", static_cast<double>(s.tracker.parse_errors.load()));
-  o.Set("spansDropped", static_cast<double>(s.spans_dropped.load()));
+  o.Set("spansDropped", static_cast<double>(s.spans_dropped.load() + s.tracker.unsampled_dropped.load()));
   o.Set("tracesShed", static_cast<double>(s.tracker.traces_shed.load()));
   o.Set("headersInjected", static_cast<double>(s.tracker.headers_injected.load()));
   o.Set("injectionsSkipped", static_cast<double>(s.tracker.injections_skipped.load()));

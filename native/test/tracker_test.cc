@@ -250,7 +250,6 @@ TEST(Shedding, NewTracesAreNotSampledWhileExportIsBehindTracesFromUpstreamStillA
   const std::string ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
   const std::string upstream = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
   f.tracker.set_shedding(Tracker::kExportQueue, true);
-  f.tracker.set_shedding(Tracker::kBatchBacklog, true);
   // A request without context: its trace is shed, and so is the call it makes, downstream too.
   // Both exchanges are still handed over, unsampled (the request metrics count them).
   f.read(kServerFd, "GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -262,6 +261,13 @@ TEST(Shedding, NewTracesAreNotSampledWhileExportIsBehindTracesFromUpstreamStillA
   EXPECT_FALSE(f.sink.spans[1].context.sampled());
   EXPECT_NE(wire.find("-00\r\n"), std::string::npos) << wire;
   EXPECT_EQ(f.stats.traces_shed.load(), 1u);
+  // While JS takes no batches at all, unsampled exchanges are not even handed over (counted).
+  f.tracker.set_shedding(Tracker::kBatchBacklog, true);
+  f.read(kServerFd, "GET /a2 HTTP/1.1\r\nHost: a\r\n\r\n");
+  f.write_plain(kServerFd, ok);
+  EXPECT_EQ(f.sink.spans.size(), 2u);
+  EXPECT_EQ(f.stats.traces_shed.load(), 2u);
+  EXPECT_EQ(f.stats.unsampled_dropped.load(), 1u);
   // A request that comes with a sampled context is still recorded, its call sampled.
   f.read(kServerFd, "GET /b HTTP/1.1\r\nHost: a\r\ntraceparent: " + upstream + "\r\n\r\n");
   wire = f.write_request(kRequest, {1 << 20});
@@ -271,7 +277,7 @@ TEST(Shedding, NewTracesAreNotSampledWhileExportIsBehindTracesFromUpstreamStillA
   EXPECT_TRUE(f.sink.spans[2].context.sampled());
   EXPECT_TRUE(f.sink.spans[3].context.sampled());
   EXPECT_EQ(wire, inserted(kRequest, traceparent_of(f.sink.spans[2])));
-  EXPECT_EQ(f.stats.traces_shed.load(), 1u);
+  EXPECT_EQ(f.stats.traces_shed.load(), 2u);
   // Both reasons must clear before new traces are sampled again.
   f.tracker.set_shedding(Tracker::kExportQueue, false);
   EXPECT_TRUE(f.tracker.shedding());
@@ -281,7 +287,8 @@ TEST(Shedding, NewTracesAreNotSampledWhileExportIsBehindTracesFromUpstreamStillA
   f.write_plain(kServerFd, ok);
   ASSERT_EQ(f.sink.spans.size(), 5u);
   EXPECT_TRUE(f.sink.spans[4].context.sampled());
-  EXPECT_EQ(f.stats.traces_shed.load(), 1u);
+  EXPECT_EQ(f.stats.traces_shed.load(), 2u);
+  EXPECT_EQ(f.stats.unsampled_dropped.load(), 1u);
 }
 
 TEST(Injection, ExistingTraceparentIsHonouredNotDuplicated) {

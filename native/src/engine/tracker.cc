@@ -566,8 +566,13 @@ void Tracker::finish(Connection& conn, Exchange& ex, TimeNs end, const std::stri
     if (it != thread_contexts_.end() && it->second.span_id == ex.context.span_id) thread_contexts_.erase(it);
   }
   // Unsampled exchanges are handed over too: the request metrics count every request (JS exports
-  // only the sampled ones as spans).
+  // only the sampled ones as spans). Not while JS takes no batches at all, though: they would only
+  // pile up in memory until the batch limit drops them anyway.
   if (!ex.head_complete) return;
+  if (!ex.context.sampled() && (shedding_.load(std::memory_order_relaxed) & kBatchBacklog)) {
+    stats_.unsampled_dropped++;
+    return;
+  }
   SpanRecord r;
   r.kind = conn.side == Side::kServer ? 1 : 2;
   r.context = ex.context;

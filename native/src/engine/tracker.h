@@ -63,6 +63,7 @@ struct TrackerStats {
   std::atomic<uint64_t> contexts_present{0};    // the program sent trace context itself
   std::atomic<uint64_t> injections_split{0};    // a partial write cut through the injected header
   std::atomic<uint64_t> traces_shed{0};         // new traces left unsampled while export was behind
+  std::atomic<uint64_t> unsampled_dropped{0};   // unsampled exchanges not handed over: JS was not taking batches
 };
 
 // The bytes one syscall moved, wherever they live (tracee memory, a shared ring).
