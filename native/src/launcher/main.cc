@@ -24,6 +24,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -263,18 +265,8 @@ constexpr const char* kNodeFlags = "--max-semi-space-size=4 --heap-growing-perce
 
 std::vector<std::string> node_flags() {
   const char* set = getenv("RBINDER_NODE_FLAGS");
-  std::vector<std::string> out;
-  std::string word;
-  for (const char* c = set ? set : kNodeFlags;; c++) {
-    if (*c == '\0' || *c == ' ' || *c == '\t' || *c == '\n') {
-      if (!word.empty()) out.push_back(word);
-      word.clear();
-      if (*c == '\0') break;
-    } else {
-      word += *c;
-    }
-  }
-  return out;
+  std::istringstream words(set ? set : kNodeFlags);
+  return {std::istream_iterator<std::string>(words), std::istream_iterator<std::string>()};
 }
 
 // `program`: a launched program, killed if Node cannot run (nothing would answer its upcalls).

@@ -60,10 +60,6 @@ export class ExportPressure {
     private readonly report: (behind: boolean, first: boolean) => void,
   ) {}
 
-  get isBehind(): boolean {
-    return this.behind;
-  }
-
   /** Re-evaluates after spans were queued or sent. */
   update(): void {
     const next = this.behind
