@@ -65,7 +65,15 @@ async function prepareVariants(o: BenchOptions, results: BenchResults): Promise<
   const modes = rbinderModes();
   const variants: Variant[] = modes.map((mode) => rbinderVariant(mode));
   // The default export priority is idle: the same mode with it normal shows what that buys and costs.
-  if (modes.includes('fast')) variants.push(rbinderVariant('fast', 'normal'));
+  if (modes.includes('fast')) {
+    variants.push(rbinderVariant('fast', { exportPriority: 'normal' }));
+    // No span sampled: what the traps, the engine and request metrics cost without spans.
+    variants.push(rbinderVariant('fast', { sampler: 'always_off' }));
+    // Decomposition aids, only when asked for by --variants: nothing made or exported; spans
+    // serialized by the SDK instead of the engine.
+    if (o.variants?.includes('rbinder-fast-noexport')) variants.push(rbinderVariant('fast', { exporterNone: true }));
+    if (o.variants?.includes('rbinder-fast-sdkencoding')) variants.push(rbinderVariant('fast', { sdkEncoding: true }));
+  }
   const langs = new Set<string>();
   for (const s of o.scenarios) {
     if (s === 'hello-pinned' || s === 'hello-unpinned' || s === 'scaling-connections') langs.add('node');

@@ -8,6 +8,7 @@
         "src/engine/detached.cc",
         "src/engine/fast_path.cc",
         "src/engine/tracker.cc",
+        "src/engine/otlp.cc",
         "src/engine/ids.cc",
         "src/engine/propagation.cc",
         "src/http/parser.cc",

@@ -67,20 +67,46 @@ export const untraced: Variant = {
   command: (app) => ({ argv: app.argv, env: {} }),
 };
 
-/** rbinder in one mode; with `exportPriority`, that --export-priority instead of the default (idle). */
-export function rbinderVariant(mode: string, exportPriority?: string): Variant {
-  const extra = exportPriority ? ['--export-priority', exportPriority] : [];
+/** How an rbinder variant differs from the default run of its mode. */
+export interface RbinderTweak {
+  /** --export-priority instead of the default (idle). */
+  exportPriority?: string;
+  /** OTEL_TRACES_SAMPLER: `always_off` keeps the traps, the engine, injection and request metrics
+   * but no span, so the difference to the default run is what spans cost. */
+  sampler?: string;
+  /** --exporter none: no span or metric is made or exported (what is left: traps, engine, hand-off to JS). */
+  exporterNone?: boolean;
+  /** RBINDER_SPAN_ENCODING=sdk: the SDK serializes spans instead of the engine (the cost that saves). */
+  sdkEncoding?: boolean;
+}
+
+/** rbinder in one mode, optionally with a tweak (see RbinderTweak). */
+export function rbinderVariant(mode: string, tweak: RbinderTweak = {}): Variant {
+  const extra = [
+    ...(tweak.exportPriority ? ['--export-priority', tweak.exportPriority] : []),
+    ...(tweak.exporterNone ? ['--exporter', 'none'] : []),
+  ];
   const flags = ['--mode', mode, ...extra].join(' ');
+  const tweakEnv: Record<string, string> = {
+    ...(tweak.sampler ? { OTEL_TRACES_SAMPLER: tweak.sampler } : {}),
+    ...(tweak.sdkEncoding ? { RBINDER_SPAN_ENCODING: 'sdk' } : {}),
+  };
+  const suffix = [tweak.exportPriority, tweak.sampler && 'unsampled', tweak.exporterNone && 'noexport', tweak.sdkEncoding && 'sdkencoding']
+    .filter(Boolean)
+    .join('-');
+  const envText = Object.entries(tweakEnv).map(([k, v]) => ` ${k}=${v}`).join('');
   return {
-    id: exportPriority ? `rbinder-${mode}-${exportPriority}` : `rbinder-${mode}`,
-    label: `rbinder ${flags}`,
-    description: `bin/rbinder ${flags}, OTLP/HTTP protobuf export to the local receiver (traces and metrics, SDK defaults)`,
+    id: suffix ? `rbinder-${mode}-${suffix}` : `rbinder-${mode}`,
+    label: `rbinder ${flags}${envText}`,
+    description: tweak.exporterNone
+      ? `bin/rbinder ${flags}${envText}: no span or metric made or exported`
+      : `bin/rbinder ${flags}${envText}, OTLP/HTTP protobuf export to the local receiver (traces and metrics, SDK defaults)`,
     externalTracer: true,
     unsupported: () => null,
     command: (app, endpoint) => ({
       argv: [RBINDER, ...flags.split(' '), '--service-name', app.service, '--', ...app.argv],
       // debug: the engine's counters at exit (one line; nothing is logged per request).
-      env: { ...otlpEnv(endpoint), RBINDER_LOG_LEVEL: 'debug' },
+      env: { ...otlpEnv(endpoint), ...tweakEnv, RBINDER_LOG_LEVEL: 'debug' },
     }),
   };
 }

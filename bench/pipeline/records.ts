@@ -2,6 +2,8 @@
 // them to JS (tracer/src/span-buffer.ts describes the layout), from a seeded PRNG so that every
 // implementation under comparison sees the same bytes.
 
+import { loadNative, type NativeAddon } from '../../tracer/src/native';
+
 /** A record's fields in the engine's encoding (ids as raw bytes). */
 export interface RawSpan {
   kind: 1 | 2;
@@ -30,34 +32,22 @@ export interface RawSpan {
   error: string;
 }
 
-const FIXED = 88;
-
+/**
+ * The batch buffer of these spans, made by the engine's own encoder (the addon's spanBufferOf):
+ * with the OTLP bytes the engine adds for sampled spans when the tracer exports OTLP protobuf,
+ * unless RBINDER_BENCH_OTLP=0 (the JS-only serialization, for comparison).
+ */
 export function encodeSpans(spans: RawSpan[]): Buffer {
-  const strings = (s: RawSpan): string[] => [s.traceState, s.method, s.target, s.protocolVersion, s.host, s.userAgent, s.peerAddress, s.localAddress, s.error];
-  let size = 0;
-  for (const s of spans) size += FIXED + strings(s).reduce((n, t) => n + 4 + Buffer.byteLength(t, 'utf8'), 0);
-  const buf = Buffer.alloc(size);
-  let at = 0;
-  for (const s of spans) {
-    buf[at] = s.kind;
-    buf[at + 1] = (s.parentSpanId ? 1 : 0) | (s.parentIsRemote ? 2 : 0);
-    buf[at + 2] = s.traceFlags;
-    s.traceId.copy(buf, at + 4);
-    s.spanId.copy(buf, at + 20);
-    s.parentSpanId?.copy(buf, at + 28);
-    [s.start[0], s.start[1], s.end[0], s.end[1], s.pid, s.tid, s.statusCode, s.peerPort, s.localPort].forEach((v, i) =>
-      buf.writeUInt32LE(v, at + 36 + 4 * i),
-    );
-    buf.writeDoubleLE(s.requestBodySize, at + 72);
-    buf.writeDoubleLE(s.responseBodySize, at + 80);
-    at += FIXED;
-    for (const t of strings(s)) {
-      const n = buf.write(t, at + 4, 'utf8');
-      buf.writeUInt32LE(n, at);
-      at += 4 + n;
-    }
-  }
-  return buf;
+  const hex = (b: Buffer | undefined): string => (b ? b.toString('hex') : '');
+  const records = spans.map((s) => ({
+    ...s,
+    traceId: hex(s.traceId),
+    spanId: hex(s.spanId),
+    parentSpanId: hex(s.parentSpanId),
+    startTime: s.start,
+    endTime: s.end,
+  }));
+  return loadNative().spanBufferOf(records as unknown as Parameters<NativeAddon['spanBufferOf']>[0], process.env.RBINDER_BENCH_OTLP !== '0');
 }
 
 /** xorshift32: deterministic ids and jitter. */

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "engine/engine.h"
+#include "engine/otlp.h"
 
 namespace rbinder {
 namespace {
@@ -38,11 +39,41 @@ class JsBatchSink final : public BatchSink {
     return true;
   }
   size_t backlog() const override { return static_cast<size_t>(in_flight_.load()); }
+  // Sampled spans also carry their OTLP protobuf encoding (JS exports over OTLP protobuf).
+  void set_otlp_spans(bool on) { otlp_spans_ = on; }
 
- private:
   // Spans go to JS as one buffer (layout: tracer/src/span-buffer.ts), not as one object each:
   // setting two dozen named properties per span through N-API cost more than the whole rest of
-  // the span's way to the exporter.
+  // the span's way to the exporter. Runs on the JS thread (export priority), not the engine's.
+  static Napi::Buffer<uint8_t> spans_to_js(Napi::Env env, const std::vector<SpanRecord>& spans, bool otlp_spans) {
+    Encoder e;
+    std::string otlp;
+    for (const SpanRecord& s : spans) {
+      e.u8(s.kind);
+      e.u8(static_cast<uint8_t>((s.has_parent ? 1 : 0) | (s.parent_remote ? 2 : 0)));
+      e.u8(s.context.flags);
+      e.u8(0);
+      e.raw(s.context.trace_id.data(), s.context.trace_id.size());
+      e.raw(s.context.span_id.data(), s.context.span_id.size());
+      e.raw(s.parent_span_id.data(), s.parent_span_id.size());
+      e.time(s.start);
+      e.time(s.end);
+      for (int v : {static_cast<int>(s.pid), static_cast<int>(s.tid), s.status_code, static_cast<int>(s.peer.port),
+                    static_cast<int>(s.local.port)})
+        e.u32(static_cast<uint32_t>(v));
+      e.f64(static_cast<double>(s.request_body_size));
+      e.f64(static_cast<double>(s.response_body_size));
+      for (const std::string* v : {&s.context.trace_state, &s.method, &s.target, &s.protocol_version, &s.host,
+                                   &s.user_agent, &s.peer.address, &s.local.address, &s.error})
+        e.str(*v);
+      otlp.clear();
+      if (otlp_spans && s.context.sampled()) otlp::encode_span(s, otlp);
+      e.str(otlp);
+    }
+    return Napi::Buffer<uint8_t>::Copy(env, e.bytes().data(), e.bytes().size());
+  }
+
+ private:
   class Encoder {
    public:
     void u8(uint8_t v) { out_.push_back(v); }
@@ -67,31 +98,7 @@ class JsBatchSink final : public BatchSink {
   };
   static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "span buffer is little-endian");
 
-  static Napi::Buffer<uint8_t> spans_to_js(Napi::Env env, const std::vector<SpanRecord>& spans) {
-    Encoder e;
-    for (const SpanRecord& s : spans) {
-      e.u8(s.kind);
-      e.u8(static_cast<uint8_t>((s.has_parent ? 1 : 0) | (s.parent_remote ? 2 : 0)));
-      e.u8(s.context.flags);
-      e.u8(0);
-      e.raw(s.context.trace_id.data(), s.context.trace_id.size());
-      e.raw(s.context.span_id.data(), s.context.span_id.size());
-      e.raw(s.parent_span_id.data(), s.parent_span_id.size());
-      e.time(s.start);
-      e.time(s.end);
-      for (int v : {static_cast<int>(s.pid), static_cast<int>(s.tid), s.status_code, static_cast<int>(s.peer.port),
-                    static_cast<int>(s.local.port)})
-        e.u32(static_cast<uint32_t>(v));
-      e.f64(static_cast<double>(s.request_body_size));
-      e.f64(static_cast<double>(s.response_body_size));
-      for (const std::string* v : {&s.context.trace_state, &s.method, &s.target, &s.protocol_version, &s.host,
-                                   &s.user_agent, &s.peer.address, &s.local.address, &s.error})
-        e.str(*v);
-    }
-    return Napi::Buffer<uint8_t>::Copy(env, e.bytes().data(), e.bytes().size());
-  }
-
-  static Napi::Object to_js(Napi::Env env, const Batch& b) {
+  Napi::Object to_js(Napi::Env env, const Batch& b) const {
     Napi::Object out = Napi::Object::New(env);
     Napi::Array processes = Napi::Array::New(env, b.processes.size());
     for (size_t i = 0; i < b.processes.size(); i++) {
@@ -107,7 +114,7 @@ class JsBatchSink final : public BatchSink {
       processes.Set(static_cast<uint32_t>(i), o);
     }
     out.Set("processes", processes);
-    out.Set("spans", spans_to_js(env, b.spans));
+    out.Set("spans", spans_to_js(env, b.spans, otlp_spans_));
     if (b.exit) {
       Napi::Object e = Napi::Object::New(env);
       e.Set("code", b.exit->exited ? Napi::Value(Napi::Number::New(env, b.exit->code)) : env.Null());
@@ -127,6 +134,7 @@ class JsBatchSink final : public BatchSink {
 
   Napi::ThreadSafeFunction tsfn_;
   std::atomic<int> in_flight_{0};
+  bool otlp_spans_ = false;
 };
 
 // One engine per process; never destroyed (its thread may outlive module teardown at exit).
@@ -182,6 +190,7 @@ Napi::Value StartEngine(const Napi::CallbackInfo& info) {
   }
   g_sink = new JsBatchSink();
   g_sink->init(env, info[1].As<Napi::Function>());
+  if (opts.Has("otlpSpans")) g_sink->set_otlp_spans(opts.Get("otlpSpans").ToBoolean().Value());
   g_engine = new Engine(std::move(config), *g_sink);
   std::string error;
   pid_t pid = g_engine->start(error);
@@ -227,6 +236,61 @@ void SetExportBehind(const Napi::CallbackInfo& info) {
   if (g_engine && info.Length() > 0) g_engine->set_export_behind(info[0].ToBoolean().Value());
 }
 
+// For tests and benchmarks of the span buffer and its OTLP bytes: plain objects with SpanRecord's
+// fields (ids as hex, times as [seconds, nanoseconds]) → the buffer the engine would hand over,
+// with OTLP bytes for sampled spans unless the second argument is false.
+Napi::Value SpanBufferOf(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsArray()) throw Napi::TypeError::New(env, "spanBufferOf(records)");
+  Napi::Array in = info[0].As<Napi::Array>();
+  std::vector<SpanRecord> spans(in.Length());
+  const auto hex = [&](Napi::Object o, const char* key, uint8_t* out, size_t n) {
+    const std::string h = o.Get(key).ToString().Utf8Value();
+    for (size_t i = 0; i < n && 2 * i + 1 < h.size(); i++) out[i] = static_cast<uint8_t>(std::stoi(h.substr(2 * i, 2), nullptr, 16));
+  };
+  const auto time = [](Napi::Object o, const char* key) {
+    Napi::Array t = o.Get(key).As<Napi::Array>();
+    return static_cast<TimeNs>(t.Get(0u).ToNumber().Int64Value()) * 1000000000ull + t.Get(1u).ToNumber().Int64Value();
+  };
+  for (uint32_t i = 0; i < in.Length(); i++) {
+    Napi::Object o = in.Get(i).As<Napi::Object>();
+    SpanRecord& s = spans[i];
+    const auto str = [&](const char* key) { return o.Get(key).As<Napi::Buffer<char>>(); };
+    const auto text = [&](const char* key) {
+      // Strings may be given as Buffers, to test bytes that are not valid UTF-8.
+      Napi::Value v = o.Get(key);
+      if (v.IsBuffer()) return std::string(str(key).Data(), str(key).Length());
+      return v.ToString().Utf8Value();
+    };
+    s.kind = static_cast<uint8_t>(o.Get("kind").ToNumber().Uint32Value());
+    hex(o, "traceId", s.context.trace_id.data(), s.context.trace_id.size());
+    hex(o, "spanId", s.context.span_id.data(), s.context.span_id.size());
+    s.has_parent = !text("parentSpanId").empty();
+    if (s.has_parent) hex(o, "parentSpanId", s.parent_span_id.data(), s.parent_span_id.size());
+    s.parent_remote = o.Get("parentIsRemote").ToBoolean().Value();
+    s.context.flags = static_cast<uint8_t>(o.Get("traceFlags").ToNumber().Uint32Value());
+    s.context.trace_state = text("traceState");
+    s.start = time(o, "startTime");
+    s.end = time(o, "endTime");
+    s.pid = o.Get("pid").ToNumber().Int32Value();
+    s.tid = o.Get("tid").ToNumber().Int32Value();
+    s.status_code = o.Get("statusCode").ToNumber().Int32Value();
+    s.peer.port = static_cast<uint16_t>(o.Get("peerPort").ToNumber().Uint32Value());
+    s.local.port = static_cast<uint16_t>(o.Get("localPort").ToNumber().Uint32Value());
+    s.request_body_size = static_cast<uint64_t>(o.Get("requestBodySize").ToNumber().DoubleValue());
+    s.response_body_size = static_cast<uint64_t>(o.Get("responseBodySize").ToNumber().DoubleValue());
+    s.method = text("method");
+    s.target = text("target");
+    s.protocol_version = text("protocolVersion");
+    s.host = text("host");
+    s.user_agent = text("userAgent");
+    s.peer.address = text("peerAddress");
+    s.local.address = text("localAddress");
+    s.error = text("error");
+  }
+  return JsBatchSink::spans_to_js(env, spans, info.Length() < 2 || info[1].ToBoolean().Value());
+}
+
 // True when this process is in the foreground process group of the terminal on stdin: the
 // terminal then already sends SIGINT/SIGQUIT to the program too, so they are not forwarded.
 Napi::Value IsForegroundOfTerminal(const Napi::CallbackInfo& info) {
@@ -239,6 +303,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("engineStats", Napi::Function::New(env, EngineStatsJs));
   exports.Set("setExportBehind", Napi::Function::New(env, SetExportBehind));
   exports.Set("isForegroundOfTerminal", Napi::Function::New(env, IsForegroundOfTerminal));
+  exports.Set("spanBufferOf", Napi::Function::New(env, SpanBufferOf));
   return exports;
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { UsageError, parseCommandLine, rbinderVersion, type TracerConfig } from './config';
+import { UsageError, exportsOtlpProtobufSpans, parseCommandLine, rbinderVersion, type TracerConfig } from './config';
 
 function parse(argv: string[], env: NodeJS.ProcessEnv = {}): TracerConfig {
   const result = parseCommandLine(argv, env);
@@ -64,11 +64,25 @@ describe('parseCommandLine: defaults', () => {
       injectTo: [],
       mode: 'fast',
       exportPriority: 'idle',
+      spanEncoding: 'engine',
       flushTimeoutMillis: 5000,
       logLevel: 'warn',
       sampler: { type: 'parentbased_always_on', ratio: 1 },
       warnings: [],
     });
+  });
+});
+
+describe('exportsOtlpProtobufSpans', () => {
+  it.each<[string[], NodeJS.ProcessEnv, boolean]>([
+    [[], {}, true],
+    [['--protocol', 'grpc'], {}, true],
+    [['--protocol', 'http/json'], {}, false],
+    [['--exporter', 'console'], {}, false],
+    [['--exporter', 'console,otlp'], {}, true],
+    [[], { RBINDER_SPAN_ENCODING: 'sdk' }, false],
+  ])('%j %j: %s', (flags, env, expected) => {
+    expect(exportsOtlpProtobufSpans(parse([...flags, 'app'], env))).toBe(expected);
   });
 });
 
@@ -99,6 +113,9 @@ describe('parseCommandLine: flag vs environment', () => {
     ['export priority: flag wins', ['--export-priority', 'idle'], { RBINDER_EXPORT_PRIORITY: 'normal' }, { exportPriority: 'idle' }],
     ['bad export priority in env: warning, default', [], { RBINDER_EXPORT_PRIORITY: 'low' },
       { exportPriority: 'idle', warnings: [expect.stringMatching(/RBINDER_EXPORT_PRIORITY="low"/)] }],
+    ['span encoding from env', [], { RBINDER_SPAN_ENCODING: 'sdk' }, { spanEncoding: 'sdk' }],
+    ['bad span encoding in env: warning, default', [], { RBINDER_SPAN_ENCODING: 'js' },
+      { spanEncoding: 'engine', warnings: [expect.stringMatching(/RBINDER_SPAN_ENCODING="js"/)] }],
     ['flush timeout from env', [], { RBINDER_FLUSH_TIMEOUT: '250' }, { flushTimeoutMillis: 250 }],
     ['flush timeout: flag wins', ['--flush-timeout', '0'], { RBINDER_FLUSH_TIMEOUT: '250' }, { flushTimeoutMillis: 0 }],
     ['log level from env', [], { RBINDER_LOG_LEVEL: 'DEBUG' }, { logLevel: 'debug' }],

@@ -28,6 +28,10 @@ export type TracerMode = (typeof TRACER_MODES)[number];
  */
 export const EXPORT_PRIORITIES = ['idle', 'normal'] as const;
 export type ExportPriority = (typeof EXPORT_PRIORITIES)[number];
+/** RBINDER_SPAN_ENCODING: `engine` encodes sampled spans as OTLP protobuf in C++ (docs/decisions/0005);
+ * `sdk` leaves it to the SDK serializer (slower; the same bytes). */
+export const SPAN_ENCODINGS = ['engine', 'sdk'] as const;
+export type SpanEncoding = (typeof SPAN_ENCODINGS)[number];
 
 export const SAMPLER_TYPES = [
   'always_on',
@@ -87,6 +91,8 @@ export interface TracerConfig {
   injectTo: string[];
   mode: TracerMode;
   exportPriority: ExportPriority;
+  /** RBINDER_SPAN_ENCODING: who writes a span's OTLP protobuf bytes, the engine or (slower) the SDK. */
+  spanEncoding: SpanEncoding;
   /** Most time spent flushing telemetry at exit. */
   flushTimeoutMillis: number;
   logLevel: LogLevel;
@@ -134,6 +140,7 @@ Environment (a flag wins over its variable):
   OTEL_BSP_SCHEDULE_DELAY, OTEL_BSP_EXPORT_TIMEOUT, OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE
   OTEL_METRIC_EXPORT_INTERVAL, OTEL_METRIC_EXPORT_TIMEOUT
   RBINDER_INJECT_TO, RBINDER_MODE, RBINDER_EXPORT_PRIORITY, RBINDER_FLUSH_TIMEOUT, RBINDER_LOG_LEVEL
+  RBINDER_SPAN_ENCODING                           engine | sdk (who encodes OTLP protobuf spans)
 `;
 
 /** Raw flag values as commander returns them (list flags already validated). */
@@ -299,6 +306,7 @@ function resolveConfig(command: string[], flags: Flags, env: NodeJS.ProcessEnv):
     injectTo: splitList(flags.injectTo ?? fromEnv.string('RBINDER_INJECT_TO') ?? ''),
     mode: flags.mode ?? fromEnv.oneOf('RBINDER_MODE', TRACER_MODES) ?? DEFAULTS.mode,
     exportPriority: flags.exportPriority ?? fromEnv.oneOf('RBINDER_EXPORT_PRIORITY', EXPORT_PRIORITIES) ?? DEFAULTS.exportPriority,
+    spanEncoding: fromEnv.oneOf('RBINDER_SPAN_ENCODING', SPAN_ENCODINGS) ?? 'engine',
     flushTimeoutMillis:
       flags.flushTimeout ?? fromEnv.nonNegativeInt('RBINDER_FLUSH_TIMEOUT') ?? DEFAULTS.flushTimeoutMillis,
     logLevel,
@@ -464,6 +472,12 @@ class EnvProblem extends Error {}
 let cachedVersion: string | undefined;
 
 /** rbinder's version, from the package.json above this file (source and built layouts differ). */
+/** Whether a span exporter sends OTLP protobuf (http/protobuf or grpc): then the engine encodes
+ * sampled spans itself (export/otlp-serializer.ts puts those bytes into the requests). */
+export function exportsOtlpProtobufSpans(config: TracerConfig): boolean {
+  return config.spanEncoding === 'engine' && config.traces.exporters.includes('otlp') && config.traces.protocol !== 'http/json';
+}
+
 export function rbinderVersion(): string {
   if (cachedVersion !== undefined) return cachedVersion;
   cachedVersion = '0.0.0';

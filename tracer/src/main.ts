@@ -2,7 +2,7 @@
 // sees, and end exactly as the program ends.
 import * as os from 'node:os';
 import { commandForArch } from './arch-command';
-import { parseCommandLine, TracerConfig, UsageError } from './config';
+import { exportsOtlpProtobufSpans, parseCommandLine, TracerConfig, UsageError } from './config';
 import type { Telemetry } from './export/pipeline';
 import { log, setLogLevel } from './log';
 import { loadNative, SAMPLER_TYPES } from './native';
@@ -161,6 +161,7 @@ async function run(config: TracerConfig, launched: LaunchedProgram | undefined):
         sampler,
         fast: config.mode === 'fast',
         idleExport: config.exportPriority === 'idle',
+        otlpSpans: exportsOtlpProtobufSpans(config),
         propagators: propagatorMask(config.propagators),
         ...injectionSettings(config.injectTo, config.propagators),
         inheritFds: launched ? [] : inheritedFds(config.env),

@@ -28,6 +28,8 @@ export interface EngineOptions {
   injectTo: string[];
   /** Descriptors rbinder inherited (Node marks them close-on-exec); the program inherits them too. */
   inheritFds: number[];
+  /** Sampled spans also carry their OTLP protobuf encoding (SpanRecord.otlp). */
+  otlpSpans?: boolean;
   /** Adopt this program, started by the launcher, instead of starting one (file, argv, env unused). */
   launched?: LaunchedProgram;
 }
@@ -42,6 +44,9 @@ export interface NativeAddon {
   /** Span export fell behind (true) or caught up (false): the engine sheds new traces meanwhile. */
   setExportBehind(behind: boolean): void;
   isForegroundOfTerminal(): boolean;
+  /** For tests and benchmarks: the span buffer the engine would hand over for these records
+   * (span-buffer.ts), with the OTLP bytes of sampled ones unless `otlp` is false. */
+  spanBufferOf(records: Array<Omit<SpanRecord, 'otlp'>>, otlp?: boolean): Buffer;
 }
 
 /** Where the addon may be: next to the sources (development) or in an installed package. */
@@ -91,6 +96,7 @@ function withDecodedSpans(raw: RawAddon): NativeAddon {
     engineStats: () => raw.engineStats(),
     setExportBehind: (behind) => raw.setExportBehind(behind),
     isForegroundOfTerminal: () => raw.isForegroundOfTerminal(),
+    spanBufferOf: (records, otlp = true) => raw.spanBufferOf(records, otlp),
   };
 }
 

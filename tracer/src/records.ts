@@ -46,6 +46,12 @@ export interface SpanRecord {
   responseBodySize: number;
   /** "" when the exchange completed; otherwise why it did not ("connection reset", "connection closed"). */
   error: string;
+  /**
+   * The span as an OTLP protobuf `Span` message, encoded by the engine as the SDK would encode
+   * it (native/src/engine/otlp.cc), when the engine was asked to and could; a view into the
+   * batch's buffer. tracer/src/export/otlp-serializer.ts puts it into export requests as is.
+   */
+  otlp?: Uint8Array;
 }
 
 /** Sent once per process image (at start and after every exec), before its spans. */

@@ -1,8 +1,17 @@
 import { describe, expect, it } from 'vitest';
 import { StringTable, decodeSpans } from './span-buffer';
 
+/** A u32 length, then the bytes. */
+function lengthPrefixed(bytes: Buffer): Buffer {
+  const len = Buffer.alloc(4);
+  len.writeUInt32LE(bytes.length);
+  return Buffer.concat([len, bytes]);
+}
+
+const OTLP = Buffer.from([0x0a, 0x10, 0xff]);
+
 /** One span as the engine encodes it (native/src/addon.cc, spans_to_js). */
-function encoded(strings: string[], parent: boolean): Buffer {
+function encoded(strings: string[], parent: boolean, otlp: Buffer = Buffer.alloc(0)): Buffer {
   const fixed = Buffer.alloc(88);
   fixed[0] = 2;
   fixed[1] = parent ? 3 : 0;
@@ -13,20 +22,14 @@ function encoded(strings: string[], parent: boolean): Buffer {
   [1764057600, 5, 1764057601, 999999999, 41, 42, 404, 8080, 51234].forEach((v, i) => fixed.writeUInt32LE(v, 36 + 4 * i));
   fixed.writeDoubleLE(2 ** 40, 72);
   fixed.writeDoubleLE(6, 80);
-  const parts = strings.map((s) => {
-    const bytes = Buffer.from(s, 'utf8');
-    const len = Buffer.alloc(4);
-    len.writeUInt32LE(bytes.length);
-    return Buffer.concat([len, bytes]);
-  });
-  return Buffer.concat([fixed, ...parts]);
+  return Buffer.concat([fixed, ...strings.map((s) => lengthPrefixed(Buffer.from(s, 'utf8'))), lengthPrefixed(otlp)]);
 }
 
 const STRINGS = ['k=v', 'GET', '/caf\u00e9?q=1', '1.1', 'example.com:8080', 'curl/8', '10.0.0.2', '10.0.0.1', ''];
 
 describe('decodeSpans', () => {
   it('reads every field of each span in the layout the engine writes', () => {
-    const [a, b] = decodeSpans(Buffer.concat([encoded(STRINGS, true), encoded(STRINGS, false)]));
+    const [a, b] = decodeSpans(Buffer.concat([encoded(STRINGS, true, OTLP), encoded(STRINGS, false)]));
     expect(a).toEqual({
       kind: 2,
       traceId: '0af7651916cd43dd8448eb211c80319c',
@@ -52,7 +55,9 @@ describe('decodeSpans', () => {
       peerAddress: '10.0.0.2',
       localAddress: '10.0.0.1',
       error: '',
+      otlp: OTLP,
     });
+    expect(b.otlp).toBeUndefined();
     expect(b.parentSpanId).toBe('');
     expect(b.parentIsRemote).toBe(false);
   });
@@ -62,10 +67,13 @@ describe('decodeSpans', () => {
   });
 
   it('refuses a buffer that ends inside a span instead of inventing fields', () => {
-    const whole = encoded(STRINGS, true);
+    const whole = encoded(STRINGS, true, OTLP);
+    const otlpAt = whole.length - 4 - OTLP.length;
     expect(() => decodeSpans(whole.subarray(0, 50))).toThrow(/50 bytes left, a span has 88/);
-    expect(() => decodeSpans(whole.subarray(0, whole.length - 6))).toThrow(/8-byte string runs past its end/);
-    expect(() => decodeSpans(whole.subarray(0, whole.length - 3))).toThrow(RangeError);
+    expect(() => decodeSpans(whole.subarray(0, otlpAt - 6))).toThrow(/8-byte string runs past its end/);
+    expect(() => decodeSpans(whole.subarray(0, otlpAt - 3))).toThrow(RangeError);
+    expect(() => decodeSpans(whole.subarray(0, whole.length - 1))).toThrow(/3 OTLP bytes run past its end/);
+    expect(() => decodeSpans(whole.subarray(0, otlpAt + 2))).toThrow(/an OTLP length at offset \d+ runs past its end/);
   });
 });
 
@@ -80,13 +88,8 @@ function encodedWith(ids: { trace: Buffer; span: Buffer; parent?: Buffer }, stri
   ids.parent?.copy(fixed, 28);
   fixed.writeDoubleLE(sizes[0], 72);
   fixed.writeDoubleLE(sizes[1], 80);
-  const parts = strings.map((s) => {
-    const bytes = typeof s === 'string' ? Buffer.from(s, 'utf8') : s;
-    const len = Buffer.alloc(4);
-    len.writeUInt32LE(bytes.length);
-    return Buffer.concat([len, bytes]);
-  });
-  return Buffer.concat([fixed, ...parts]);
+  const parts = strings.map((s) => lengthPrefixed(typeof s === 'string' ? Buffer.from(s, 'utf8') : s));
+  return Buffer.concat([fixed, ...parts, lengthPrefixed(Buffer.alloc(0))]);
 }
 
 const NINE = (target: string, host = 'h'): string[] => ['', 'GET', target, '1.1', host, 'ua', '10.0.0.2', '10.0.0.1', ''];

@@ -12,7 +12,9 @@
 //       52    20  u32 each: pid, tid, status code, peer port, local port
 //       72    16  f64 each: request body size, response body size
 //       88     …  strings, each a u32 byte length then UTF-8: trace state, method, target,
-//                 protocol version, host, user agent, peer address, local address, error
+//                 protocol version, host, user agent, peer address, local address, error;
+//                 then a u32 byte length and the span's OTLP protobuf `Span` message, made by
+//                 native/src/engine/otlp.cc (length 0: not made, e.g. unsampled or not asked for)
 import type { HttpSpanKind, SpanRecord } from './records';
 
 const FIXED = 88;
@@ -113,6 +115,14 @@ export function decodeSpans(buf: Buffer, table: StringTable = strings): SpanReco
     at += 4 + n;
     return s;
   };
+  const otlpBytes = (): Uint8Array | undefined => {
+    if (at + 4 > buf.length) throw new RangeError(`span buffer: an OTLP length at offset ${at} runs past its end`);
+    const n = u32(buf, at);
+    if (at + 4 + n > buf.length) throw new Error(`span buffer: ${n} OTLP bytes run past its end`);
+    const bytes = n === 0 ? undefined : buf.subarray(at + 4, at + 4 + n);
+    at += 4 + n;
+    return bytes;
+  };
   while (at < buf.length) {
     if (buf.length - at < FIXED) throw new Error(`span buffer: ${buf.length - at} bytes left, a span has ${FIXED}`);
     const base = at;
@@ -143,6 +153,7 @@ export function decodeSpans(buf: Buffer, table: StringTable = strings): SpanReco
       peerAddress: text(),
       localAddress: text(),
       error: text(),
+      otlp: otlpBytes(),
     });
   }
   return spans;

@@ -34,7 +34,8 @@ describe('exporter factory', () => {
     const metrics = createMetricExporter('otlp', c);
     expect(spans.destination).toBe(protocol === 'grpc' ? 'http://127.0.0.1:9' : 'http://127.0.0.1:9/v1/traces');
     expect(metrics.destination).toBe(protocol === 'grpc' ? 'http://127.0.0.1:9' : 'http://127.0.0.1:9/v1/metrics');
-    expect(spans.exporter.constructor.name).toBe('OTLPTraceExporter');
+    // http/json: the SDK's exporter; protobuf and grpc: the SDK's base with OtlpSpanSerializer.
+    expect(spans.exporter.constructor.name).toBe(protocol === 'http/json' ? 'OTLPTraceExporter' : 'OTLPExporterBase');
     expect(metrics.exporter.constructor.name).toBe('OTLPMetricExporter');
     await spans.exporter.shutdown();
     await metrics.exporter.shutdown();

@@ -6,7 +6,10 @@
 
 import { ConsoleMetricExporter, type PushMetricExporter } from '@opentelemetry/sdk-metrics';
 import { ConsoleSpanExporter, type SpanExporter } from '@opentelemetry/sdk-trace';
+import { OTLPExporterBase } from '@opentelemetry/otlp-exporter-base';
+import { TraceExporterMetricsHelper } from '@opentelemetry/otlp-transformer';
 import type { ExporterKind, OtlpProtocol, TracerConfig } from '../config';
+import { OtlpSpanSerializer } from './otlp-serializer';
 
 export type Signal = 'traces' | 'metrics';
 
@@ -49,14 +52,33 @@ export function createSpanExporter(kind: ExporterKind, config: TracerConfig): Cr
   const options = explicit === undefined ? {} : { url: explicit };
   let exporter: SpanExporter;
   switch (protocol) {
+    // The SDK's OTLPTraceExporter for these two protocols, but with OtlpSpanSerializer, which
+    // puts the bytes the engine already encoded into the request (docs/decisions/0005).
     case 'grpc': {
-      const m = require('@opentelemetry/exporter-trace-otlp-grpc') as typeof import('@opentelemetry/exporter-trace-otlp-grpc');
-      exporter = new m.OTLPTraceExporter(options);
+      const m = require('@opentelemetry/otlp-grpc-exporter-base') as typeof import('@opentelemetry/otlp-grpc-exporter-base');
+      const delegate = m.createOtlpGrpcExportDelegate(
+        m.convertLegacyOtlpGrpcOptions(options, 'TRACES'),
+        OtlpSpanSerializer,
+        'otlp_grpc_span_exporter',
+        TraceExporterMetricsHelper,
+        undefined,
+        'TraceExportService',
+        '/opentelemetry.proto.collector.trace.v1.TraceService/Export',
+      );
+      exporter = new OTLPExporterBase(delegate);
       break;
     }
     case 'http/protobuf': {
-      const m = require('@opentelemetry/exporter-trace-otlp-proto') as typeof import('@opentelemetry/exporter-trace-otlp-proto');
-      exporter = new m.OTLPTraceExporter(options);
+      // A subpath export, which this project's module resolution ("node") cannot type: typed by its file.
+      const m = require('@opentelemetry/otlp-exporter-base/node-http') as typeof import('@opentelemetry/otlp-exporter-base/build/src/index-node-http');
+      const delegate = m.createOtlpHttpExportDelegate(
+        m.convertLegacyHttpOptions(options, 'TRACES', 'v1/traces', { 'Content-Type': 'application/x-protobuf' }),
+        OtlpSpanSerializer,
+        'otlp_http_span_exporter',
+        TraceExporterMetricsHelper,
+        undefined,
+      );
+      exporter = new OTLPExporterBase(delegate);
       break;
     }
     case 'http/json': {

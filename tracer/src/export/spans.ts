@@ -79,6 +79,8 @@ export class RecordedSpan implements ReadableSpan, SpanContext {
   readonly endTime: HrTime;
   readonly status: SpanStatus;
   readonly resource: Resource;
+  /** This span as an OTLP `Span` message, when the engine made it (SpanRecord.otlp). */
+  readonly otlp: Uint8Array | undefined;
   private readonly record: SpanRecord;
   private builtAttributes: Attributes | undefined = undefined;
   private builtParent: SpanContext | undefined = undefined;
@@ -97,6 +99,9 @@ export class RecordedSpan implements ReadableSpan, SpanContext {
     this.status = spanStatus(record);
     this.resource = resource;
     this.record = record;
+    // The engine writes tracestate as received; the SDK writes TraceState's serialization, which
+    // drops invalid members: the engine's bytes stand only where the two agree.
+    this.otlp = this.traceState === undefined || this.traceState.serialize() === record.traceState ? record.otlp : undefined;
   }
 
   get attributes(): Attributes {
