@@ -41,11 +41,14 @@ class JsBatchSink final : public BatchSink {
   size_t backlog() const override { return static_cast<size_t>(in_flight_.load()); }
   // Sampled spans also carry their OTLP protobuf encoding (JS exports over OTLP protobuf).
   void set_otlp_spans(bool on) { otlp_spans_ = on; }
+  uint64_t spans_encoded() const { return spans_encoded_.load(std::memory_order_relaxed); }
 
   // Spans go to JS as one buffer (layout: tracer/src/span-buffer.ts), not as one object each:
   // setting two dozen named properties per span through N-API cost more than the whole rest of
   // the span's way to the exporter. Runs on the JS thread (export priority), not the engine's.
-  static Napi::Buffer<uint8_t> spans_to_js(Napi::Env env, const std::vector<SpanRecord>& spans, bool otlp_spans) {
+  // `encoded` (if given) counts the spans whose OTLP bytes were made.
+  static Napi::Buffer<uint8_t> spans_to_js(Napi::Env env, const std::vector<SpanRecord>& spans, bool otlp_spans,
+                                           std::atomic<uint64_t>* encoded = nullptr) {
     Encoder e;
     std::string otlp;
     for (const SpanRecord& s : spans) {
@@ -67,7 +70,7 @@ class JsBatchSink final : public BatchSink {
                                    &s.user_agent, &s.peer.address, &s.local.address, &s.error})
         e.str(*v);
       otlp.clear();
-      if (otlp_spans && s.context.sampled()) otlp::encode_span(s, otlp);
+      if (otlp_spans && s.context.sampled() && otlp::encode_span(s, otlp) && encoded) (*encoded)++;
       e.str(otlp);
     }
     return Napi::Buffer<uint8_t>::Copy(env, e.bytes().data(), e.bytes().size());
@@ -98,7 +101,7 @@ class JsBatchSink final : public BatchSink {
   };
   static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "span buffer is little-endian");
 
-  Napi::Object to_js(Napi::Env env, const Batch& b) const {
+  Napi::Object to_js(Napi::Env env, const Batch& b) {
     Napi::Object out = Napi::Object::New(env);
     Napi::Array processes = Napi::Array::New(env, b.processes.size());
     for (size_t i = 0; i < b.processes.size(); i++) {
@@ -114,7 +117,7 @@ class JsBatchSink final : public BatchSink {
       processes.Set(static_cast<uint32_t>(i), o);
     }
     out.Set("processes", processes);
-    out.Set("spans", spans_to_js(env, b.spans, otlp_spans_));
+    out.Set("spans", spans_to_js(env, b.spans, otlp_spans_, &spans_encoded_));
     if (b.exit) {
       Napi::Object e = Napi::Object::New(env);
       e.Set("code", b.exit->exited ? Napi::Value(Napi::Number::New(env, b.exit->code)) : env.Null());
@@ -135,6 +138,7 @@ class JsBatchSink final : public BatchSink {
   Napi::ThreadSafeFunction tsfn_;
   std::atomic<int> in_flight_{0};
   bool otlp_spans_ = false;
+  std::atomic<uint64_t> spans_encoded_{0};  // written on the JS thread, read there too (engineStats)
 };
 
 // One engine per process; never destroyed (its thread may outlive module teardown at exit).
@@ -218,6 +222,7 @@ Napi::Value EngineStatsJs(const Napi::CallbackInfo& info) {
   o.Set("parseErrors", static_cast<double>(s.tracker.parse_errors.load()));
   o.Set("spansDropped", static_cast<double>(s.spans_dropped.load() + s.tracker.unsampled_dropped.load()));
   o.Set("tracesShed", static_cast<double>(s.tracker.traces_shed.load()));
+  o.Set("spansEncoded", static_cast<double>(g_sink ? g_sink->spans_encoded() : 0));
   o.Set("headersInjected", static_cast<double>(s.tracker.headers_injected.load()));
   o.Set("injectionsSkipped", static_cast<double>(s.tracker.injections_skipped.load()));
   o.Set("contextsPresent", static_cast<double>(s.tracker.contexts_present.load()));
@@ -255,12 +260,12 @@ Napi::Value SpanBufferOf(const Napi::CallbackInfo& info) {
   for (uint32_t i = 0; i < in.Length(); i++) {
     Napi::Object o = in.Get(i).As<Napi::Object>();
     SpanRecord& s = spans[i];
-    const auto str = [&](const char* key) { return o.Get(key).As<Napi::Buffer<char>>(); };
     const auto text = [&](const char* key) {
       // Strings may be given as Buffers, to test bytes that are not valid UTF-8.
       Napi::Value v = o.Get(key);
-      if (v.IsBuffer()) return std::string(str(key).Data(), str(key).Length());
-      return v.ToString().Utf8Value();
+      if (!v.IsBuffer()) return v.ToString().Utf8Value();
+      Napi::Buffer<char> b = v.As<Napi::Buffer<char>>();
+      return std::string(b.Data(), b.Length());
     };
     s.kind = static_cast<uint8_t>(o.Get("kind").ToNumber().Uint32Value());
     hex(o, "traceId", s.context.trace_id.data(), s.context.trace_id.size());

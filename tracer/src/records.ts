@@ -98,6 +98,8 @@ export interface EngineStats {
   spansDropped: number;
   /** Traces not sampled here because export was behind (load shedding). */
   tracesShed?: number;
+  /** Spans whose OTLP protobuf bytes the engine made (the rest, if exported, the SDK serialized). */
+  spansEncoded?: number;
   /** Outbound requests that got trace context injected. */
   headersInjected: number;
   /** Outbound requests left alone: destination not allowed, or no room to rewrite. */

@@ -72,8 +72,8 @@ describe('decodeSpans', () => {
     expect(() => decodeSpans(whole.subarray(0, 50))).toThrow(/50 bytes left, a span has 88/);
     expect(() => decodeSpans(whole.subarray(0, otlpAt - 6))).toThrow(/8-byte string runs past its end/);
     expect(() => decodeSpans(whole.subarray(0, otlpAt - 3))).toThrow(RangeError);
-    expect(() => decodeSpans(whole.subarray(0, whole.length - 1))).toThrow(/3 OTLP bytes run past its end/);
-    expect(() => decodeSpans(whole.subarray(0, otlpAt + 2))).toThrow(/an OTLP length at offset \d+ runs past its end/);
+    expect(() => decodeSpans(whole.subarray(0, whole.length - 1))).toThrow(/a 3-byte OTLP message runs past its end/);
+    expect(() => decodeSpans(whole.subarray(0, otlpAt + 2))).toThrow(/OTLP message length at offset \d+ runs past its end/);
   });
 });
 

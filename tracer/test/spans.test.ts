@@ -209,6 +209,37 @@ describe('metrics', () => {
   });
 });
 
+describe('span encoding', () => {
+  // The engine writes the OTLP bytes of sampled spans (docs/decisions/0005), unless told not to;
+  // either way the receiver gets the same span. The engine's exit counters say who encoded it.
+  it.each([
+    ['engine', {}],
+    ['sdk', { RBINDER_SPAN_ENCODING: 'sdk' }],
+  ])('exports the span when the %s encodes it', async (who, extra) => {
+    const name = `encoding-${who}`;
+    const server = await startServer('node', {
+      wrap: [RBINDER, '--'],
+      env: { ...tracerEnv(receiver, 'http/protobuf'), OTEL_SERVICE_NAME: name, RBINDER_LOG_LEVEL: 'debug', ...extra },
+    });
+    try {
+      await (await fetch(`${server.url}/hello?x=1`)).text();
+      const spans = await receiver.waitFor((all) => all.some((s) => s.resource['service.name'] === name), 20_000);
+      const span = spans.find((s) => s.resource['service.name'] === name)!;
+      expect(span.attributes).toMatchObject({ 'url.path': '/hello', 'url.query': 'x=1', 'http.response.status_code': 200 });
+    } finally {
+      await server.stop();
+    }
+    const counters = server
+      .stderr()
+      .split('\n')
+      .filter((line) => line.includes('engine counters at exit'))
+      .map((line) => JSON.parse(line) as { stats: { spansEncoded: number } });
+    expect(counters).toHaveLength(1);
+    if (who === 'engine') expect(counters[0].stats.spansEncoded).toBeGreaterThanOrEqual(1);
+    else expect(counters[0].stats.spansEncoded).toBe(0);
+  });
+});
+
 describe('metrics of unsampled requests', () => {
   it('counts every request in http.server.request.duration, also those whose traces are not sampled', async () => {
     const server = await startServer('node', {
