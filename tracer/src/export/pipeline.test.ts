@@ -95,7 +95,7 @@ interface TracesBody {
 interface MetricsBody {
   resourceMetrics: Array<{
     resource: { attributes: KeyValue[] };
-    scopeMetrics: Array<{ metrics: Array<{ name: string; unit?: string; histogram?: { dataPoints: HistogramPoint[] }; sum?: { dataPoints: NumberPoint[]; isMonotonic?: boolean } }> }>;
+    scopeMetrics: Array<{ metrics: Array<{ name: string; unit?: string; histogram?: { dataPoints: HistogramPoint[]; aggregationTemporality?: number }; sum?: { dataPoints: NumberPoint[]; isMonotonic?: boolean } }> }>;
   }>;
 }
 interface HistogramPoint {
@@ -313,6 +313,8 @@ describe('createTelemetry', () => {
     const metricsBody = metrics.body as MetricsBody;
     // The tracer's own metrics carry the configured mode.
     expect(attrs(metricsBody.resourceMetrics[0].resource.attributes)).toMatchObject({ 'service.name': 'python3', 'rbinder.tracer.mode': 'fast' });
+    // The engine's counters (SDK instruments) and the request durations (http-metrics.ts) share one scope.
+    expect(metricsBody.resourceMetrics[0].scopeMetrics).toHaveLength(1);
     const byName = new Map(metricsBody.resourceMetrics[0].scopeMetrics.flatMap((sm) => sm.metrics).map((m) => [m.name, m]));
 
     const serverDuration = byName.get('http.server.request.duration')!;
@@ -360,6 +362,27 @@ describe('createTelemetry', () => {
     expect(lines.filter((l) => l.level === 'warn' || l.level === 'error')).toEqual([
       expect.objectContaining({ msg: expect.stringMatching(/^export fell behind/), tracesShed: 7, spansDropped: 4 }),
     ]);
+  });
+
+  it('exports request durations in the temporality the metric exporter asks for', async () => {
+    for (const [preference, temporality] of [
+      [undefined, 2], // CUMULATIVE
+      ['delta', 1],
+      ['lowmemory', 1], // histograms are delta in lowmemory
+    ] as const) {
+      receiver = await startReceiver();
+      // The SDK's OTLP exporter reads this one from the environment itself.
+      vi.stubEnv('OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE', preference);
+      const telemetry = createTelemetry(configFor(receiver.url), { engineStats: () => stats, logger: capturingLogger().logger });
+      telemetry.onBatch({ processes: [python], spans: [record({}), record({ spanId: '3333333333333333' })] });
+      await telemetry.shutdown(5000);
+      const [metrics] = await receiver.waitFor('/v1/metrics', 1);
+      const all = (metrics.body as MetricsBody).resourceMetrics[0].scopeMetrics.flatMap((sm) => sm.metrics);
+      const duration = all.find((m) => m.name === 'http.server.request.duration')!.histogram!;
+      expect({ preference, temporality: duration.aggregationTemporality, count: Number(duration.dataPoints[0].count) }).toEqual({ preference, temporality, count: 2 });
+      await receiver.close();
+      receiver = undefined;
+    }
   });
 
   it('logs one warning per failure streak and one line when export recovers', async () => {

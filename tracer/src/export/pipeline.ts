@@ -6,7 +6,6 @@
 import { SpanKind, isValidSpanId, isValidTraceId, type Histogram, type Meter, type ObservableCounter } from '@opentelemetry/api';
 import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
 import { BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace';
-import { METRIC_HTTP_CLIENT_REQUEST_DURATION, METRIC_HTTP_SERVER_REQUEST_DURATION } from '@opentelemetry/semantic-conventions';
 import { rbinderVersion, type TracerConfig } from '../config';
 import { log as defaultLogger, type Logger } from '../log';
 import type { Batch, EngineStats, SpanRecord } from '../records';
@@ -14,6 +13,7 @@ import { ExportBacklog, ExportPressure } from './backlog';
 import { routeOpenTelemetryDiagnostics } from './diagnostics';
 import { createMetricExporter, createSpanExporter } from './exporters';
 import { ExportFailureStreak, FailureLoggingMetricExporter, FailureLoggingSpanExporter, describeError } from './failure-logging';
+import { HTTP_DURATION_BUCKETS, HTTP_DURATION_METRICS, HttpDurationProducer, HttpDurationRecorder, HttpDurationSeries, histogramShapeOf, mergingScopes } from './http-metrics';
 import { ProcessResources } from './resource';
 import { durationMetricAttributes, durationSeconds, toReadableSpan } from './spans';
 
@@ -33,8 +33,7 @@ export interface TelemetryDeps {
   onExportBehind?: (behind: boolean) => void;
 }
 
-/** semconv advice for http.*.request.duration. */
-export const HTTP_DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
+export { HTTP_DURATION_BUCKETS } from './http-metrics';
 
 const SAMPLED = 1;
 
@@ -53,7 +52,8 @@ class TelemetryPipeline implements Telemetry {
   private queueDropped = 0;
   private readonly engineStats: () => EngineStats;
   private readonly meterProvider: MeterProvider | undefined;
-  private readonly httpDurations: { server: Histogram; client: Histogram } | undefined;
+  /** Request durations: rbinder's own aggregation, or the SDK's instruments where a reader asks for another (http-metrics.ts). */
+  private readonly httpDurations: HttpDurationRecorder | { server: Histogram; client: Histogram } | undefined;
   private shutdownOnce: Promise<void> | undefined;
   private badRecords = 0;
 
@@ -93,22 +93,27 @@ class TelemetryPipeline implements Telemetry {
       }
     });
 
-    const metricReaders = this.buildEach('metrics', config.metrics.exporters, (kind) => {
+    const metrics = this.buildEach('metrics', config.metrics.exporters, (kind) => {
       const { exporter, destination } = createMetricExporter(kind, config);
-      return new PeriodicExportingMetricReader({
-        exporter: new FailureLoggingMetricExporter(
-          exporter,
-          new ExportFailureStreak(this.logger, 'metrics', destination),
-          this.logger,
-        ),
+      const logged = new FailureLoggingMetricExporter(exporter, new ExportFailureStreak(this.logger, 'metrics', destination), this.logger);
+      const shape = histogramShapeOf(logged);
+      const producer = shape && new HttpDurationProducer(shape, this.resources.base, { name: 'rbinder', version: rbinderVersion() });
+      const reader = new PeriodicExportingMetricReader({
+        exporter: mergingScopes(logged),
         exportIntervalMillis: config.metrics.exportIntervalMillis,
         exportTimeoutMillis: config.metrics.exportTimeoutMillis,
+        metricProducers: producer ? [producer] : [],
       });
+      return { reader, producer };
     });
-    if (metricReaders.length > 0) {
-      this.meterProvider = new MeterProvider({ resource: this.resources.base, readers: metricReaders });
+    if (metrics.length > 0) {
+      this.meterProvider = new MeterProvider({ resource: this.resources.base, readers: metrics.map((m) => m.reader) });
       const meter = this.meterProvider.getMeter('rbinder', rbinderVersion());
-      this.httpDurations = createHttpDurationHistograms(meter);
+      const producers = metrics.flatMap((m) => (m.producer ? [m.producer] : []));
+      // A reader whose exporter wants another histogram (exponential, say) gets the SDK's
+      // instruments, and then so do all: an exchange is recorded in one place only.
+      this.httpDurations =
+        producers.length === metrics.length ? new HttpDurationRecorder(new HttpDurationSeries(), producers) : createHttpDurationHistograms(meter);
       observeEngineStats(meter, deps.engineStats, () => this.queueDropped, this.logger);
     }
   }
@@ -140,7 +145,9 @@ class TelemetryPipeline implements Telemetry {
   private onSpan(record: SpanRecord): void {
     try {
       // Metrics count every exchange, sampled or not, as SDK instrumentations do.
-      if (this.httpDurations !== undefined) {
+      if (this.httpDurations instanceof HttpDurationRecorder) {
+        this.httpDurations.record(record);
+      } else if (this.httpDurations !== undefined) {
         const histogram = record.kind === SpanKind.SERVER ? this.httpDurations.server : this.httpDurations.client;
         histogram.record(durationSeconds(record), durationMetricAttributes(record));
       }
@@ -216,15 +223,9 @@ class TelemetryPipeline implements Telemetry {
 }
 
 function createHttpDurationHistograms(meter: Meter): { server: Histogram; client: Histogram } {
-  const options = (description: string) => ({
-    description,
-    unit: 's',
-    advice: { explicitBucketBoundaries: HTTP_DURATION_BUCKETS },
-  });
-  return {
-    server: meter.createHistogram(METRIC_HTTP_SERVER_REQUEST_DURATION, options('Duration of HTTP server requests.')),
-    client: meter.createHistogram(METRIC_HTTP_CLIENT_REQUEST_DURATION, options('Duration of HTTP client requests.')),
-  };
+  const create = ({ name, description, unit }: { name: string; description: string; unit: string }) =>
+    meter.createHistogram(name, { description, unit, advice: { explicitBucketBoundaries: HTTP_DURATION_BUCKETS } });
+  return { server: create(HTTP_DURATION_METRICS.server), client: create(HTTP_DURATION_METRICS.client) };
 }
 
 /** The engine's counters as metrics: name, description, unit. */
