@@ -387,7 +387,8 @@ long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr) {
   p.injection = std::move(injection);
   p.app_segments = std::move(segments);
   arch::Registers rewritten = regs;
-  if (!point_write_at_slot(*t, *kind, head.nr, kCallSlot, TraceeAddr{call_addr + kCallHead}, rewritten)) {
+  TraceeWrites writes;
+  if (!point_write_at_slot(*t, *kind, head.nr, kCallSlot, TraceeAddr{call_addr + kCallHead}, rewritten, writes)) {
     p = PendingSyscall{};
     return 0;
   }
@@ -396,8 +397,9 @@ long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr) {
   for (int i = 0; i < 6; i++) out.args[i] = rewritten.arg(i + 1);
   out.inject_at = p.injection.offset;
   out.inject_len = p.injection.header.size();
-  constexpr size_t kAnswer = offsetof(rb_call, start_ns);
-  if (write_tracee(tid, TraceeAddr{call_addr}, &out, kAnswer) != static_cast<long>(kAnswer)) {
+  // The header, the iovecs and this answer in one process_vm_writev.
+  writes.add(TraceeAddr{call_addr}, &out, offsetof(rb_call, start_ns));
+  if (!writes.flush(tid)) {
     p = PendingSyscall{};
     return 0;
   }

@@ -814,7 +814,9 @@ bool Engine::rewrite_write(Thread& t, arch::Registers& regs, Kind kind, long nr)
   const int slot = scratch.acquire();
   if (slot < 0) return false;
   arch::Registers rewritten = regs;
-  if (!point_write_at_slot(t, kind, nr, kPtraceSlot, scratch.slot_address(slot), rewritten) || rewritten.store(t.tid) != 0) {
+  TraceeWrites writes;
+  if (!point_write_at_slot(t, kind, nr, kPtraceSlot, scratch.slot_address(slot), rewritten, writes) || !writes.flush(t.tid) ||
+      rewritten.store(t.tid) != 0) {
     scratch.release(slot);
     return false;
   }
@@ -825,7 +827,7 @@ bool Engine::rewrite_write(Thread& t, arch::Registers& regs, Kind kind, long nr)
 }
 
 bool Engine::point_write_at_slot(Thread& t, Kind kind, long nr, const SlotLayout& layout, TraceeAddr base,
-                                 arch::Registers& rewritten) {
+                                 arch::Registers& rewritten, TraceeWrites& writes) {
   const PendingSyscall& p = t.pending;
   const Injection& inj = p.injection;
   const arch::Registers regs = rewritten;
@@ -853,11 +855,8 @@ bool Engine::point_write_at_slot(Thread& t, Kind kind, long nr, const SlotLayout
   }
   if (!inserted) iov.push_back(header_iov);
   if (iov.size() > kMaxIovecs || iov.size() > layout.max_iovecs) return false;
-  if (write_tracee(t.tid, header_at, inj.header.data(), inj.header.size()) !=
-          static_cast<long>(inj.header.size()) ||
-      write_tracee(t.tid, iovecs_at, iov.data(), iov.size() * sizeof(iovec)) !=
-          static_cast<long>(iov.size() * sizeof(iovec)))
-    return false;
+  writes.add(header_at, inj.header.data(), inj.header.size());
+  writes.add(iovecs_at, iov.data(), iov.size() * sizeof(iovec));
   if (kind == Kind::kWrite && nr == SYS_write) {
     rewritten.set_syscall_nr(SYS_writev);
     rewritten.set_arg(2, iovecs_at.value);
@@ -878,7 +877,7 @@ bool Engine::point_write_at_slot(Thread& t, Kind kind, long nr, const SlotLayout
     }
     msg.msg_iov = reinterpret_cast<iovec*>(iovecs_at.value);
     msg.msg_iovlen = iov.size();
-    if (write_tracee(t.tid, msghdr_at, &msg, sizeof(msg)) != static_cast<long>(sizeof(msg))) return false;
+    writes.add(msghdr_at, &msg, sizeof(msg));
     rewritten.set_syscall_nr(SYS_sendmsg);
     rewritten.set_arg(2, msghdr_at.value);
   }

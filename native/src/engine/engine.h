@@ -209,8 +209,9 @@ class Engine final : public SpanSink {
   // Writes the injected header, iovecs (and msghdr) into the slot at `base` and points the
   // stopped syscall at them.
   // `rewritten` holds the syscall's registers and is changed to point at the slot.
+  // Plans the rewritten write's header, iovecs (and msghdr) in `writes`, which the caller flushes.
   bool point_write_at_slot(Thread& t, syscall::Kind kind, long nr, const SlotLayout& layout, TraceeAddr base,
-                           arch::Registers& rewritten);
+                           arch::Registers& rewritten, TraceeWrites& writes);
   void finish_rewritten_write(Thread& t, Tracker::Io& io);
   // Tells the tracker what a rewritten write sent; returns the count of the program's bytes.
   long complete_rewritten_write(Thread& t, Tracker::Io& io);

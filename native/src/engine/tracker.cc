@@ -495,6 +495,7 @@ Injection Tracker::plan_injection(FdTable& table, const Io& io, DataView& data) 
   static thread_local std::vector<uint8_t> buf(64 * 1024);
   const uint64_t total = data.size();
   uint64_t off = 0;
+  uint64_t chunk_at = 0, chunk_len = 0;  // the bytes of data in buf
   while (off < total && !observer.found && parser.status() == http::Status::kOk) {
     uint64_t skippable = parser.skippable();
     if (skippable > 0) {
@@ -505,7 +506,8 @@ Injection Tracker::plan_injection(FdTable& table, const Io& io, DataView& data) 
     }
     long got = data.copy(off, buf.data(), static_cast<size_t>(std::min<uint64_t>(total - off, buf.size())));
     if (got <= 0) return none;
-    observer.base = off;
+    observer.base = chunk_at = off;
+    chunk_len = static_cast<uint64_t>(got);
     parser.feed(buf.data(), static_cast<size_t>(got), observer);
     off += static_cast<uint64_t>(got);
   }
@@ -520,11 +522,19 @@ Injection Tracker::plan_injection(FdTable& table, const Io& io, DataView& data) 
   }
   // Insert just before the blank line that ends the head: every header the program wrote is
   // known by then, and its request line and headers stay byte for byte as they were.
-  uint8_t tail[2] = {0, 0};
+  // (From buf when the head's end is there, as it mostly is: a copy out of a tracee is a syscall.)
+  auto byte_at = [&](uint64_t at, uint8_t& out) {
+    if (at >= chunk_at && at < chunk_at + chunk_len) {
+      out = buf[at - chunk_at];
+      return true;
+    }
+    return data.copy(at, &out, 1) == 1;
+  };
+  uint8_t cr = 0, lf = 0;
   uint64_t blank_len = 0;
-  if (observer.end >= 2 && data.copy(observer.end - 2, tail, 2) == 2 && tail[0] == '\r' && tail[1] == '\n') {
+  if (observer.end >= 2 && byte_at(observer.end - 2, cr) && byte_at(observer.end - 1, lf) && cr == '\r' && lf == '\n') {
     blank_len = 2;
-  } else if (observer.end >= 1 && data.copy(observer.end - 1, tail + 1, 1) == 1 && tail[1] == '\n') {
+  } else if (observer.end >= 1 && byte_at(observer.end - 1, lf) && lf == '\n') {
     blank_len = 1;
   }
   // A lone LF at the start of this write may end a CR the previous write sent: inserting there

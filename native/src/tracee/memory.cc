@@ -58,6 +58,28 @@ long write_tracee(pid_t pid, TraceeAddr tracee_buf, const void* local_buf, size_
   return proc_mem(pid, tracee_buf, const_cast<void*>(local_buf), len, true);
 }
 
+void TraceeWrites::add(TraceeAddr at, const void* data, size_t len) {
+  if (len == 0) return;
+  places_.push_back(Place{at, bytes_.size(), len});
+  bytes_.append(static_cast<const char*>(data), len);
+}
+
+bool TraceeWrites::flush(pid_t pid) {
+  if (!use_proc_mem.load(std::memory_order_relaxed)) {
+    std::vector<iovec> local, remote;
+    for (const Place& p : places_) {
+      local.push_back(iovec{bytes_.data() + p.offset, p.len});
+      remote.push_back(iovec{reinterpret_cast<void*>(p.at.value), p.len});
+    }
+    const ssize_t n = process_vm_writev(pid, local.data(), local.size(), remote.data(), remote.size(), 0);
+    if (n >= 0) return static_cast<size_t>(n) == bytes_.size();
+    if (!refused(errno)) return false;
+  }
+  for (const Place& p : places_)
+    if (write_tracee(pid, p.at, bytes_.data() + p.offset, p.len) != static_cast<long>(p.len)) return false;
+  return true;
+}
+
 int read_tracee_iovecs(pid_t pid, TraceeAddr tracee_iov, size_t count, std::vector<TraceeIovec>& out) {
   out.clear();
   if (count > kMaxIovecs) return -EINVAL;

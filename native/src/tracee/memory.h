@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "tracee/address.h"
@@ -19,6 +20,23 @@ long read_tracee(pid_t pid, TraceeAddr tracee_buf, void* local_buf, size_t len);
 // Copies `len` bytes from `local_buf` to `tracee_buf` (memory rbinder mapped in the tracee: never
 // the program's own). Returns bytes copied or -errno.
 long write_tracee(pid_t pid, TraceeAddr tracee_buf, const void* local_buf, size_t len);
+
+// Writes to several places of one tracee, made with one process_vm_writev (an injection's header,
+// its iovecs and the stub's answer: one syscall instead of three). The bytes are copied on add.
+class TraceeWrites {
+ public:
+  void add(TraceeAddr at, const void* data, size_t len);
+  // Writes everything added; true if every byte arrived.
+  bool flush(pid_t pid);
+
+ private:
+  struct Place {
+    TraceeAddr at;
+    size_t offset, len;
+  };
+  std::vector<Place> places_;
+  std::string bytes_;
+};
 
 // One segment of a tracee's scatter/gather list.
 struct TraceeIovec {
