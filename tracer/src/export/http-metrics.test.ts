@@ -15,7 +15,7 @@ import {
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
 import type { SpanRecord } from '../records';
-import { HTTP_DURATION_BUCKETS, HTTP_DURATION_METRICS, HttpDurationProducer, HttpDurationRecorder, HttpDurationSeries, histogramShapeOf } from './http-metrics';
+import { HTTP_DURATION_BUCKETS, HttpDurationProducer, HttpDurationRecorder, HttpDurationSeries, createHttpDurationHistograms, histogramShapeOf } from './http-metrics';
 import { durationMetricAttributes, durationSeconds } from './spans';
 
 const resource = resourceFromAttributes({ 'service.name': 'test' });
@@ -122,11 +122,7 @@ function sdkSide(temporality: AggregationTemporality, limit?: number): Side {
   const exporter = new InMemoryMetricExporter(temporality);
   const views = limit === undefined ? [] : [{ instrumentName: '*', aggregationCardinalityLimit: limit }];
   const provider = new MeterProvider({ resource, readers: [reader(exporter)], views });
-  const meter = provider.getMeter(scope.name, scope.version);
-  const make = (m: { name: string; description: string; unit: string }) =>
-    meter.createHistogram(m.name, { description: m.description, unit: m.unit, advice: { explicitBucketBoundaries: HTTP_DURATION_BUCKETS } });
-  const server = make(HTTP_DURATION_METRICS.server);
-  const client = make(HTTP_DURATION_METRICS.client);
+  const { server, client } = createHttpDurationHistograms(provider.getMeter(scope.name, scope.version));
   return {
     record: (r) => (r.kind === 1 ? server : client).record(durationSeconds(r), durationMetricAttributes(r)),
     flush: () => provider.forceFlush(),

@@ -7,7 +7,7 @@
 // count, min, max) in the temporality its exporter asks for, and the SDK still exports it
 // (PeriodicExportingMetricReader's `metricProducers`). docs/architecture.md, "Request metrics".
 
-import { SpanKind, ValueType, type Attributes, type HrTime } from '@opentelemetry/api';
+import { SpanKind, ValueType, type Attributes, type Histogram, type HrTime, type Meter } from '@opentelemetry/api';
 import { millisToHrTime } from '@opentelemetry/core';
 import type { Resource } from '@opentelemetry/resources';
 import {
@@ -33,6 +33,13 @@ export const HTTP_DURATION_METRICS = {
   server: { name: METRIC_HTTP_SERVER_REQUEST_DURATION, description: 'Duration of HTTP server requests.', unit: 's' },
   client: { name: METRIC_HTTP_CLIENT_REQUEST_DURATION, description: 'Duration of HTTP client requests.', unit: 's' },
 } as const;
+
+/** The same metrics as the SDK's Histogram instruments (for exporters that want another aggregation). */
+export function createHttpDurationHistograms(meter: Meter): { server: Histogram; client: Histogram } {
+  const create = ({ name, description, unit }: { name: string; description: string; unit: string }) =>
+    meter.createHistogram(name, { description, unit, advice: { explicitBucketBoundaries: HTTP_DURATION_BUCKETS } });
+  return { server: create(HTTP_DURATION_METRICS.server), client: create(HTTP_DURATION_METRICS.client) };
+}
 
 /** The SDK's default cardinality limit per metric stream; later attribute sets share one overflow series. */
 export const CARDINALITY_LIMIT = 2000;

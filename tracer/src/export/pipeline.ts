@@ -13,7 +13,7 @@ import { ExportBacklog, ExportPressure } from './backlog';
 import { routeOpenTelemetryDiagnostics } from './diagnostics';
 import { createMetricExporter, createSpanExporter } from './exporters';
 import { ExportFailureStreak, FailureLoggingMetricExporter, FailureLoggingSpanExporter, describeError } from './failure-logging';
-import { HTTP_DURATION_BUCKETS, HTTP_DURATION_METRICS, HttpDurationProducer, HttpDurationRecorder, HttpDurationSeries, histogramShapeOf, mergingScopes } from './http-metrics';
+import { HttpDurationProducer, HttpDurationRecorder, HttpDurationSeries, createHttpDurationHistograms, histogramShapeOf, mergingScopes } from './http-metrics';
 import { ProcessResources } from './resource';
 import { durationMetricAttributes, durationSeconds, toReadableSpan } from './spans';
 
@@ -220,12 +220,6 @@ class TelemetryPipeline implements Telemetry {
       this.logger.warn({ tracesShed, spansDropped }, 'export fell behind: traces were shed or spans dropped (docs/architecture.md, "Load shedding")');
     }
   }
-}
-
-function createHttpDurationHistograms(meter: Meter): { server: Histogram; client: Histogram } {
-  const create = ({ name, description, unit }: { name: string; description: string; unit: string }) =>
-    meter.createHistogram(name, { description, unit, advice: { explicitBucketBoundaries: HTTP_DURATION_BUCKETS } });
-  return { server: create(HTTP_DURATION_METRICS.server), client: create(HTTP_DURATION_METRICS.client) };
 }
 
 /** The engine's counters as metrics: name, description, unit. */
