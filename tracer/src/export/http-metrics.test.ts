@@ -203,6 +203,18 @@ describe('request duration metrics', () => {
     ]);
   });
 
+  it('never lets two exchanges with different attributes share a series through their key', () => {
+    const series = new HttpDurationSeries();
+    // Joined with spaces, these fields would read the same: "a b c 10.0.0.5".
+    const one = series.seriesOf(exchange({ kind: 2, error: 'a', host: 'b c', peerAddress: '10.0.0.5' }));
+    const two = series.seriesOf(exchange({ kind: 2, error: 'a b', host: 'c', peerAddress: '10.0.0.5' }));
+    expect(one).not.toBe(two);
+    expect([one.attributes['error.type'], two.attributes['error.type']]).toEqual(['a', 'a b']);
+    // And the same attributes by another key share one.
+    const viaTarget = series.seriesOf(exchange({ kind: 2, error: 'a', host: 'b c', peerAddress: '10.0.0.5', target: '*' }));
+    expect(viaTarget).toBe(one);
+  });
+
   it('reports cumulative points from the first exchange of a series, delta points from the previous collection', async () => {
     let now = 1_000_000;
     const clock = () => now;

@@ -67,10 +67,13 @@ export class HttpDurationSeries {
   /** The series an exchange counts in. */
   seriesOf(record: SpanRecord): Series {
     const server = record.kind === SpanKind.SERVER;
-    // Every field durationMetricAttributes reads; the target only when it can name the server.
+    // Every field durationMetricAttributes reads, the target only when it can name the server.
+    // Strings from the wire carry their length, so that no two records share a key by accident.
+    const { method, error, protocolVersion } = record;
+    const head = `${record.statusCode} ${protocolVersion.length}:${protocolVersion}${method.length}:${method}${error.length}:${error}`;
     const key = server
-      ? `S ${record.method} ${record.statusCode} ${record.protocolVersion} ${record.error}`
-      : `C ${record.method} ${record.statusCode} ${record.protocolVersion} ${record.error} ${record.host} ${record.peerAddress} ${record.peerPort} ${record.target.startsWith('/') ? '' : record.target}`;
+      ? `S${head}`
+      : `C${head}${record.host.length}:${record.host}${record.peerAddress.length}:${record.peerAddress}${record.peerPort} ${record.target.startsWith('/') ? '' : record.target}`;
     let series = this.byKey.get(key);
     if (series === undefined) {
       series = this.seriesFor(server, durationMetricAttributes(record));
