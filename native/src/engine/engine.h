@@ -206,10 +206,9 @@ class Engine final : public SpanSink {
   bool start_scratch_mapping(Thread& t, const arch::Registers& regs);
   void finish_scratch_mapping(Thread& t);
   bool rewrite_write(Thread& t, arch::Registers& regs, syscall::Kind kind, long nr);
-  // Writes the injected header, iovecs (and msghdr) into the slot at `base` and points the
-  // stopped syscall at them.
-  // `rewritten` holds the syscall's registers and is changed to point at the slot.
-  // Plans the rewritten write's header, iovecs (and msghdr) in `writes`, which the caller flushes.
+  // Lays out the injected header, iovecs (and msghdr) in the slot at `base` as `writes`, which
+  // the caller flushes into the tracee, and points the syscall at them: `rewritten` holds the
+  // syscall's registers and is changed to point at the slot.
   bool point_write_at_slot(Thread& t, syscall::Kind kind, long nr, const SlotLayout& layout, TraceeAddr base,
                            arch::Registers& rewritten, TraceeWrites& writes);
   void finish_rewritten_write(Thread& t, Tracker::Io& io);

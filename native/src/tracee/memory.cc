@@ -60,23 +60,29 @@ long write_tracee(pid_t pid, TraceeAddr tracee_buf, const void* local_buf, size_
 
 void TraceeWrites::add(TraceeAddr at, const void* data, size_t len) {
   if (len == 0) return;
-  places_.push_back(Place{at, bytes_.size(), len});
+  if (count_ == kMaxPlaces) {
+    overflow_ = true;
+    return;
+  }
+  places_[count_++] = Place{at, bytes_.size(), len};
   bytes_.append(static_cast<const char*>(data), len);
 }
 
 bool TraceeWrites::flush(pid_t pid) {
+  if (overflow_) return false;
   if (!use_proc_mem.load(std::memory_order_relaxed)) {
-    std::vector<iovec> local, remote;
-    for (const Place& p : places_) {
-      local.push_back(iovec{bytes_.data() + p.offset, p.len});
-      remote.push_back(iovec{reinterpret_cast<void*>(p.at.value), p.len});
+    std::array<iovec, kMaxPlaces> local{}, remote{};
+    for (size_t i = 0; i < count_; i++) {
+      local[i] = iovec{bytes_.data() + places_[i].offset, places_[i].len};
+      remote[i] = iovec{reinterpret_cast<void*>(places_[i].at.value), places_[i].len};
     }
-    const ssize_t n = process_vm_writev(pid, local.data(), local.size(), remote.data(), remote.size(), 0);
+    const ssize_t n = process_vm_writev(pid, local.data(), count_, remote.data(), count_, 0);
     if (n >= 0) return static_cast<size_t>(n) == bytes_.size();
     if (!refused(errno)) return false;
   }
-  for (const Place& p : places_)
-    if (write_tracee(pid, p.at, bytes_.data() + p.offset, p.len) != static_cast<long>(p.len)) return false;
+  for (size_t i = 0; i < count_; i++)
+    if (write_tracee(pid, places_[i].at, bytes_.data() + places_[i].offset, places_[i].len) != static_cast<long>(places_[i].len))
+      return false;
   return true;
 }
 

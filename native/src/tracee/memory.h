@@ -4,6 +4,7 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -22,9 +23,12 @@ long read_tracee(pid_t pid, TraceeAddr tracee_buf, void* local_buf, size_t len);
 long write_tracee(pid_t pid, TraceeAddr tracee_buf, const void* local_buf, size_t len);
 
 // Writes to several places of one tracee, made with one process_vm_writev (an injection's header,
-// its iovecs and the stub's answer: one syscall instead of three). The bytes are copied on add.
+// its iovecs, a msghdr and the stub's answer: one syscall instead of up to four). The bytes are
+// copied on add; the places live in a fixed array (this runs once per injected request).
 class TraceeWrites {
  public:
+  static constexpr size_t kMaxPlaces = 4;
+  // More than kMaxPlaces makes flush fail.
   void add(TraceeAddr at, const void* data, size_t len);
   // Writes everything added; true if every byte arrived.
   bool flush(pid_t pid);
@@ -32,9 +36,11 @@ class TraceeWrites {
  private:
   struct Place {
     TraceeAddr at;
-    size_t offset, len;
+    size_t offset = 0, len = 0;
   };
-  std::vector<Place> places_;
+  std::array<Place, kMaxPlaces> places_{};
+  size_t count_ = 0;
+  bool overflow_ = false;
   std::string bytes_;
 };
 

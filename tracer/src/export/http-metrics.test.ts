@@ -16,40 +16,12 @@ import {
 } from '@opentelemetry/sdk-metrics';
 import type { SpanRecord } from '../records';
 import { HTTP_DURATION_BUCKETS, HttpDurationProducer, HttpDurationRecorder, HttpDurationSeries, createHttpDurationHistograms, histogramShapeOf } from './http-metrics';
+import { spanRecord as exchange } from './record-fixture';
 import { durationMetricAttributes, durationSeconds } from './spans';
 
 const resource = resourceFromAttributes({ 'service.name': 'test' });
 const scope = { name: 'rbinder', version: '0.0.0-test' };
 
-function exchange(overrides: Partial<SpanRecord>): SpanRecord {
-  return {
-    kind: 1,
-    traceId: '0af7651916cd43dd8448eb211c80319c',
-    spanId: 'b7ad6b7169203331',
-    parentSpanId: '',
-    parentIsRemote: false,
-    traceFlags: 1,
-    traceState: '',
-    startTime: [1700000000, 0],
-    endTime: [1700000000, 250_000_000],
-    pid: 42,
-    tid: 43,
-    method: 'GET',
-    target: '/',
-    statusCode: 200,
-    protocolVersion: '1.1',
-    host: '',
-    userAgent: '',
-    peerAddress: '10.0.0.9',
-    peerPort: 51234,
-    localAddress: '10.0.0.2',
-    localPort: 8080,
-    requestBodySize: 0,
-    responseBodySize: 0,
-    error: '',
-    ...overrides,
-  };
-}
 
 /** Seeded exchanges over every field the attributes depend on, durations on and between bucket boundaries. */
 function exchanges(n: number, seed: number): SpanRecord[] {
@@ -195,7 +167,7 @@ describe('request duration metrics', () => {
     for (const status of [204, 200]) side.record(exchange({ statusCode: status }));
     await side.flush();
     const statuses = side.exports.map((rm) =>
-      rm.scopeMetrics.flatMap((sm) => sm.metrics.flatMap((m) => m.dataPoints.map((p) => [p.attributes['http.response.status_code'] ?? 'overflow', p.value.count]))).sort(),
+      rm.scopeMetrics.flatMap((sm) => sm.metrics.flatMap((m) => m.dataPoints.map((p) => [p.attributes['http.response.status_code'] ?? 'overflow', (p.value as { count: number }).count]))).sort(),
     );
     expect(statuses).toEqual([
       [[200, 1], [201, 1], ['overflow', 2]],

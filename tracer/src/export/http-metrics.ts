@@ -42,7 +42,7 @@ export function createHttpDurationHistograms(meter: Meter): { server: Histogram;
 }
 
 /** The SDK's default cardinality limit per metric stream; later attribute sets share one overflow series. */
-export const CARDINALITY_LIMIT = 2000;
+const CARDINALITY_LIMIT = 2000;
 const OVERFLOW_ATTRIBUTES: Attributes = Object.freeze({ 'otel.metric.overflow': true });
 /** Record keys remembered at most (they can be more varied than attribute sets: absolute-form targets). */
 const MAX_KEYS = 16_384;
@@ -247,7 +247,7 @@ export function mergingScopes(exporter: PushMetricExporter): PushMetricExporter 
   };
 }
 
-export function mergeScopes(metrics: ResourceMetrics): ResourceMetrics {
+function mergeScopes(metrics: ResourceMetrics): ResourceMetrics {
   const byScope = new Map<string, ScopeMetrics>();
   for (const sm of metrics.scopeMetrics) {
     const id = `${sm.scope.name}\0${sm.scope.version ?? ''}\0${sm.scope.schemaUrl ?? ''}`;

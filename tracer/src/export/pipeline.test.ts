@@ -5,8 +5,9 @@ import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { parseCommandLine, type TracerConfig } from '../config';
 import { createLogger, type Logger } from '../log';
-import type { Batch, EngineStats, ProcessRecord, SpanRecord } from '../records';
+import type { Batch, EngineStats, ProcessRecord } from '../records';
 import { HTTP_DURATION_BUCKETS, createTelemetry } from './pipeline';
+import { FIXTURE_SPAN_ID as SERVER_SPAN_ID, FIXTURE_TRACE_ID as TRACE_ID, spanRecord as record } from './record-fixture';
 
 // --- a minimal OTLP/HTTP receiver -----------------------------------------------------------
 
@@ -124,40 +125,9 @@ function attrs(list: KeyValue[]): Record<string, unknown> {
 
 // --- fixtures ---------------------------------------------------------------------------------
 
-const TRACE_ID = '4bf92f3577b34da6a3ce929d0e0e4736';
-const SERVER_SPAN_ID = '00f067aa0ba902b7';
 const CLIENT_SPAN_ID = 'a3ce929d0e0e4736';
 const REMOTE_PARENT_ID = '53995c3f42cd8ad8';
 
-function record(overrides: Partial<SpanRecord>): SpanRecord {
-  return {
-    kind: 1,
-    traceId: TRACE_ID,
-    spanId: SERVER_SPAN_ID,
-    parentSpanId: '',
-    parentIsRemote: false,
-    traceFlags: 1,
-    traceState: '',
-    startTime: [1700000000, 0],
-    endTime: [1700000000, 20_000_000],
-    pid: 42,
-    tid: 42,
-    method: 'GET',
-    target: '/',
-    statusCode: 200,
-    protocolVersion: '1.1',
-    host: 'localhost:8000',
-    userAgent: '',
-    peerAddress: '127.0.0.1',
-    peerPort: 50000,
-    localAddress: '127.0.0.1',
-    localPort: 8000,
-    requestBodySize: 0,
-    responseBodySize: 0,
-    error: '',
-    ...overrides,
-  };
-}
 
 // Its syscalls went through ptrace stops (a fast-path fallback): its resource says so, whatever --mode.
 const python: ProcessRecord = { pid: 42, ppid: 1, executablePath: '/usr/bin/python3.12', commandArgs: ['python3', 'app.py'], mode: 'ptrace' };
