@@ -44,6 +44,11 @@ it('measures hello untraced, under rbinder and under the bare loop', async () =>
   expect(bare?.stopsPerRequest?.total.median).toBeGreaterThan(0);
   expect(rbinder?.spansPerRequest.median).toBeGreaterThan(0);
   expect(rbinder?.tracerCpuUsPerRequest.median).toBeGreaterThan(0);
+  // Its CPU by thread: the engine's loop served the stops, and no thread used more than the whole.
+  const byThread = rbinder?.tracerCpuUsPerRequestByThread ?? {};
+  expect(byThread['rbinder-engine']).toBeGreaterThan(0);
+  for (const us of Object.values(byThread)) expect(us).toBeLessThanOrEqual((rbinder?.tracerCpuUsPerRequest.max ?? 0) + 0.1);
+  expect(readFileSync(join(outDir, 'summary.md'), 'utf8')).toMatch(/### Tracer CPU by thread\n[\s\S]*\| hello unpinned \| .* \| .*rbinder-engine \d/);
 
   const memory = r.scenarios.memory ?? [];
   const rbinderMemory = memory.find((m) => m.variant === 'rbinder-ptrace');

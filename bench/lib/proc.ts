@@ -6,18 +6,19 @@ import { readdirSync, readFileSync } from 'node:fs';
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
 interface ProcStat {
+  comm: string;
   ppid: number;
-  /** utime + stime of all the process's threads, µs. */
+  /** utime + stime of all the process's threads (of the one thread, for a task's stat), µs. */
   cpuUs: number;
 }
 
-function readStat(pid: number): ProcStat | null {
+function readStat(pid: number, path = `/proc/${pid}/stat`): ProcStat | null {
   try {
-    const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const text = readFileSync(path, 'utf8');
     // comm (field 2) may hold spaces and parentheses: the fields after it start past the last ')'.
     const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
     const ticks = Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14, 15)
-    return { ppid: Number(fields[1]), cpuUs: (ticks * 1e6) / CLOCK_TICKS };
+    return { comm: text.slice(text.indexOf('(') + 1, text.lastIndexOf(')')), ppid: Number(fields[1]), cpuUs: (ticks * 1e6) / CLOCK_TICKS };
   } catch {
     return null; // gone
   }
@@ -48,6 +49,31 @@ export function descendants(pid: number): number[] {
 
 export function cpuUs(pids: number[]): number {
   return pids.reduce((sum, pid) => sum + (readStat(pid)?.cpuUs ?? 0), 0);
+}
+
+/**
+ * CPU time (µs) of every thread of the given processes, summed by thread name with trailing digits
+ * dropped (a pool's "worker1", "worker2" count as "worker"): which of the tracer's threads the
+ * cost is on (rbinder: the JS thread "node", the upcall thread "rbinder-engine", the ring drain
+ * "rbinder-timer", V8's helpers). A thread that exits between two samples takes its time with it.
+ */
+export function threadCpuUs(pids: number[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const pid of pids) {
+    let tids: string[];
+    try {
+      tids = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue; // gone
+    }
+    for (const tid of tids) {
+      const stat = readStat(Number(tid), `/proc/${pid}/task/${tid}/stat`);
+      if (!stat) continue;
+      const name = stat.comm.replace(/\d+$/, '') || stat.comm;
+      out.set(name, (out.get(name) ?? 0) + stat.cpuUs);
+    }
+  }
+  return out;
 }
 
 export function rssKb(pids: number[]): number {

@@ -2,7 +2,7 @@
 // from the program's.
 
 import { exitWithin, spawnTracked, terminate, waitForStdout, type Tracked } from '../../e2e/support/process';
-import { cpuUs, descendants, rssKb } from './proc';
+import { cpuUs, descendants, rssKb, threadCpuUs } from './proc';
 import { parseStops, type AppCommand, type Variant } from './variants';
 
 export interface RunningService {
@@ -74,8 +74,24 @@ export async function startService(app: AppCommand, variant: Variant, otlpEndpoi
 }
 
 /** CPU time and RSS of a service's tracer and program right now. */
-export function sample(s: RunningService): { tracerCpuUs: number; appCpuUs: number; tracerRssKb: number; appRssKb: number } {
+export function sample(s: RunningService): {
+  tracerCpuUs: number;
+  tracerThreadCpuUs: Map<string, number>;
+  appCpuUs: number;
+  tracerRssKb: number;
+  appRssKb: number;
+} {
   const tracer = s.tracerPids();
   const app = s.appPids();
-  return { tracerCpuUs: cpuUs(tracer), appCpuUs: cpuUs(app), tracerRssKb: rssKb(tracer), appRssKb: rssKb(app) };
+  return { tracerCpuUs: cpuUs(tracer), tracerThreadCpuUs: threadCpuUs(tracer), appCpuUs: cpuUs(app), tracerRssKb: rssKb(tracer), appRssKb: rssKb(app) };
+}
+
+/** CPU each tracer thread name used between two samples, µs (names that used none left out). */
+export function threadCpuBetween(before: Map<string, number>, after: Map<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [name, us] of after) {
+    const used = us - (before.get(name) ?? 0);
+    if (used > 0) out[name] = used;
+  }
+  return out;
 }

@@ -7,7 +7,7 @@
 import type { CountingReceiver } from './receiver';
 import { sleep } from './receiver';
 import { cpuUs } from './proc';
-import { sample, type RunningService } from './services';
+import { sample, threadCpuBetween, type RunningService } from './services';
 import { mean, median, rotate, stat } from './stats';
 import { log } from './tools';
 import type { RunMeasurement, ServiceMeasurement, Skip, Stat, VariantSummary } from './types';
@@ -97,6 +97,7 @@ async function measureRun(plan: ThroughputPlan, variant: Variant, round: number)
         return {
           service: s.service,
           tracerCpuUs: a.tracerCpuUs - b.tracerCpuUs,
+          tracerThreadCpuUs: threadCpuBetween(b.tracerThreadCpuUs, a.tracerThreadCpuUs),
           appCpuUs: a.appCpuUs - b.appCpuUs,
           tracerRssKb: variant.externalTracer ? { idle: id.tracerRssKb, load: p.tracer, idleAfter: idleAfter?.[i]?.tracerRssKb } : null,
           appRssKb: { idle: id.appRssKb, load: p.app, idleAfter: idleAfter?.[i]?.appRssKb },
@@ -209,6 +210,7 @@ export function summarize(runs: RunMeasurement[], variants: Variant[]): VariantS
       p50Us: stat(mine.map((x) => x.run.latencyUs.p50)),
       p99Us: stat(mine.map((x) => x.run.latencyUs.p99)),
       tracerCpuUsPerRequest: stat(mine.map((x) => perReq(x.run, (s) => s.tracerCpuUs))),
+      tracerCpuUsPerRequestByThread: byThreadPerRequest(mine.map((x) => x.run)),
       appCpuUsPerRequest: stat(mine.map((x) => appPerReq(x.run))),
       addedCpuUsPerRequest: stat(mine.map((x) => perReq(x.run, (s) => s.tracerCpuUs + s.appCpuUs) - baseOf(appPerReq)(x))),
       stopsPerRequest,
@@ -217,6 +219,28 @@ export function summarize(runs: RunMeasurement[], variants: Variant[]): VariantS
       errors: mine.reduce((a, x) => a + x.run.errors, 0),
     });
   }
+  return out;
+}
+
+/**
+ * Median over the runs of each tracer thread's CPU per request ("service thread" when several
+ * services are traced); undefined when no run has a tracer process.
+ */
+function byThreadPerRequest(runs: RunMeasurement[]): Record<string, number> | undefined {
+  const multi = (runs[0]?.services.length ?? 0) > 1;
+  const perRun = runs.map((r) => {
+    const m = new Map<string, number>();
+    for (const s of r.services)
+      for (const [name, us] of Object.entries(s.tracerThreadCpuUs ?? {})) {
+        const key = multi ? `${s.service} ${name}` : name;
+        m.set(key, (m.get(key) ?? 0) + us / r.requests);
+      }
+    return m;
+  });
+  const names = new Set(perRun.flatMap((m) => [...m.keys()]));
+  if (names.size === 0) return undefined;
+  const out: Record<string, number> = {};
+  for (const name of names) out[name] = Math.round(median(perRun.map((m) => m.get(name) ?? 0)) * 10) / 10;
   return out;
 }
 

@@ -14,6 +14,8 @@ export interface ServiceMeasurement {
   service: string;
   /** CPU time over the measured window: the external tracer process (rbinder, strace, bare loop), 0 when there is none. */
   tracerCpuUs: number;
+  /** The same by the tracer's thread names (bench/lib/proc.ts threadCpuUs); absent in results of older runs. */
+  tracerThreadCpuUs?: Record<string, number>;
   /** CPU time over the measured window of the program (with an in-process SDK when there is one). */
   appCpuUs: number;
   /** RSS of the external tracer process: after start (idle), peak under load, and 1 s after the load (idle after). */
@@ -56,6 +58,8 @@ export interface VariantSummary {
   p99Us: Stat;
   /** CPU per request in the measured window: external tracer, program, and the two added up minus the untraced program's. */
   tracerCpuUsPerRequest: Stat;
+  /** Median over rounds of the tracer CPU per request by thread name ("service thread" in a chain). */
+  tracerCpuUsPerRequestByThread?: Record<string, number>;
   appCpuUsPerRequest: Stat;
   addedCpuUsPerRequest: Stat;
   /** Stops per request served (whole run), per service and summed; absent when the tracer does not count them. */

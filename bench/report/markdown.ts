@@ -164,6 +164,32 @@ export function summaryMarkdown(r: BenchResults): string {
     out.push(table(['scenario', 'variant', 'stops+traps/req', 'by syscall (≥ 0.005/req)'], stopRows));
   }
 
+  // Where the tracer's CPU goes, by thread.
+  const threadRows: string[][] = [];
+  const addThreads = (scenario: string, list: VariantSummary[] | undefined): void => {
+    for (const v of list ?? []) {
+      const by = Object.entries(v.tracerCpuUsPerRequestByThread ?? {})
+        .filter(([, us]) => us >= 0.1)
+        .sort((a, b) => b[1] - a[1])
+        .map(([k, us]) => `${k} ${us.toFixed(1)}`)
+        .join(', ');
+      if (by) threadRows.push([scenario, label(v.variant), fmt(v.tracerCpuUsPerRequest, 1), by]);
+    }
+  };
+  addThreads('hello pinned', s.helloPinned?.variants);
+  addThreads('hello unpinned', s.helloUnpinned?.variants);
+  addThreads('chain', s.chain?.variants);
+  if (threadRows.length) {
+    out.push('\n### Tracer CPU by thread\n');
+    out.push(
+      'The tracer process\'s CPU per request by thread name, median over the rounds (rbinder: `node` is the ' +
+        'JavaScript thread with its export pipeline, together with the V8 and libuv helper threads Node leaves ' +
+        'unnamed; `rbinder-engine` answers the upcalls (fast mode) or the ptrace stops; `rbinder-timer` drains ' +
+        'the rings and hands spans to JavaScript). Chain: per request entering the chain, by service.\n',
+    );
+    out.push(table(['scenario', 'variant', 'tracer CPU µs/req', 'by thread (≥ 0.1 µs/req)'], threadRows));
+  }
+
   for (const sc of [s.scalingConnections, s.scalingThreads]) {
     if (!sc || sc.points.length === 0) continue;
     const ids = [...new Set(sc.points.flatMap((p) => p.variants.map((v) => v.variant)))].filter((id) => id !== 'untraced');
