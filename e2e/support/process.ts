@@ -2,7 +2,8 @@
 // killed if the test process exits, output capture, exit waiting.
 
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 
 /** The repository root: the nearest folder above this file with a package.json (works from dist/ too). */
@@ -113,6 +114,32 @@ export function waitForStdout(t: Tracked, pattern: RegExp, timeoutMs: number, wh
       if (!check()) finish(() => fail(new Error(`${what}: exited (${r.code ?? r.signal}) before ${pattern}${describe(t)}`)));
     });
   });
+}
+
+/**
+ * Resolves once the process has handlers for all of `signals` installed after its last exec
+ * (from /proc/PID/status). For rbinder: the native launcher (and the sh script before it) exec
+ * Node, which installs its own handlers only once booted; until then a signal sent to rbinder
+ * takes its default action (docs/decisions/0004-native-launcher.md).
+ */
+export async function waitForSignalHandlers(t: Tracked, signals: NodeJS.Signals[], timeoutMs: number): Promise<void> {
+  const pid = t.proc.pid;
+  if (pid === undefined) throw new Error('the process did not start');
+  const wanted = signals.reduce((bits, s) => bits | (1n << BigInt(osConstants.signals[s] - 1)), 0n);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let status = '';
+    try {
+      status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    } catch {
+      throw new Error(`process ${pid} exited before it handled ${signals.join(', ')}${describe(t)}`);
+    }
+    const name = /^Name:\s*(.*)$/m.exec(status)?.[1] ?? '';
+    const caught = BigInt(`0x${/^SigCgt:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? '0'}`);
+    if (!name.startsWith('rbinder') && (caught & wanted) === wanted) return;
+    if (Date.now() > deadline) throw new Error(`process ${pid} (${name}) did not handle ${signals.join(', ')} in ${timeoutMs} ms${describe(t)}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
 }
 
 function describe(t: Tracked): string {

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOtlpReceiver, type OtlpReceiver } from '../../e2e/support/otlp-receiver';
-import { exitWithin, spawnTracked, waitForStdout } from '../../e2e/support/process';
+import { exitWithin, spawnTracked, waitForSignalHandlers, waitForStdout } from '../../e2e/support/process';
 import { fixturesDir, startServer } from '../../e2e/support/programs';
 import { RBINDER, tracerEnv } from './helpers';
 
@@ -94,6 +94,9 @@ describe('signals', () => {
   it('forwards SIGHUP, SIGINT, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH and SIGTERM to the program', async () => {
     const t = spawnTracked([RBINDER, '--', 'python3', join(programs, 'signals.py')], { env: { ...process.env, ...quiet } });
     await waitForStdout(t, /READY/, 30_000, 'signals.py');
+    // The launcher may start the program before Node boots: signals are forwarded once Node has
+    // its handlers (a signal sent before that ends rbinder; the program then gets SIGTERM).
+    await waitForSignalHandlers(t, ['SIGHUP', 'SIGINT', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH', 'SIGTERM'], 30_000);
     const pid = t.proc.pid!;
     for (const sig of ['SIGHUP', 'SIGINT', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH'] as const) {
       process.kill(pid, sig);
