@@ -7,7 +7,12 @@ import { get } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { ProtobufTraceSerializer } from '@opentelemetry/otlp-transformer';
+import { resourceFromAttributes } from '@opentelemetry/resources';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { startCountingReceiver } from '../../bench/lib/receiver';
+import { spanRecord } from '../../tracer/src/export/record-fixture';
+import { toReadableSpan } from '../../tracer/src/export/spans';
 import { sendTestExport, startOtlpReceiver, type OtlpProtocol, type OtlpReceiver } from './otlp-receiver';
 import {
   chunkedBody,
@@ -177,6 +182,31 @@ describe('OTLP receiver', () => {
       await failing.stop();
     }
   });
+});
+
+describe('OTLP receiver, -count-only (the benchmark\'s)', () => {
+  it('counts the spans of protobuf requests on the wire (gzip too) and refuses a malformed one', async () => {
+    const rx = await startCountingReceiver();
+    try {
+      // 7 spans under two resources, serialized by the SDK (3 + 4).
+      const spans = [1, 2, 3, 4, 5, 6, 7].map((i) =>
+        toReadableSpan(
+          spanRecord({ spanId: `00000000000000${i.toString(16).padStart(2, '0')}`, pid: i <= 3 ? 1 : 2 }),
+          resourceFromAttributes({ 'service.name': i <= 3 ? 'a' : 'b' }),
+        ),
+      );
+      const body = Buffer.from(ProtobufTraceSerializer.serializeRequest(spans)!);
+      const post = (bytes: Buffer, headers: Record<string, string> = {}) =>
+        fetch(`${rx.httpEndpoint}/v1/traces`, { method: 'POST', headers: { 'content-type': 'application/x-protobuf', ...headers }, body: bytes });
+      expect((await post(body)).status).toBe(200);
+      expect((await post(gzipSync(body), { 'content-encoding': 'gzip' })).status).toBe(200);
+      expect((await post(body.subarray(0, body.length - 3))).status).toBe(400);
+      await rx.settle();
+      expect(rx.spans()).toBe(14);
+    } finally {
+      await rx.stop();
+    }
+  }, BUILD_TIMEOUT);
 });
 
 describe('fixture programs', () => {
