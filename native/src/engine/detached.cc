@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstddef>
 #include <cstring>
 #include <optional>
@@ -137,6 +138,8 @@ bool Engine::adopt(std::string& error) {
 
 void Engine::fast_loop() {
   if (debug_) dprintf(2, "rbinder-engine: detached, serving upcalls\n");
+  constexpr auto kReapInterval = std::chrono::milliseconds(100);
+  auto last_reap = std::chrono::steady_clock::now();
   std::vector<pollfd> fds;
   std::vector<pid_t> pids;
   for (;;) {
@@ -160,10 +163,23 @@ void Engine::fast_loop() {
     }
     std::lock_guard<std::mutex> lock(engine_mutex_);
     if (fds[0].revents & POLLIN) handle_notification();
-    for (size_t i = 1; i < fds.size(); i++)
-      if (fds[i].revents & (POLLIN | POLLHUP)) fast_process_gone(pids[i - 1]);
-    reap_children();
-    if (fds[0].revents & (POLLHUP | POLLERR)) {
+    bool ended = false;
+    for (size_t i = 1; i < fds.size(); i++) {
+      if (fds[i].revents & (POLLIN | POLLHUP)) {
+        fast_process_gone(pids[i - 1]);
+        ended = true;
+      }
+    }
+    // A waitpid per upcall was ~4% of this thread under load. The processes that end are seen
+    // through their pidfds; a child without one (it ended before its pidfd was opened) is reaped
+    // by the periodic pass.
+    const bool hangup = fds[0].revents & (POLLHUP | POLLERR);
+    const auto now = std::chrono::steady_clock::now();
+    if (ended || hangup || n == 0 || now - last_reap >= kReapInterval) {
+      reap_children();
+      last_reap = now;
+    }
+    if (hangup) {
       // No task uses the filter any more: the whole tree is gone.
       drain_all();
       std::vector<pid_t> left;
