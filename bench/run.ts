@@ -73,6 +73,14 @@ async function prepareVariants(o: BenchOptions, results: BenchResults): Promise<
     // serialized by the SDK instead of the engine.
     if (o.variants?.includes('rbinder-fast-noexport')) variants.push(rbinderVariant('fast', { exporterNone: true }));
     if (o.variants?.includes('rbinder-fast-sdkencoding')) variants.push(rbinderVariant('fast', { sdkEncoding: true }));
+    // Another export batch size or schedule delay: rbinder-fast-batchN, rbinder-fast-delayMS
+    // (e.g. rbinder-fast-batch512, rbinder-fast-delay1000).
+    for (const id of o.variants ?? []) {
+      const batch = /^rbinder-fast-batch(\d+)$/.exec(id);
+      if (batch) variants.push(rbinderVariant('fast', { exportBatch: Number(batch[1]) }));
+      const delay = /^rbinder-fast-delay(\d+)$/.exec(id);
+      if (delay) variants.push(rbinderVariant('fast', { exportDelay: Number(delay[1]) }));
+    }
   }
   const langs = new Set<string>();
   for (const s of o.scenarios) {

@@ -78,6 +78,10 @@ export interface RbinderTweak {
   exporterNone?: boolean;
   /** RBINDER_SPAN_ENCODING=sdk: the SDK serializes spans instead of the engine (the cost that saves). */
   sdkEncoding?: boolean;
+  /** OTEL_BSP_MAX_EXPORT_BATCH_SIZE: spans per export request instead of the default. */
+  exportBatch?: number;
+  /** OTEL_BSP_SCHEDULE_DELAY: ms a partial batch waits before it is exported, instead of the default. */
+  exportDelay?: number;
 }
 
 /** rbinder in one mode, optionally with a tweak (see RbinderTweak). */
@@ -90,8 +94,17 @@ export function rbinderVariant(mode: string, tweak: RbinderTweak = {}): Variant 
   const tweakEnv: Record<string, string> = {
     ...(tweak.sampler ? { OTEL_TRACES_SAMPLER: tweak.sampler } : {}),
     ...(tweak.sdkEncoding ? { RBINDER_SPAN_ENCODING: 'sdk' } : {}),
+    ...(tweak.exportBatch ? { OTEL_BSP_MAX_EXPORT_BATCH_SIZE: String(tweak.exportBatch) } : {}),
+    ...(tweak.exportDelay !== undefined ? { OTEL_BSP_SCHEDULE_DELAY: String(tweak.exportDelay) } : {}),
   };
-  const suffix = [tweak.exportPriority, tweak.sampler && 'unsampled', tweak.exporterNone && 'noexport', tweak.sdkEncoding && 'sdkencoding']
+  const suffix = [
+    tweak.exportPriority,
+    tweak.sampler && 'unsampled',
+    tweak.exporterNone && 'noexport',
+    tweak.sdkEncoding && 'sdkencoding',
+    tweak.exportBatch && `batch${tweak.exportBatch}`,
+    tweak.exportDelay !== undefined && `delay${tweak.exportDelay}`,
+  ]
     .filter(Boolean)
     .join('-');
   const envText = Object.entries(tweakEnv).map(([k, v]) => ` ${k}=${v}`).join('');

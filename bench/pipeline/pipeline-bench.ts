@@ -44,7 +44,10 @@ import type { SinkCounts, SinkMessage } from './sink';
 const REPO_DIST = path.resolve(__dirname, '..', '..');
 const PER_BATCH = 512;
 /** The pipeline's default export batch: windows are whole multiples of it, so no timer flush is needed. */
-const EXPORT_BATCH = 4096;
+const EXPORT_BATCH = 512;
+/** Default window and warm-up: 200,704 and 81,920 spans. */
+const WINDOW_SPANS = 392 * EXPORT_BATCH;
+const WARMUP_SPANS = 160 * EXPORT_BATCH;
 
 interface Impl {
   createTelemetry(config: TracerConfig, deps: TelemetryDeps): Telemetry;
@@ -161,8 +164,8 @@ async function openSession(args: string[]): Promise<Session> {
   const variant = option(args, 'variant', 'server') as Variant;
   const rateText = option(args, 'rate', '20000');
   const rate = rateText === 'max' ? 0 : Number(rateText);
-  const warmup = Number(option(args, 'warmup', String(20 * EXPORT_BATCH)));
-  const spansPerWindow = Number(option(args, 'spans', String(49 * EXPORT_BATCH)));
+  const warmup = Number(option(args, 'warmup', String(WARMUP_SPANS)));
+  const spansPerWindow = Number(option(args, 'spans', String(WINDOW_SPANS)));
   if (warmup % EXPORT_BATCH !== 0 || spansPerWindow % EXPORT_BATCH !== 0) throw new Error(`--warmup and --spans must be multiples of ${EXPORT_BATCH}`);
 
   // --env NAME=VALUE,…: the tracer's environment (e.g. OTEL_BSP_MAX_EXPORT_BATCH_SIZE=512).
@@ -312,7 +315,7 @@ async function compare(args: string[]): Promise<void> {
   const runs = Number(option(args, 'runs', '5'));
   const variants = option(args, 'variants', 'server,client').split(',');
   const rates = option(args, 'rates', '20000,max').split(',');
-  const pass = ['--env', option(args, 'env', ''), '--spans', option(args, 'spans', String(49 * EXPORT_BATCH)), '--windows', option(args, 'windows', '3'), '--warmup', option(args, 'warmup', String(20 * EXPORT_BATCH))];
+  const pass = ['--env', option(args, 'env', ''), '--spans', option(args, 'spans', String(WINDOW_SPANS)), '--windows', option(args, 'windows', '3'), '--warmup', option(args, 'warmup', String(WARMUP_SPANS))];
   const all: Array<RunResult & { name: string }> = [];
   for (let r = 0; r < runs; r++) {
     for (const variant of variants) {
@@ -390,7 +393,7 @@ async function ab(args: string[]): Promise<void> {
   const pairs = Number(option(args, 'pairs', '6'));
   const variants = option(args, 'variants', 'server,client').split(',');
   const rates = option(args, 'rates', '20000,max').split(',');
-  const pass = ['--env', option(args, 'env', ''), '--spans', option(args, 'spans', String(49 * EXPORT_BATCH)), '--warmup', option(args, 'warmup', String(20 * EXPORT_BATCH))];
+  const pass = ['--env', option(args, 'env', ''), '--spans', option(args, 'spans', String(WINDOW_SPANS)), '--warmup', option(args, 'warmup', String(WARMUP_SPANS))];
   const fmt = (xs: number[]): string => `${median(xs).toFixed(2)} [${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)}]`;
   const rows: string[] = [];
   const all: unknown[] = [];

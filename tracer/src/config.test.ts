@@ -59,7 +59,7 @@ describe('parseCommandLine: defaults', () => {
       traces: { exporters: ['otlp'], protocol: 'http/protobuf' },
       metrics: { exporters: ['otlp'], protocol: 'http/protobuf', exportIntervalMillis: 60000, exportTimeoutMillis: 30000 },
       endpoint: undefined,
-      batch: { scheduledDelayMillis: 5000, exportTimeoutMillis: 30000, maxQueueSize: 65536, maxExportBatchSize: 4096 },
+      batch: { scheduledDelayMillis: 5000, exportTimeoutMillis: 30000, maxQueueSize: 65536, maxExportBatchSize: 512 },
       propagators: ['tracecontext', 'baggage'],
       injectTo: [],
       mode: 'fast',

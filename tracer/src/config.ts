@@ -121,10 +121,12 @@ const DEFAULTS = {
   exportPriority: 'idle' as ExportPriority,
   flushTimeoutMillis: 5000,
   sampler: 'parentbased_always_on' as SamplerType,
-  // The SDK defaults for the BatchSpanProcessor and the PeriodicExportingMetricReader.
-  // One tracer exports every request of a whole process (thousands of spans a second), so the
-  // queue and batches are larger than the SDK's 2048/512, which dropped spans above ~5k spans/s.
-  batch: { scheduledDelayMillis: 5000, exportTimeoutMillis: 30000, maxQueueSize: 65536, maxExportBatchSize: 4096 },
+  // The SDK defaults for the BatchSpanProcessor and the PeriodicExportingMetricReader, but for
+  // the queue: one tracer exports every request of a whole process (thousands of spans a second),
+  // and the SDK's 2048 dropped spans above ~5k spans/s. Batches stay at the SDK's 512: with 4096,
+  // spans waited seconds in the queue at ~1k spans/s, and the larger heap cost the chain's tracers
+  // ~4-9 us of JavaScript CPU per request each and ~8 MB of RSS (docs/benchmarks.md, 2026-12-06).
+  batch: { scheduledDelayMillis: 5000, exportTimeoutMillis: 30000, maxQueueSize: 65536, maxExportBatchSize: 512 },
   metricExportIntervalMillis: 60000,
   metricExportTimeoutMillis: 30000,
 };
