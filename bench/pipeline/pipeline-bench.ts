@@ -43,11 +43,10 @@ import type { SinkCounts, SinkMessage } from './sink';
 
 const REPO_DIST = path.resolve(__dirname, '..', '..');
 const PER_BATCH = 512;
-/** The pipeline's default export batch: windows are whole multiples of it, so no timer flush is needed. */
-const EXPORT_BATCH = 512;
-/** Default window and warm-up: 200,704 and 81,920 spans. */
-const WINDOW_SPANS = 392 * EXPORT_BATCH;
-const WARMUP_SPANS = 160 * EXPORT_BATCH;
+/** Default window and warm-up, in spans: whole multiples of the export batch (512 by default,
+ * 4096 before), so that no timer flush is needed; openSession checks the batch in force. */
+const WINDOW_SPANS = 49 * 4096;
+const WARMUP_SPANS = 20 * 4096;
 
 interface Impl {
   createTelemetry(config: TracerConfig, deps: TelemetryDeps): Telemetry;
@@ -166,7 +165,6 @@ async function openSession(args: string[]): Promise<Session> {
   const rate = rateText === 'max' ? 0 : Number(rateText);
   const warmup = Number(option(args, 'warmup', String(WARMUP_SPANS)));
   const spansPerWindow = Number(option(args, 'spans', String(WINDOW_SPANS)));
-  if (warmup % EXPORT_BATCH !== 0 || spansPerWindow % EXPORT_BATCH !== 0) throw new Error(`--warmup and --spans must be multiples of ${EXPORT_BATCH}`);
 
   // --env NAME=VALUE,…: the tracer's environment (e.g. OTEL_BSP_MAX_EXPORT_BATCH_SIZE=512).
   const env = Object.fromEntries(
@@ -176,6 +174,9 @@ async function openSession(args: string[]): Promise<Session> {
       .map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]),
   );
   const impl = loadImpl(implDir);
+  // The export batch this implementation and environment use (OTEL_BSP_MAX_EXPORT_BATCH_SIZE).
+  const exportBatch = configFor(impl, 'http://127.0.0.1:1', 'http/protobuf', env).batch.maxExportBatchSize;
+  if (warmup % exportBatch !== 0 || spansPerWindow % exportBatch !== 0) throw new Error(`--warmup and --spans must be multiples of the export batch, ${exportBatch}`);
   const sink = await startSink(true);
   const telemetry = impl.createTelemetry(configFor(impl, sink.url, 'http/protobuf', env), { engineStats: () => STATS, logger: impl.createLogger({ level: 'warn' }) });
   telemetry.onBatch({ processes: [BENCH_PROCESS], spans: [] });

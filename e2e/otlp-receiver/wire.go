@@ -19,7 +19,7 @@ const (
 )
 
 // countSpans returns the number of spans in a protobuf ExportTraceServiceRequest, checking that
-// every message on the way to them, and each span, is well-formed protobuf.
+// every message on the way to them, and each span's own fields, are well-formed protobuf.
 func countSpans(data []byte) (int, error) {
 	spans := 0
 	err := walk(data, "ExportTraceServiceRequest", func(n protowire.Number, body []byte) error {

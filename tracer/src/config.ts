@@ -123,9 +123,10 @@ const DEFAULTS = {
   sampler: 'parentbased_always_on' as SamplerType,
   // The SDK defaults for the BatchSpanProcessor and the PeriodicExportingMetricReader, but for
   // the queue: one tracer exports every request of a whole process (thousands of spans a second),
-  // and the SDK's 2048 dropped spans above ~5k spans/s. Batches stay at the SDK's 512: with 4096,
-  // spans waited seconds in the queue at ~1k spans/s, and the larger heap cost the chain's tracers
-  // ~4-9 us of JavaScript CPU per request each and ~8 MB of RSS (docs/benchmarks.md, 2026-12-06).
+  // and the SDK's 2048 dropped spans above ~5k spans/s. Batches are the SDK's 512: with 4096,
+  // spans waited seconds in the queue at ~1k spans/s, and the larger heap cost each of the chain's
+  // tracers 3-15 us of JavaScript CPU per request and ~8 MB of RSS; at ~50k spans/s 512 costs
+  // ~1-2 us more per request (docs/benchmarks.md, 2026-12-06).
   batch: { scheduledDelayMillis: 5000, exportTimeoutMillis: 30000, maxQueueSize: 65536, maxExportBatchSize: 512 },
   metricExportIntervalMillis: 60000,
   metricExportTimeoutMillis: 30000,
