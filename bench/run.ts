@@ -69,9 +69,10 @@ async function prepareVariants(o: BenchOptions, results: BenchResults): Promise<
     variants.push(rbinderVariant('fast', { exportPriority: 'normal' }));
     // No span sampled: what the traps, the engine and request metrics cost without spans.
     variants.push(rbinderVariant('fast', { sampler: 'always_off' }));
-    // Decomposition aids, only when asked for by --variants: nothing made or exported; spans
-    // serialized by the SDK instead of the engine.
+    // Decomposition aids, only when asked for by --variants: nothing made or exported; nothing
+    // injected (no upcall); spans serialized by the SDK instead of the engine.
     if (o.variants?.includes('rbinder-fast-noexport')) variants.push(rbinderVariant('fast', { exporterNone: true }));
+    if (o.variants?.includes('rbinder-fast-nopropagation')) variants.push(rbinderVariant('fast', { noPropagation: true }));
     if (o.variants?.includes('rbinder-fast-sdkencoding')) variants.push(rbinderVariant('fast', { sdkEncoding: true }));
     // Another export batch size or schedule delay: rbinder-fast-batchN, rbinder-fast-delayMS
     // (e.g. rbinder-fast-batch512, rbinder-fast-delay1000).

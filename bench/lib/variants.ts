@@ -76,6 +76,8 @@ export interface RbinderTweak {
   sampler?: string;
   /** --exporter none: no span or metric is made or exported (what is left: traps, engine, hand-off to JS). */
   exporterNone?: boolean;
+  /** --propagators none: spans made and exported, nothing injected (so no upcall per outbound write). */
+  noPropagation?: boolean;
   /** RBINDER_SPAN_ENCODING=sdk: the SDK serializes spans instead of the engine (the cost that saves). */
   sdkEncoding?: boolean;
   /** OTEL_BSP_MAX_EXPORT_BATCH_SIZE: spans per export request instead of the default. */
@@ -89,6 +91,7 @@ export function rbinderVariant(mode: string, tweak: RbinderTweak = {}): Variant 
   const extra = [
     ...(tweak.exportPriority ? ['--export-priority', tweak.exportPriority] : []),
     ...(tweak.exporterNone ? ['--exporter', 'none'] : []),
+    ...(tweak.noPropagation ? ['--propagators', 'none'] : []),
   ];
   const flags = ['--mode', mode, ...extra].join(' ');
   const tweakEnv: Record<string, string> = {
@@ -101,6 +104,7 @@ export function rbinderVariant(mode: string, tweak: RbinderTweak = {}): Variant 
     tweak.exportPriority,
     tweak.sampler && 'unsampled',
     tweak.exporterNone && 'noexport',
+    tweak.noPropagation && 'nopropagation',
     tweak.sdkEncoding && 'sdkencoding',
     tweak.exportBatch && `batch${tweak.exportBatch}`,
     tweak.exportDelay !== undefined && `delay${tweak.exportDelay}`,
