@@ -33,6 +33,31 @@ using syscall::Kind;
 constexpr Engine::SlotLayout kCallSlot{1024, RB_CALL_SCRATCH};
 constexpr size_t kCallHead = offsetof(rb_call, scratch);
 
+// The program address [at, at + len) of the shared region (where the stub keeps an upcall's
+// rb_call and the bytes it asks to send), as mapped here; nullptr if outside the ring.
+uint8_t* in_ring(fast::SharedRegion& region, uint64_t at, uint64_t len) {
+  const uint64_t ring = RB_SHARED_ADDR + offsetof(rb_shared, ring), size = sizeof(rb_shared::ring);
+  if (at < ring || at - ring > size || len > size - (at - ring)) return nullptr;
+  return region.get()->ring + (at - ring);
+}
+
+// A write's bytes: the first ones from the copy the stub put in the ring, the rest (a write
+// larger than a ring event) from the program's memory.
+class RingThenTracee final : public DataView {
+ public:
+  RingThenTracee(const uint8_t* copied, size_t n, TraceeBufferView& tracee) : ring_(copied, n, tracee.size()), copied_(n), tracee_(tracee) {}
+  uint64_t size() const override { return tracee_.size(); }
+  long copy(uint64_t offset, void* local_buf, size_t len) override {
+    if (offset < copied_) return ring_.copy(offset, local_buf, std::min<size_t>(len, copied_ - offset));
+    return tracee_.copy(offset, local_buf, len);
+  }
+
+ private:
+  LocalBytes ring_;
+  size_t copied_;
+  TraceeBufferView& tracee_;
+};
+
 // How the one syscall table (syscall/table.h) classifies a syscall the stub reports.
 std::optional<Kind> kind_of(long nr) {
   const int i = syscall::traced_index(nr);
@@ -378,10 +403,13 @@ void Engine::fast_process_gone(pid_t pid) {
 }
 
 long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr) {
-  rb_call head{};
-  if (read_tracee(tid, TraceeAddr{call_addr}, &head, kCallHead) != static_cast<long>(kCallHead)) return 0;
   Thread* t = fast_thread(tid, pid);
-  if (!t) return 0;
+  if (!t || !t->process->region) return 0;
+  fast::SharedRegion& region = *t->process->region;
+  uint8_t* call = in_ring(region, call_addr, sizeof(rb_call));
+  if (!call) return 0;
+  rb_call head;
+  std::memcpy(&head, call, kCallHead);  // the program may change it meanwhile: what is used is this copy
   FdTable& fds = *t->fds;
   const int fd = static_cast<int>(head.args[0]);
   if (!tracker_.may_inject(fds, fd)) return 2;  // the stub records this descriptor from now on
@@ -391,7 +419,9 @@ long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr) {
   const std::optional<Kind> kind = kind_of(head.nr);
   if (!kind || !is_write(*kind)) return 0;
   std::vector<TraceeIovec> segments = write_segments(*t, *kind, head.nr, regs);
-  TraceeBufferView view(tid, segments);
+  TraceeBufferView tracee(tid, segments);
+  const uint8_t* copied = in_ring(region, head.data, head.data_len);
+  RingThenTracee view(copied, copied ? head.data_len : 0, tracee);
   Tracker::Io io = io_now(*t, fd, Direction::kWrite);
   io.entry = head.start_ns;
   Injection injection = tracker_.plan_injection(fds, io, view);
@@ -413,9 +443,9 @@ long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr) {
   for (int i = 0; i < 6; i++) out.args[i] = rewritten.arg(i + 1);
   out.inject_at = p.injection.offset;
   out.inject_len = p.injection.header.size();
-  // The header, the iovecs and this answer in one process_vm_writev.
+  // The header, the iovecs and this answer, into the rb_call in the ring.
   writes.add(TraceeAddr{call_addr}, &out, offsetof(rb_call, start_ns));
-  if (!writes.flush(tid)) {
+  if (!writes.flush_shared(TraceeAddr{call_addr}, call, sizeof(rb_call))) {
     p = PendingSyscall{};
     return 0;
   }

@@ -17,7 +17,7 @@
 #define RB_PRIVATE_ADDR (RB_STUB_ADDR + 0x1000000ULL)
 
 #define RB_MAGIC 0x72626e64u /* "rbnd" */
-#define RB_VERSION 3u
+#define RB_VERSION 4u
 
 #define RB_FD_MAX 65536
 #define RB_RING_SLOTS 8192u
@@ -89,7 +89,10 @@ struct rb_private {
 
 /* Upcalls: the stub issues syscall RB_UPCALL_NR (no syscall of any kernel: from anywhere else it
  * fails with ENOSYS) from its upcall instruction; the filter turns it into a seccomp user
- * notification the engine answers (SECCOMP_RET_USER_NOTIF). args: (op, &rb_call, pid). */
+ * notification the engine answers (SECCOMP_RET_USER_NOTIF). args: (op, &rb_call, pid).
+ * RB_UP_WRITE's rb_call lives in the ring, in the write's claimed event after the bytes the event
+ * will carry (which the stub copies first): the engine reads and answers it in its own mapping of
+ * the ring, with no copy into or out of the program. */
 #define RB_UPCALL_NR 0x7262
 enum rb_upcall_op {
   RB_UP_EXEC = 1,        /* about to execve: the engine attaches for the exec. 1: attached */
@@ -104,6 +107,8 @@ struct rb_call {
   uint64_t inject_at;  /* where the header is in the rewritten call's bytes */
   uint64_t inject_len; /* and its length */
   uint64_t start_ns;
+  uint64_t data;       /* where the stub copied the first data_len bytes the call asks to send */
+  uint64_t data_len;
   uint8_t scratch[RB_CALL_SCRATCH]; /* the engine's header bytes, iovecs and msghdr */
 };
 

@@ -313,15 +313,19 @@ static uint64_t write_len(long nr, long a2, long a3) {
 struct rb_claim {
   struct rb_event* e;
   uint64_t seq;
-  uint32_t first; /* data bytes the event has room for */
+  uint32_t first;    /* data bytes the event has room for */
+  uint32_t gathered; /* of them, copied into it before the write (client_write) */
   int owner;
 };
 
-static void claim_write(struct rb_who* w, struct rb_claim* c, long nr, long fd, long a2, long a3, uint64_t start) {
+/* `extra` bytes of room after the data (8-aligned), for the upcall's rb_call. */
+static void claim_write(struct rb_who* w, struct rb_claim* c, long nr, long fd, long a2, long a3, uint64_t start, uint32_t extra) {
   uint64_t asked = write_len(nr, a2, a3);
-  c->first = asked < RB_EVENT_MAX_DATA ? (uint32_t)asked : RB_EVENT_MAX_DATA;
+  uint32_t max = extra ? RB_EVENT_MAX_DATA - extra - 8 : RB_EVENT_MAX_DATA;
+  c->first = asked < max ? (uint32_t)asked : max;
+  c->gathered = 0;
   c->owner = mine(w);
-  c->e = c->owner && report_lost(w, nr, fd, start) ? reserve(c->first, &c->seq) : 0;
+  c->e = c->owner && report_lost(w, nr, fd, start) ? reserve(extra ? ((c->first + 7) & ~7u) + extra : c->first, &c->seq) : 0;
 }
 
 /* Completes a claimed write: `result` is what the program is told; `flags` marks a rewritten one. */
@@ -344,7 +348,7 @@ static long finish_write(struct rb_who* w, struct rb_claim* c, long nr, long a1,
   }
   uint32_t n = (uint64_t)result < c->first ? (uint32_t)result : c->first;
   fill(w, e, nr, a1, n, io_flags(nr, a3, a4) | flags, start, n);
-  e->data_len = gather(nr, a2, a3, 0, (uint8_t*)(e + 1), n);
+  e->data_len = c->gathered ? (n < c->gathered ? n : c->gathered) : gather(nr, a2, a3, 0, (uint8_t*)(e + 1), n);
   publish(e, c->seq);
   if ((uint64_t)result > n) record_io(w, nr, a1, result, a2, a3, a4, start, n);
   return result;
@@ -352,7 +356,7 @@ static long finish_write(struct rb_who* w, struct rb_claim* c, long nr, long a1,
 
 static long recorded_write(struct rb_who* w, long nr, long a1, long a2, long a3, long a4, long a5, long a6, uint64_t start) {
   struct rb_claim c;
-  claim_write(w, &c, nr, a1, a2, a3, start);
+  claim_write(w, &c, nr, a1, a2, a3, start, 0);
   long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
   return finish_write(w, &c, nr, a1, a2, a3, a4, start, result, 0);
 }
@@ -429,27 +433,33 @@ static void forward(int sig, struct rb_siginfo* info, void* context) {
 
 /* A write on an outbound connection: the engine may rewrite it to carry a header (one upcall). Its
  * event is claimed first, so the engine plans with everything before it in the ring; the rewritten
- * write's outcome goes into that event, with how much of the header went out. */
+ * write's outcome goes into that event, with how much of the header went out. The bytes go into
+ * the event before the upcall and the rb_call after them, so the engine reads both, and writes its
+ * answer, in shared memory. */
 static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, long a4, long a5, long a6) {
   uint64_t start = now_ns();
   struct rb_claim c;
-  claim_write(w, &c, nr, a1, a2, a3, start);
+  claim_write(w, &c, nr, a1, a2, a3, start, (uint32_t)sizeof(struct rb_call));
   if (!c.e) return finish_write(w, &c, nr, a1, a2, a3, a4, start, rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6), 0);
-  struct rb_call call;
-  call.nr = nr;
-  call.args[0] = (uint64_t)a1, call.args[1] = (uint64_t)a2, call.args[2] = (uint64_t)a3;
-  call.args[3] = (uint64_t)a4, call.args[4] = (uint64_t)a5, call.args[5] = (uint64_t)a6;
-  call.inject_at = call.inject_len = 0;
-  call.start_ns = start;
-  long verdict = rb_syscall_upcall(RB_UPCALL_NR, RB_UP_WRITE, (long)&call, PRIV->pid, 0, 0, 0);
+  uint8_t* data = (uint8_t*)(c.e + 1);
+  c.gathered = gather(nr, a2, a3, 0, data, c.first);
+  struct rb_call* call = (struct rb_call*)(data + ((c.first + 7) & ~7u));
+  call->nr = nr;
+  call->args[0] = (uint64_t)a1, call->args[1] = (uint64_t)a2, call->args[2] = (uint64_t)a3;
+  call->args[3] = (uint64_t)a4, call->args[4] = (uint64_t)a5, call->args[5] = (uint64_t)a6;
+  call->inject_at = call->inject_len = 0;
+  call->start_ns = start;
+  call->data = (uint64_t)data;
+  call->data_len = c.gathered;
+  long verdict = rb_syscall_upcall(RB_UPCALL_NR, RB_UP_WRITE, (long)call, PRIV->pid, 0, 0, 0);
   if (verdict != 1) {
     if (verdict == 2 && a1 >= 0 && a1 < RB_FD_MAX) PRIV->fd_state[a1] = RB_FD_RECORD; /* nothing to inject any more */
     return finish_write(w, &c, nr, a1, a2, a3, a4, start, rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6), 0);
   }
-  long sent = rb_syscall_fast(call.nr, (long)call.args[0], (long)call.args[1], (long)call.args[2], (long)call.args[3],
-                              (long)call.args[4], (long)call.args[5]);
+  long sent = rb_syscall_fast(call->nr, (long)call->args[0], (long)call->args[1], (long)call->args[2], (long)call->args[3],
+                              (long)call->args[4], (long)call->args[5]);
   /* The program's bytes and the header's among those sent (the engine's split_sent). */
-  uint64_t at = call.inject_at, len = call.inject_len, header = 0;
+  uint64_t at = call->inject_at, len = call->inject_len, header = 0;
   long app = sent;
   if (sent > 0 && (uint64_t)sent > at) {
     header = (uint64_t)sent <= at + len ? (uint64_t)sent - at : len;

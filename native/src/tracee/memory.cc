@@ -86,6 +86,17 @@ bool TraceeWrites::flush(pid_t pid) {
   return true;
 }
 
+bool TraceeWrites::flush_shared(TraceeAddr at, uint8_t* local, size_t len) {
+  if (overflow_) return false;
+  for (size_t i = 0; i < count_; i++) {
+    const Place& p = places_[i];
+    if (p.at.value < at.value || p.at.value - at.value > len || p.len > len - (p.at.value - at.value)) return false;
+  }
+  for (size_t i = 0; i < count_; i++)
+    std::memcpy(local + (places_[i].at.value - at.value), bytes_.data() + places_[i].offset, places_[i].len);
+  return true;
+}
+
 int read_tracee_iovecs(pid_t pid, TraceeAddr tracee_iov, size_t count, std::vector<TraceeIovec>& out) {
   out.clear();
   if (count > kMaxIovecs) return -EINVAL;

@@ -32,6 +32,9 @@ class TraceeWrites {
   void add(TraceeAddr at, const void* data, size_t len);
   // Writes everything added; true if every byte arrived.
   bool flush(pid_t pid);
+  // Writes everything added into memory shared with the tracee, which has its [at, at + len) at
+  // `local` here: a memcpy each, no syscall. False, with nothing written, if a place is outside it.
+  bool flush_shared(TraceeAddr at, uint8_t* local, size_t len);
 
  private:
   struct Place {
