@@ -188,6 +188,40 @@ TEST(Injection, ByteByByteWritesAreNeverCorrupted) {
   EXPECT_EQ(f.stats.injections_skipped.load(), 1u);
 }
 
+// The body the request still owes after a write (Injection::quiet, Tracker::body_owed_after): the
+// stub writes that much without asking the engine, so it must never cover the start of a head.
+TEST(Injection, BodyOwedAfterAWrite) {
+  Fixture f;
+  f.tracker.on_connection(*f.fds, kClientFd, Side::kClient, 1, socket_to("10.1.2.3", 80), 0);
+  // Plans a whole write of `bytes`, lets it go out whole, and returns what is owed after it.
+  auto write = [&](const std::string& bytes) {
+    Bytes view(bytes);
+    Tracker::Io w = f.io(kClientFd, Direction::kWrite, static_cast<long>(bytes.size()));
+    Injection inj = f.tracker.plan_injection(*f.fds, w, view);
+    const uint64_t owed = inj.quiet_known ? inj.quiet : f.tracker.body_owed_after(*f.fds, kClientFd, view);
+    if (inj.active) f.tracker.injection_done(*f.fds, kClientFd, inj, inj.header.size());
+    f.tracker.on_io(*f.fds, w, view);
+    return owed;
+  };
+  const std::string head = "POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n";
+  EXPECT_EQ(write(head), 10u);                    // the head alone: all of the body
+  EXPECT_EQ(write("0123"), 6u);                   // part of the body (no head in it: asked separately)
+  EXPECT_EQ(write("456789"), 0u);                 // its end: the next byte may start a head
+  f.read(kClientFd, kResponse);
+  EXPECT_EQ(write(head + "0123"), 6u);            // head and part of the body in one write
+  EXPECT_EQ(write("456789GET / HTTP/1.1\r\n"), 0u);  // the body's end and the start of another head
+  EXPECT_EQ(write("Host: a\r\n\r\n"), 0u);     // that head's end: a GET owes nothing
+  f.read(kClientFd, kResponse);
+  f.read(kClientFd, kResponse);
+  const std::string chunked = "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+  EXPECT_EQ(write(chunked), http::Parser::kUnbounded);  // where a chunked body ends is not known
+  EXPECT_EQ(write("5\r\nhello\r\n"), http::Parser::kUnbounded);
+  EXPECT_EQ(write("0\r\n\r\n"), 0u);
+  f.read(kClientFd, kResponse);
+  EXPECT_EQ(f.sink.spans.size(), 4u);
+  EXPECT_EQ(f.stats.headers_injected.load(), 4u);
+}
+
 TEST(Injection, KeepAliveRequestsEachGetTheirOwnContext) {
   Fixture f;
   f.tracker.on_connection(*f.fds, kClientFd, Side::kClient, 1, socket_to("10.1.2.3", 80), 0);

@@ -29,8 +29,8 @@ namespace {
 
 using syscall::Kind;
 
-// rb_call's scratch: the header, then a msghdr, then the iovecs.
-constexpr Engine::SlotLayout kCallSlot{1024, RB_CALL_SCRATCH};
+// rb_call's scratch (rb_call::scratch_len bytes): the header, then a msghdr, then the iovecs.
+constexpr size_t kCallHeaderMax = 1024;
 constexpr size_t kCallHead = offsetof(rb_call, scratch);
 
 // The program address [at, at + len) of the shared region (where the stub keeps an upcall's
@@ -410,6 +410,8 @@ long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr) {
   if (!call) return 0;
   rb_call head;
   std::memcpy(&head, call, kCallHead);  // the program may change it meanwhile: what is used is this copy
+  if (head.scratch_len < RB_CALL_SCRATCH || !in_ring(region, call_addr, kCallHead + head.scratch_len)) head.scratch_len = RB_CALL_SCRATCH;
+  const SlotLayout layout{kCallHeaderMax, head.scratch_len};
   FdTable& fds = *t->fds;
   const int fd = static_cast<int>(head.args[0]);
   if (!tracker_.may_inject(fds, fd)) return 2;  // the stub records this descriptor from now on
@@ -425,6 +427,9 @@ long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr) {
   Tracker::Io io = io_now(*t, fd, Direction::kWrite);
   io.entry = head.start_ns;
   Injection injection = tracker_.plan_injection(fds, io, view);
+  // The body still owed after these bytes needs no upcall (the stub applies it if they all go out).
+  const uint64_t quiet = injection.quiet_known ? injection.quiet : tracker_.body_owed_after(fds, fd, view);
+  std::memcpy(call + offsetof(rb_call, quiet), &quiet, sizeof(quiet));
   if (!injection.active) return 0;
   PendingSyscall& p = t->pending;
   p = PendingSyscall{};
@@ -434,7 +439,7 @@ long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr) {
   p.app_segments = std::move(segments);
   arch::Registers rewritten = regs;
   TraceeWrites writes;
-  if (!point_write_at_slot(*t, *kind, head.nr, kCallSlot, TraceeAddr{call_addr + kCallHead}, rewritten, writes)) {
+  if (!point_write_at_slot(*t, *kind, head.nr, layout, TraceeAddr{call_addr + kCallHead}, rewritten, writes)) {
     p = PendingSyscall{};
     return 0;
   }
@@ -443,9 +448,10 @@ long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr) {
   for (int i = 0; i < 6; i++) out.args[i] = rewritten.arg(i + 1);
   out.inject_at = p.injection.offset;
   out.inject_len = p.injection.header.size();
+  out.quiet = quiet;
   // The header, the iovecs and this answer, into the rb_call in the ring.
   writes.add(TraceeAddr{call_addr}, &out, offsetof(rb_call, start_ns));
-  if (!writes.flush_shared(TraceeAddr{call_addr}, call, sizeof(rb_call))) {
+  if (!writes.flush_shared(TraceeAddr{call_addr}, call, kCallHead + head.scratch_len)) {
     p = PendingSyscall{};
     return 0;
   }

@@ -466,6 +466,56 @@ class LookaheadObserver final : public http::Observer {
   uint64_t end = 0;  // just after the blank line
 };
 
+namespace {
+
+class IgnoringObserver final : public http::Observer {
+ public:
+  void on_message_begin(size_t) override {}
+  void on_head_complete(const http::MessageHead&, size_t) override {}
+  void on_message_complete(size_t) override {}
+};
+
+// Feeds `parser` data[off, size) (through `buf`), skipping bodies of known length; returns the
+// body still owed after them.
+uint64_t owed_after(http::Parser& parser, DataView& data, uint64_t off, std::vector<uint8_t>& buf) {
+  IgnoringObserver ignore;
+  const uint64_t total = data.size();
+  while (off < total && parser.status() == http::Status::kOk) {
+    const uint64_t skippable = parser.skippable();
+    if (skippable > 0) {
+      const uint64_t n = std::min(skippable, total - off);
+      parser.skip(n, ignore);
+      off += n;
+      continue;
+    }
+    const long got = data.copy(off, buf.data(), static_cast<size_t>(std::min<uint64_t>(total - off, buf.size())));
+    if (got <= 0) return 0;
+    parser.feed(buf.data(), static_cast<size_t>(got), ignore);
+    off += static_cast<uint64_t>(got);
+  }
+  return parser.body_ahead();
+}
+
+std::vector<uint8_t>& lookahead_buffer() {
+  static thread_local std::vector<uint8_t> buf(64 * 1024);
+  return buf;
+}
+
+// A second one for owed_after inside plan_injection, which still reads the first after it.
+std::vector<uint8_t>& owed_buffer() {
+  static thread_local std::vector<uint8_t> buf(64 * 1024);
+  return buf;
+}
+
+}  // namespace
+
+uint64_t Tracker::body_owed_after(FdTable& table, int fd, DataView& data) {
+  const std::shared_ptr<Connection>& conn = table.get(fd);
+  if (!conn || conn->opaque || conn->side != Side::kClient) return 0;
+  http::Parser parser = conn->requests.parser;
+  return owed_after(parser, data, 0, lookahead_buffer());
+}
+
 Injection Tracker::plan_injection(FdTable& table, const Io& io, DataView& data) {
   Injection none;
   const std::shared_ptr<Connection>& conn = table.get(io.fd);
@@ -492,7 +542,7 @@ Injection Tracker::plan_injection(FdTable& table, const Io& io, DataView& data) 
   http::Parser parser = conn->requests.parser;
   if (parser.status() != http::Status::kOk) return none;
   LookaheadObserver observer;
-  static thread_local std::vector<uint8_t> buf(64 * 1024);
+  std::vector<uint8_t>& buf = lookahead_buffer();
   const uint64_t total = data.size();
   uint64_t off = 0;
   uint64_t chunk_at = 0, chunk_len = 0;  // the bytes of data in buf
@@ -511,6 +561,9 @@ Injection Tracker::plan_injection(FdTable& table, const Io& io, DataView& data) 
     parser.feed(buf.data(), static_cast<size_t>(got), observer);
     off += static_cast<uint64_t>(got);
   }
+  // Whatever is planned, the body owed after these bytes (for a GET written whole: none, at no cost).
+  none.quiet = owed_after(parser, data, off, owed_buffer());
+  none.quiet_known = true;
   if (!observer.found) return none;
   if (carries_context(observer.head, config_.propagation)) {
     stats_.contexts_present++;
@@ -548,6 +601,8 @@ Injection Tracker::plan_injection(FdTable& table, const Io& io, DataView& data) 
   inj.active = true;
   inj.offset = observer.end - blank_len;
   inj.header = context_headers(conn->planned->context, config_.propagation);
+  inj.quiet = none.quiet;
+  inj.quiet_known = true;
   if (inj.header.empty()) return none;
   conn->inject_at = conn->written + inj.offset;
   return inj;

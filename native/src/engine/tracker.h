@@ -218,6 +218,11 @@ struct Injection {
   uint64_t offset = 0;        // position in the syscall's bytes
   std::string header;         // complete "Name: value\r\n" lines (or the unsent rest of them)
   bool continuation = false;  // the rest of a header an earlier partial write left unsent
+  // Request body the program still owes once all of these bytes are sent (http::Parser::body_ahead:
+  // kUnbounded in a chunked body): writes of it cannot start a head, so need no planning. Set
+  // where the plan parsed the bytes (quiet_known); otherwise Tracker::body_owed_after tells.
+  uint64_t quiet = 0;
+  bool quiet_known = false;
 };
 
 class Tracker {
@@ -254,6 +259,8 @@ class Tracker {
   void on_io(FdTable& table, const Io& io, DataView& data);
   // At the entry of a write-family syscall: what to insert into the bytes it is about to send.
   Injection plan_injection(FdTable& table, const Io& io, DataView& data);
+  // The request body still owed on the connection once `data` is written on it (Injection::quiet).
+  uint64_t body_owed_after(FdTable& table, int fd, DataView& data);
   // At its exit, before on_io: how many of the injection's header bytes went out.
   void injection_done(FdTable& table, int fd, const Injection& injection, uint64_t header_bytes_sent);
 

@@ -179,6 +179,13 @@ void Parser::skip(uint64_t n, Observer& observer) {
   }
 }
 
+uint64_t Parser::body_ahead() const {
+  if (status_ != Status::kOk) return 0;
+  if (state_ == State::kBodyFixed) return remaining_;
+  if ((state_ >= State::kChunkSize && state_ <= State::kChunkDataLF) || in_trailers_) return kUnbounded;
+  return 0;
+}
+
 bool Parser::in_message() const { return state_ != State::kIdle; }
 
 bool Parser::in_head() const {

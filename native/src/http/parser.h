@@ -103,6 +103,12 @@ class Parser {
   uint64_t skippable() const;
   void skip(uint64_t n, Observer& observer);
 
+  // Bytes of the current message's body still to come, as far as its framing says: the rest of
+  // a Content-Length body, kUnbounded inside a chunked body (where it ends is not known yet), 0
+  // between messages, in a head, or once the stream is not HTTP.
+  static constexpr uint64_t kUnbounded = UINT64_MAX;
+  uint64_t body_ahead() const;
+
   // True between on_message_begin and on_message_complete.
   bool in_message() const;
   // True while inside a head (request/status line or headers): the bytes must be fed.

@@ -84,7 +84,10 @@ struct rb_private {
   uint64_t clock_gettime;     /* the vDSO's __vdso_clock_gettime, or 0: the syscall */
   uint8_t fd_state[RB_FD_MAX];
   uint64_t lost[RB_FD_MAX][2]; /* bytes read [0] / written [1] whose events a full ring dropped */
+  uint64_t quiet[RB_FD_MAX];   /* RB_FD_CLIENT: bytes the program may write without an upcall
+                                  (RB_QUIET_UNTIL_READ: until it reads a byte on the descriptor) */
 };
+#define RB_QUIET_UNTIL_READ UINT64_MAX
 #define RB_PRIVATE_SIZE (((sizeof(struct rb_private) + 4095) / 4096) * 4096)
 
 /* Upcalls: the stub issues syscall RB_UPCALL_NR (no syscall of any kernel: from anywhere else it
@@ -98,7 +101,10 @@ enum rb_upcall_op {
   RB_UP_EXEC = 1,        /* about to execve: the engine attaches for the exec. 1: attached */
   RB_UP_WRITE = 2,       /* a write on an RB_FD_CLIENT descriptor: 1: issue call->nr/args instead,
                             whose bytes carry call->inject_len header bytes at call->inject_at;
-                            2: the descriptor needs no more upcalls (record it); 0: write as asked */
+                            2: the descriptor needs no more upcalls (record it); 0: write as asked.
+                            With 0 and 1, call->quiet: the request body the program owes once
+                            these bytes are sent, which cannot start a request head (so needs no
+                            upcall; RB_QUIET_UNTIL_READ in a chunked body, whose end is not known) */
 };
 #define RB_CALL_SCRATCH 2560
 struct rb_call {
@@ -106,10 +112,13 @@ struct rb_call {
   uint64_t args[6];
   uint64_t inject_at;  /* where the header is in the rewritten call's bytes */
   uint64_t inject_len; /* and its length */
+  uint64_t quiet;      /* see RB_UP_WRITE */
   uint64_t start_ns;
   uint64_t data;       /* where the stub copied the first data_len bytes the call asks to send */
   uint64_t data_len;
-  uint8_t scratch[RB_CALL_SCRATCH]; /* the engine's header bytes, iovecs and msghdr */
+  uint64_t scratch_len; /* RB_CALL_SCRATCH and 16 bytes per iovec of the call and two more: the
+                           scratch runs on past the struct, so a writev of any size can be rebuilt */
+  uint8_t scratch[RB_CALL_SCRATCH]; /* the engine's header bytes, msghdr and iovecs */
 };
 
 #endif

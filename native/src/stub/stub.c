@@ -399,6 +399,7 @@ static void new_connection(struct rb_who* w, long nr, long fd, uint8_t state, co
   if (local_len > sizeof(local)) local_len = sizeof(local);
   if (peer_len > sizeof(peer)) peer_len = sizeof(peer);
   PRIV->fd_state[fd] = state;
+  PRIV->quiet[fd] = 0;
   uint64_t seq;
   struct rb_event* e = reserve(local_len + peer_len, &seq);
   if (!e) return;
@@ -416,6 +417,7 @@ static void closed(struct rb_who* w, long fd) {
   report_lost(w, SYS_WRITE, fd, now);
   PRIV->fd_state[fd] = RB_FD_PASS;
   PRIV->lost[fd][0] = PRIV->lost[fd][1] = 0;
+  PRIV->quiet[fd] = 0;
   record_simple(w, SYS_CLOSE, fd, 0, 0);
 }
 
@@ -438,8 +440,19 @@ static void forward(int sig, struct rb_siginfo* info, void* context) {
  * answer, in shared memory. */
 static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, long a4, long a5, long a6) {
   uint64_t start = now_ns();
+  uint64_t quiet = PRIV->quiet[a1], asked = write_len(nr, a2, a3);
+  if (quiet && asked <= quiet) {
+    /* Body the engine said the request still owes: it cannot start a head, no upcall. */
+    long result = recorded_write(w, nr, a1, a2, a3, a4, a5, a6, start);
+    if (result > 0 && quiet != RB_QUIET_UNTIL_READ) PRIV->quiet[a1] = quiet - (uint64_t)result;
+    return result;
+  }
+  PRIV->quiet[a1] = 0;
+  /* Room for the rebuilt iovec array: the program's and two more (IOV_MAX at most: more fails). */
+  uint64_t iovecs = nr == SYS_WRITEV ? (uint64_t)a3 : nr == SYS_SENDMSG ? (uint64_t)((const struct rb_msghdr*)a2)->iovlen : 1;
+  uint32_t more = (uint32_t)((iovecs < 1024 ? iovecs : 1024) + 2) * (uint32_t)sizeof(struct rb_iovec);
   struct rb_claim c;
-  claim_write(w, &c, nr, a1, a2, a3, start, (uint32_t)sizeof(struct rb_call));
+  claim_write(w, &c, nr, a1, a2, a3, start, (uint32_t)sizeof(struct rb_call) + more);
   if (!c.e) return finish_write(w, &c, nr, a1, a2, a3, a4, start, rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6), 0);
   uint8_t* data = (uint8_t*)(c.e + 1);
   c.gathered = gather(nr, a2, a3, 0, data, c.first);
@@ -447,14 +460,21 @@ static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, l
   call->nr = nr;
   call->args[0] = (uint64_t)a1, call->args[1] = (uint64_t)a2, call->args[2] = (uint64_t)a3;
   call->args[3] = (uint64_t)a4, call->args[4] = (uint64_t)a5, call->args[5] = (uint64_t)a6;
-  call->inject_at = call->inject_len = 0;
+  call->inject_at = call->inject_len = call->quiet = 0;
   call->start_ns = start;
   call->data = (uint64_t)data;
   call->data_len = c.gathered;
+  call->scratch_len = RB_CALL_SCRATCH + more;
   long verdict = rb_syscall_upcall(RB_UPCALL_NR, RB_UP_WRITE, (long)call, PRIV->pid, 0, 0, 0);
   if (verdict != 1) {
-    if (verdict == 2 && a1 >= 0 && a1 < RB_FD_MAX) PRIV->fd_state[a1] = RB_FD_RECORD; /* nothing to inject any more */
-    return finish_write(w, &c, nr, a1, a2, a3, a4, start, rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6), 0);
+    if (verdict == 2) {
+      PRIV->fd_state[a1] = RB_FD_RECORD; /* nothing to inject any more */
+      return finish_write(w, &c, nr, a1, a2, a3, a4, start, rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6), 0);
+    }
+    long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+    /* Sent whole: what follows is as the engine saw it. Otherwise the next write asks again. */
+    if (verdict == 0 && result >= 0 && (uint64_t)result == asked) PRIV->quiet[a1] = call->quiet;
+    return finish_write(w, &c, nr, a1, a2, a3, a4, start, result, 0);
   }
   long sent = rb_syscall_fast(call->nr, (long)call->args[0], (long)call->args[1], (long)call->args[2], (long)call->args[3],
                               (long)call->args[4], (long)call->args[5]);
@@ -465,6 +485,7 @@ static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, l
     header = (uint64_t)sent <= at + len ? (uint64_t)sent - at : len;
     app = sent - (long)header;
   }
+  if (app >= 0 && (uint64_t)app == asked && header == len) PRIV->quiet[a1] = call->quiet;
   return finish_write(w, &c, nr, a1, a2, a3, a4, start, app, RB_EV_REWRITTEN | (header << RB_EV_HEADER_SHIFT));
 }
 
@@ -488,6 +509,7 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
       uint64_t start = now_ns();
       if (write) return recorded_write(w, nr, a1, a2, a3, a4, a5, a6, start);
       long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+      if (result > 0 && state == RB_FD_CLIENT && PRIV->quiet[a1] == RB_QUIET_UNTIL_READ) PRIV->quiet[a1] = 0;
       record_io(w, nr, a1, result, a2, a3, a4, start, 0);
       return result;
     }
@@ -530,6 +552,9 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
       if (result >= 0 && result < RB_FD_MAX && result != a1 &&
           (state_of(a1) != RB_FD_PASS || PRIV->fd_state[result] != RB_FD_PASS) && mine(w)) {
         PRIV->fd_state[result] = state_of(a1);
+        /* Two descriptors of one connection: each one's count would miss the other's writes. */
+        PRIV->quiet[result] = 0;
+        if (state_of(a1) == RB_FD_CLIENT) PRIV->quiet[a1] = 0;
         record_simple(w, nr, a1, result, 0);
       }
       return result;
