@@ -315,13 +315,18 @@ struct rb_claim {
   uint64_t seq;
   uint32_t first;    /* data bytes the event has room for */
   uint32_t gathered; /* of them, copied into it before the write (client_write) */
+  int count_only;    /* body of a known length: the event counts the bytes, the engine skips them */
   int owner;
 };
 
-/* `extra` bytes of room after the data (8-aligned), for the upcall's rb_call. */
+/* `extra` bytes of room after the data (8-aligned), for the upcall's rb_call; RB_COUNT_ONLY: no
+ * room for data at all. */
+#define RB_COUNT_ONLY UINT32_MAX
 static void claim_write(struct rb_who* w, struct rb_claim* c, long nr, long fd, long a2, long a3, uint64_t start, uint32_t extra) {
   uint64_t asked = write_len(nr, a2, a3);
-  uint32_t max = extra ? RB_EVENT_MAX_DATA - extra - 8 : RB_EVENT_MAX_DATA;
+  c->count_only = extra == RB_COUNT_ONLY;
+  if (c->count_only) extra = 0;
+  uint32_t max = c->count_only ? 0 : extra ? RB_EVENT_MAX_DATA - extra - 8 : RB_EVENT_MAX_DATA;
   c->first = asked < max ? (uint32_t)asked : max;
   c->gathered = 0;
   c->owner = mine(w);
@@ -346,6 +351,12 @@ static long finish_write(struct rb_who* w, struct rb_claim* c, long nr, long a1,
     publish(e, c->seq);
     return result;
   }
+  if (c->count_only) {
+    fill(w, e, nr, a1, result, io_flags(nr, a3, a4) | flags, start, (uint64_t)result);
+    e->data_len = 0;
+    publish(e, c->seq);
+    return result;
+  }
   uint32_t n = (uint64_t)result < c->first ? (uint32_t)result : c->first;
   fill(w, e, nr, a1, n, io_flags(nr, a3, a4) | flags, start, n);
   e->data_len = c->gathered ? (n < c->gathered ? n : c->gathered) : gather(nr, a2, a3, 0, (uint8_t*)(e + 1), n);
@@ -354,9 +365,10 @@ static long finish_write(struct rb_who* w, struct rb_claim* c, long nr, long a1,
   return result;
 }
 
-static long recorded_write(struct rb_who* w, long nr, long a1, long a2, long a3, long a4, long a5, long a6, uint64_t start) {
+static long recorded_write(struct rb_who* w, long nr, long a1, long a2, long a3, long a4, long a5, long a6, uint64_t start,
+                           uint32_t extra) {
   struct rb_claim c;
-  claim_write(w, &c, nr, a1, a2, a3, start, 0);
+  claim_write(w, &c, nr, a1, a2, a3, start, extra);
   long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
   return finish_write(w, &c, nr, a1, a2, a3, a4, start, result, 0);
 }
@@ -442,8 +454,9 @@ static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, l
   uint64_t start = now_ns();
   uint64_t quiet = PRIV->quiet[a1], asked = write_len(nr, a2, a3);
   if (quiet && asked <= quiet) {
-    /* Body the engine said the request still owes: it cannot start a head, no upcall. */
-    long result = recorded_write(w, nr, a1, a2, a3, a4, a5, a6, start);
+    /* Body the engine said the request still owes: it cannot start a head, no upcall. Of a known
+     * length, the engine skips it by its count: its bytes are not copied either. */
+    long result = recorded_write(w, nr, a1, a2, a3, a4, a5, a6, start, quiet != RB_QUIET_UNTIL_READ ? RB_COUNT_ONLY : 0);
     if (result > 0 && quiet != RB_QUIET_UNTIL_READ) PRIV->quiet[a1] = quiet - (uint64_t)result;
     return result;
   }
@@ -507,7 +520,7 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
       int write = is_write_nr(nr);
       if (write && state == RB_FD_CLIENT) return client_write(w, nr, a1, a2, a3, a4, a5, a6);
       uint64_t start = now_ns();
-      if (write) return recorded_write(w, nr, a1, a2, a3, a4, a5, a6, start);
+      if (write) return recorded_write(w, nr, a1, a2, a3, a4, a5, a6, start, 0);
       long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
       if (result > 0 && state == RB_FD_CLIENT && PRIV->quiet[a1] == RB_QUIET_UNTIL_READ) PRIV->quiet[a1] = 0;
       record_io(w, nr, a1, result, a2, a3, a4, start, 0);
