@@ -105,6 +105,10 @@ describe('byte-identical traffic, traced vs untraced', () => {
           (xs) => clients.every((c) => xs.some((x) => x.resource['service.name'] === 'bodies-server' && x.parentSpanId === c.spanId)),
         );
         for (const c of clients) {
+          // The client's own account of its body, most of which it recorded as a count only.
+          if (chunked) expect(c.attributes['http.request.body.size']).toBeGreaterThan(BODY_SIZE);
+          else expect(c.attributes['http.request.body.size']).toBe(BODY_SIZE);
+          expect(c.attributes['http.response.status_code']).toBe(200);
           const callee = all.find((x) => x.resource['service.name'] === 'bodies-server' && x.parentSpanId === c.spanId);
           expect(callee?.traceId).toBe(c.traceId);
           // Chunked: the body as sent, chunk framing included.
