@@ -128,13 +128,13 @@ export async function waitForSignalHandlers(t: Tracked, signals: NodeJS.Signals[
   const wanted = signals.reduce((bits, s) => bits | (1n << BigInt(osConstants.signals[s] - 1)), 0n);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    let status = 'State: Z';
+    let status = '';
     try {
       status = readFileSync(`/proc/${pid}/status`, 'utf8');
     } catch {
-      // reaped already: as a zombie below
+      // reaped already
     }
-    if (/^State:\s*Z/m.test(status)) throw new Error(`process ${pid} exited before it handled ${signals.join(', ')}${describe(t)}`);
+    if (status === '' || /^State:\s*Z/m.test(status)) throw new Error(`process ${pid} exited before it handled ${signals.join(', ')}${describe(t)}`);
     const name = /^Name:\s*(.*)$/m.exec(status)?.[1] ?? '';
     const caught = BigInt(`0x${/^SigCgt:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? '0'}`);
     if (!name.startsWith('rbinder') && (caught & wanted) === wanted) return;

@@ -313,21 +313,17 @@ static uint64_t write_len(long nr, long a2, long a3) {
 struct rb_claim {
   struct rb_event* e;
   uint64_t seq;
-  uint32_t first;    /* data bytes the event has room for */
+  uint32_t first;    /* data bytes the event has room for; 0: it only counts them (a body the
+                        engine skips by its length) */
   uint32_t gathered; /* of them, copied into it before the write (client_write) */
-  int count_only;    /* body of a known length: the event counts the bytes, the engine skips them */
   int owner;
 };
 
-/* `extra` bytes of room after the data (8-aligned), for the upcall's rb_call; RB_COUNT_ONLY: no
- * room for data at all. */
-#define RB_COUNT_ONLY UINT32_MAX
-static void claim_write(struct rb_who* w, struct rb_claim* c, long nr, long fd, long a2, long a3, uint64_t start, uint32_t extra) {
-  uint64_t asked = write_len(nr, a2, a3);
-  c->count_only = extra == RB_COUNT_ONLY;
-  if (c->count_only) extra = 0;
-  uint32_t max = c->count_only ? 0 : extra ? RB_EVENT_MAX_DATA - extra - 8 : RB_EVENT_MAX_DATA;
-  c->first = asked < max ? (uint32_t)asked : max;
+/* Claims the event of a write asked to send `asked` bytes, copying at most `copy` of them, with
+ * `extra` bytes of room after the data (8-aligned) for an upcall's rb_call. */
+static void claim_write(struct rb_who* w, struct rb_claim* c, long nr, long fd, uint64_t asked, uint32_t copy, uint32_t extra,
+                        uint64_t start) {
+  c->first = asked < copy ? (uint32_t)asked : copy;
   c->gathered = 0;
   c->owner = mine(w);
   c->e = c->owner && report_lost(w, nr, fd, start) ? reserve(extra ? ((c->first + 7) & ~7u) + extra : c->first, &c->seq) : 0;
@@ -351,7 +347,7 @@ static long finish_write(struct rb_who* w, struct rb_claim* c, long nr, long a1,
     publish(e, c->seq);
     return result;
   }
-  if (c->count_only) {
+  if (c->first == 0) { /* count only (a write asked to send 0 bytes moved none: above) */
     fill(w, e, nr, a1, result, io_flags(nr, a3, a4) | flags, start, (uint64_t)result);
     e->data_len = 0;
     publish(e, c->seq);
@@ -365,10 +361,10 @@ static long finish_write(struct rb_who* w, struct rb_claim* c, long nr, long a1,
   return result;
 }
 
-static long recorded_write(struct rb_who* w, long nr, long a1, long a2, long a3, long a4, long a5, long a6, uint64_t start,
-                           uint32_t extra) {
+static long recorded_write(struct rb_who* w, long nr, long a1, long a2, long a3, long a4, long a5, long a6, uint64_t asked,
+                           uint32_t copy, uint64_t start) {
   struct rb_claim c;
-  claim_write(w, &c, nr, a1, a2, a3, start, extra);
+  claim_write(w, &c, nr, a1, asked, copy, 0, start);
   long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
   return finish_write(w, &c, nr, a1, a2, a3, a4, start, result, 0);
 }
@@ -456,7 +452,7 @@ static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, l
   if (quiet && asked <= quiet) {
     /* Body the engine said the request still owes: it cannot start a head, no upcall. Of a known
      * length, the engine skips it by its count: its bytes are not copied either. */
-    long result = recorded_write(w, nr, a1, a2, a3, a4, a5, a6, start, quiet != RB_QUIET_UNTIL_READ ? RB_COUNT_ONLY : 0);
+    long result = recorded_write(w, nr, a1, a2, a3, a4, a5, a6, asked, quiet != RB_QUIET_UNTIL_READ ? 0 : RB_EVENT_MAX_DATA, start);
     if (result > 0 && quiet != RB_QUIET_UNTIL_READ) PRIV->quiet[a1] = quiet - (uint64_t)result;
     return result;
   }
@@ -465,7 +461,8 @@ static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, l
   uint64_t iovecs = nr == SYS_WRITEV ? (uint64_t)a3 : nr == SYS_SENDMSG ? (uint64_t)((const struct rb_msghdr*)a2)->iovlen : 1;
   uint32_t more = (uint32_t)((iovecs < 1024 ? iovecs : 1024) + 2) * (uint32_t)sizeof(struct rb_iovec);
   struct rb_claim c;
-  claim_write(w, &c, nr, a1, a2, a3, start, (uint32_t)sizeof(struct rb_call) + more);
+  uint32_t extra = (uint32_t)sizeof(struct rb_call) + more;
+  claim_write(w, &c, nr, a1, asked, RB_EVENT_MAX_DATA - extra - 8, extra, start);
   if (!c.e) return finish_write(w, &c, nr, a1, a2, a3, a4, start, rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6), 0);
   uint8_t* data = (uint8_t*)(c.e + 1);
   c.gathered = gather(nr, a2, a3, 0, data, c.first);
@@ -520,7 +517,7 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
       int write = is_write_nr(nr);
       if (write && state == RB_FD_CLIENT) return client_write(w, nr, a1, a2, a3, a4, a5, a6);
       uint64_t start = now_ns();
-      if (write) return recorded_write(w, nr, a1, a2, a3, a4, a5, a6, start, 0);
+      if (write) return recorded_write(w, nr, a1, a2, a3, a4, a5, a6, write_len(nr, a2, a3), RB_EVENT_MAX_DATA, start);
       long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
       if (result > 0 && state == RB_FD_CLIENT && PRIV->quiet[a1] == RB_QUIET_UNTIL_READ) PRIV->quiet[a1] = 0;
       record_io(w, nr, a1, result, a2, a3, a4, start, 0);
