@@ -226,6 +226,9 @@ Napi::Value EngineStatsJs(const Napi::CallbackInfo& info) {
   o.Set("headersInjected", static_cast<double>(s.tracker.headers_injected.load()));
   o.Set("injectionsSkipped", static_cast<double>(s.tracker.injections_skipped.load()));
   o.Set("contextsPresent", static_cast<double>(s.tracker.contexts_present.load()));
+  o.Set("stubContexts", static_cast<double>(s.tracker.stub_contexts.load()));
+  o.Set("stubInjections", static_cast<double>(s.tracker.stub_injections.load()));
+  o.Set("stubMismatches", static_cast<double>(s.tracker.stub_mismatches.load()));
   o.Set("injectionsSplit", static_cast<double>(s.tracker.injections_split.load()));
   o.Set("fastPathTraps", static_cast<double>(s.fast_traps.load()));
   o.Set("fastPathUpcalls", static_cast<double>(s.fast_upcalls.load()));

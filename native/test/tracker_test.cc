@@ -198,7 +198,7 @@ TEST(Injection, BodyOwedAfterAWrite) {
     Bytes view(bytes);
     Tracker::Io w = f.io(kClientFd, Direction::kWrite, static_cast<long>(bytes.size()));
     Injection inj = f.tracker.plan_injection(*f.fds, w, view);
-    const uint64_t owed = inj.quiet_known ? inj.quiet : f.tracker.body_owed_after(*f.fds, kClientFd, view);
+    const uint64_t owed = inj.quiet_known ? inj.quiet : f.tracker.body_owed_after(*f.fds, kClientFd, view).first;
     if (inj.active) f.tracker.injection_done(*f.fds, kClientFd, inj, inj.header.size());
     f.tracker.on_io(*f.fds, w, view);
     return owed;

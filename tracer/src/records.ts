@@ -114,4 +114,10 @@ export interface EngineStats {
   fastPathDropped?: number;
   fastPathProcesses?: number;
   fastPathFallbacks?: number;
+  /** --mode fast, trace context decided in the stub without an upcall (docs/fast-path.md): SERVER
+   * spans whose ids it drew, outbound requests it injected into, and parents it chose that the
+   * engine's rule would not have (0 unless threads race on one connection). */
+  stubContexts?: number;
+  stubInjections?: number;
+  stubMismatches?: number;
 }

@@ -5,6 +5,7 @@
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/ptrace.h>
@@ -17,9 +18,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstddef>
 #include <cstring>
 #include <optional>
+#include <tuple>
+#include <utility>
 
 #include "engine/engine.h"
 #include "syscall/seccomp.h"
@@ -74,6 +78,25 @@ fast::PrivateInit Engine::private_init(pid_t pid, const FdTable& fds) const {
   fast::PrivateInit init;
   init.pid = pid;
   init.inject = config_.tracker.inject;
+  // The stub decides the plain cases itself when what it injects is `traceparent` alone.
+  const uint32_t propagators = config_.tracker.propagation.propagators;
+  init.decide = stub_context_ && config_.tracker.inject && (propagators & kTraceContext) &&
+                (propagators & ~static_cast<uint32_t>(kTraceContext | kBaggage)) == 0;
+  init.sampler = static_cast<uint32_t>(config_.tracker.sampler.type);
+  const double ratio = config_.tracker.sampler.ratio;
+  init.ratio_below = ratio >= 1.0 ? (1ull << 53) : ratio <= 0.0 ? 0 : static_cast<uint64_t>(std::ceil(ratio * 9007199254740992.0));
+  if (getrandom(&init.ids, sizeof(init.ids), 0) != static_cast<ssize_t>(sizeof(init.ids))) init.ids = static_cast<uint64_t>(now_ns());
+  const DestinationAllowList& allow = config_.tracker.inject_to;
+  init.allow_all = allow.all() ? 1 : 0;
+  init.allow_unix = allow.allows_peer("127.0.0.1") ? 1 : 0;
+  const auto& networks = allow.networks();
+  // More networks than the stub has room for: it matches none, and the engine decides each.
+  init.allow_count = networks.size() <= RB_ALLOW_MAX ? static_cast<uint32_t>(networks.size()) : 0;
+  for (uint32_t i = 0; i < init.allow_count; i++) {
+    init.allow[i].family = static_cast<uint16_t>(networks[i].family);
+    init.allow[i].prefix = static_cast<uint16_t>(networks[i].prefix);
+    std::memcpy(init.allow[i].bytes, networks[i].bytes, 16);
+  }
   fds.for_each([&](int fd, const std::shared_ptr<Connection>&) {
     if (tracker_.is_tracked(fds, fd)) init.fds.emplace_back(fd, tracker_.may_inject(fds, fd) ? RB_FD_CLIENT : RB_FD_RECORD);
   });
@@ -158,6 +181,20 @@ bool Engine::adopt(std::string& error) {
     const uint32_t off = 0;
     write_tracee(launched.pid, TraceeAddr{RB_PRIVATE_ADDR + offsetof(rb_private, inject)}, &off, sizeof(off));
   }
+  // Nor whether, and how, its stub decides trace context: told now, `decide` last.
+  const fast::PrivateInit init = private_init(launched.pid, *process->fds);
+  const uint32_t decide = init.decide ? 1 : 0;
+  auto put = [&](size_t at, const void* value, size_t len) {
+    write_tracee(launched.pid, TraceeAddr{RB_PRIVATE_ADDR + at}, value, len);
+  };
+  put(offsetof(rb_private, sampler), &init.sampler, sizeof(init.sampler));
+  put(offsetof(rb_private, ratio_below), &init.ratio_below, sizeof(init.ratio_below));
+  put(offsetof(rb_private, ids), &init.ids, sizeof(init.ids));
+  put(offsetof(rb_private, allow_all), &init.allow_all, sizeof(init.allow_all));
+  put(offsetof(rb_private, allow_unix), &init.allow_unix, sizeof(init.allow_unix));
+  put(offsetof(rb_private, allow_count), &init.allow_count, sizeof(init.allow_count));
+  put(offsetof(rb_private, allow), init.allow.data(), sizeof(rb_net) * RB_ALLOW_MAX);
+  put(offsetof(rb_private, decide), &decide, sizeof(decide));
   return true;
 }
 
@@ -427,9 +464,23 @@ long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr) {
   Tracker::Io io = io_now(*t, fd, Direction::kWrite);
   io.entry = head.start_ns;
   Injection injection = tracker_.plan_injection(fds, io, view);
-  // The body still owed after these bytes needs no upcall (the stub applies it if they all go out).
-  const uint64_t quiet = injection.quiet_known ? injection.quiet : tracker_.body_owed_after(fds, fd, view);
-  std::memcpy(call + offsetof(rb_call, quiet), &quiet, sizeof(quiet));
+  // The body still owed after these bytes needs no upcall (the stub applies it if they all go out),
+  // and what the stub needs to decide the next requests on this descriptor itself.
+  rb_call answer = head;
+  std::tie(answer.quiet, answer.boundary) =
+      injection.quiet_known ? std::pair(injection.quiet, injection.boundary) : tracker_.body_owed_after(fds, fd, view);
+  answer.boundary = answer.boundary ? 1 : 0;
+  answer.peer_ok = tracker_.peer_allowed(fds, fd) ? 1 : 0;
+  answer.ctx_state = 1;
+  answer.ctx_head = injection.head_found ? 1 : 0;
+  if (const SpanContext* ctx = tracker_.thread_context(tid)) {
+    answer.ctx_state = ctx->trace_state.empty() && ctx->baggage.empty() ? 2 : 0;
+    std::memcpy(answer.ctx_trace, ctx->trace_id.data(), 16);
+    std::memcpy(answer.ctx_span, ctx->span_id.data(), 8);
+    answer.ctx_flags = ctx->flags;
+  }
+  constexpr size_t kAnswerAt = offsetof(rb_call, quiet), kAnswerLen = offsetof(rb_call, start_ns) - kAnswerAt;
+  std::memcpy(call + kAnswerAt, reinterpret_cast<const uint8_t*>(&answer) + kAnswerAt, kAnswerLen);
   if (!injection.active) return 0;
   PendingSyscall& p = t->pending;
   p = PendingSyscall{};
@@ -443,12 +494,11 @@ long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr) {
     p = PendingSyscall{};
     return 0;
   }
-  rb_call out = head;
+  rb_call out = answer;
   out.nr = rewritten.syscall_nr();
   for (int i = 0; i < 6; i++) out.args[i] = rewritten.arg(i + 1);
   out.inject_at = p.injection.offset;
   out.inject_len = p.injection.header.size();
-  out.quiet = quiet;
   // The header, the iovecs and this answer, into the rb_call in the ring.
   writes.add(TraceeAddr{call_addr}, &out, offsetof(rb_call, start_ns));
   if (!writes.flush_shared(TraceeAddr{call_addr}, call, kCallHead + head.scratch_len)) {
@@ -467,6 +517,9 @@ size_t Engine::drain_region(fast::SharedRegion& region) {
   region.traps_seen = traps;
   if (dropped > region.dropped_seen) stats_.fast_dropped += dropped - region.dropped_seen;
   region.dropped_seen = dropped;
+  // Traces the stub starts follow the engine's load shedding.
+  const uint64_t shed = tracker_.shedding() ? 1 : 0;
+  if (__atomic_load_n(&shared->shed, __ATOMIC_RELAXED) != shed) __atomic_store_n(&shared->shed, shed, __ATOMIC_RELAXED);
   return region.drain([&](const rb_event& e, const uint8_t* data) {
     stats_.fast_events++;
     if (debug_)
@@ -506,6 +559,17 @@ size_t Engine::drain_region(fast::SharedRegion& region) {
         return;
       }
       LocalBytes view(data, e.data_len, e.total);  // the bytes the ring event carries
+      Decided decided;
+      if (e.dec.kind != RB_DEC_NONE) {
+        std::memcpy(decided.trace_id.data(), e.dec.trace, 16);
+        std::memcpy(decided.span_id.data(), e.dec.span, 8);
+        std::memcpy(decided.parent.data(), e.dec.parent, 8);
+        decided.has_parent = e.dec.has_parent != 0;
+        decided.flags = e.dec.flags;
+        decided.shed = e.dec.shed != 0;
+        if (e.dec.kind == RB_DEC_SERVER && io.direction == Direction::kRead) io.server = &decided;
+        if (e.dec.kind == RB_DEC_CLIENT && io.direction == Direction::kWrite) tracker_.client_decided(fds, io.fd, t->tid, decided);
+      }
       PendingSyscall& p = t->pending;
       if ((e.flags & RB_EV_REWRITTEN) && p.rewritten && p.original.arg(1) == static_cast<uint64_t>(e.fd)) {
         // The write fast_write rewrote: how much of the header went out, then the program's bytes.

@@ -255,6 +255,8 @@ class Engine final : public SpanSink {
   std::atomic<size_t> batch_size_{0};
   const bool debug_;  // RBINDER_ENGINE_DEBUG: one stderr line per stop
   const bool predict_;  // RBINDER_PTRACE_PREDICT=0 turns the prediction off (exit stops always)
+  // RBINDER_STUB_CONTEXT=0: the fast path's stub leaves every outbound request head to the engine.
+  const bool stub_context_;
   // RBINDER_FORCE_PROC_NET=1 (tests): as if pidfd_getfd were refused: sockets described from /proc,
   // and no fast path (its shared memory and listener come through pidfd_getfd).
   const bool force_proc_net_;

@@ -334,10 +334,22 @@ std::unique_ptr<SharedRegion> setup_after_exec(pid_t tid, bool first, const Priv
     uint64_t len;
     uint64_t filter;
   } prog{filter.size(), RB_STUB_ADDR + kFilterAt};
-  rb_private head{};
+  // Only the fields before the per-descriptor tables are written (the tables start zeroed). The
+  // whole struct is ~10 MB, too large for a stack: its head is built in a buffer of its own size.
+  constexpr size_t kHeadSize = offsetof(rb_private, fd_state);
+  alignas(rb_private) uint8_t head_bytes[kHeadSize] = {};
+  rb_private& head = *reinterpret_cast<rb_private*>(head_bytes);
   head.magic = RB_MAGIC;
   head.pid = static_cast<uint32_t>(init.pid);
   head.inject = init.inject ? 1 : 0;
+  head.decide = init.decide ? 1 : 0;
+  head.sampler = init.sampler;
+  head.ratio_below = init.ratio_below;
+  head.ids = init.ids;
+  head.allow_all = init.allow_all;
+  head.allow_unix = init.allow_unix;
+  head.allow_count = init.allow_count;
+  std::memcpy(head.allow, init.allow.data(), sizeof(head.allow));
   head.clock_gettime = tracee_vdso_clock_gettime(tid);
   bool written =
       write_tracee(tid, TraceeAddr{RB_STUB_ADDR}, stub::kCode, sizeof(stub::kCode)) == static_cast<long>(sizeof(stub::kCode)) &&
@@ -346,7 +358,7 @@ std::unique_ptr<SharedRegion> setup_after_exec(pid_t tid, bool first, const Priv
       write_tracee(tid, TraceeAddr{RB_STUB_ADDR + kProgAt}, &prog, sizeof(prog)) == static_cast<long>(sizeof(prog)) &&
       write_tracee(tid, TraceeAddr{RB_STUB_ADDR + kFilterAt}, filter.data(), filter.size() * sizeof(sock_filter)) ==
           static_cast<long>(filter.size() * sizeof(sock_filter)) &&
-      write_tracee(tid, TraceeAddr{RB_PRIVATE_ADDR}, &head, offsetof(rb_private, fd_state)) ==
+      write_tracee(tid, TraceeAddr{RB_PRIVATE_ADDR}, head_bytes, kHeadSize) ==
           static_cast<long>(offsetof(rb_private, fd_state));
   for (const auto& [fd, state] : init.fds) {
     const uint8_t byte = static_cast<uint8_t>(state);

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <array>
 #include <memory>
 #include <string>
 #include <vector>
@@ -99,6 +100,13 @@ long install_filter_at_entry(pid_t tid, const std::vector<sock_filter>& filter, 
 struct PrivateInit {
   pid_t pid = 0;
   bool inject = false;
+  bool decide = false;        // the stub decides trace context where it can (rb_private.decide)
+  uint32_t sampler = 0;       // rb_sampler
+  uint64_t ratio_below = 0;   // rb_private.ratio_below
+  uint64_t ids = 0;           // the stub's id generator seed
+  // rb_private's allow_* fields: the injection allow-list's networks.
+  uint32_t allow_all = 0, allow_unix = 0, allow_count = 0;
+  std::array<rb_net, RB_ALLOW_MAX> allow{};
   std::vector<std::pair<int, rb_fd_state>> fds;  // connections that survived the exec
 };
 

@@ -46,14 +46,19 @@ class DestinationAllowList {
   // Returns false and sets `error` for a malformed CIDR.
   bool add(const std::string& entry, std::string& error);
   bool allows(const std::string& peer_address, const std::string& host) const;
+  // Allowed by the peer's address alone (any Host).
+  bool allows_peer(const std::string& peer_address) const { return allows(peer_address, ""); }
   bool empty() const { return !all_ && networks_.empty() && suffixes_.empty(); }
-
- private:
   struct Network {
     int family = 0;
     uint8_t bytes[16] = {};
     int prefix = 0;
   };
+  // What an address alone decides (the fast path's stub matches peers at connect).
+  bool all() const { return all_; }
+  const std::vector<Network>& networks() const { return networks_; }
+
+ private:
   bool all_ = false;
   std::vector<Network> networks_;
   std::vector<std::string> suffixes_;

@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <tuple>
 
 namespace rbinder {
 
@@ -53,7 +54,7 @@ std::shared_ptr<Connection> FdTable::take(int fd) {
 class StreamObserver final : public http::Observer {
  public:
   StreamObserver(Tracker& tracker, Connection& conn, Direction dir, const Tracker::Io& io)
-      : tracker_(tracker), conn_(conn), dir_(dir), io_(io), stream_(conn.stream_for(dir)) {}
+      : tracker_(tracker), conn_(conn), dir_(dir), io_(io), stream_(conn.stream_for(dir)), decided_(io.server) {}
 
   // Start of a chunk of `len` bytes about to be fed.
   void begin_chunk(size_t len) {
@@ -98,7 +99,8 @@ class StreamObserver final : public http::Observer {
       ex->user_agent = head.user_agent;
       ex->protocol_version = head.version_minor == 0 ? "1.0" : "1.1";
       if (conn_.side == Side::kServer) {
-        tracker_.start_server_span(*ex, head);
+        tracker_.start_server_span(*ex, head, decided_);
+        decided_ = nullptr;  // the stub decides a read's first request head only
       } else {
         tracker_.start_client_span(conn_, *ex, head);
       }
@@ -148,6 +150,7 @@ class StreamObserver final : public http::Observer {
   Direction dir_;
   const Tracker::Io& io_;
   Stream& stream_;
+  const Decided* decided_;
   size_t chunk_len_ = 0;
   size_t body_from_ = 0;
 };
@@ -387,9 +390,23 @@ bool Tracker::sample_root(const TraceId& trace_id) {
   return false;
 }
 
-void Tracker::start_server_span(Exchange& ex, const http::MessageHead& head) {
+void Tracker::start_server_span(Exchange& ex, const http::MessageHead& head, const Decided* decided) {
   SpanContext parent;
-  if (extract_context(head, config_.propagation, parent)) {
+  const bool has_parent = extract_context(head, config_.propagation, parent);
+  if (decided) {
+    // The stub drew the ids (and told the thread) already: the engine's span must be the same.
+    if (decided->has_parent != has_parent || (has_parent && parent.span_id != decided->parent)) stats_.stub_mismatches++;
+    stats_.stub_contexts++;
+    if (decided->shed) stats_.traces_shed++;
+    ex.context.trace_id = decided->trace_id;
+    ex.context.span_id = decided->span_id;
+    ex.context.flags = decided->flags;
+    ex.has_parent = ex.parent_remote = decided->has_parent;
+    ex.parent_span_id = decided->parent;
+    thread_contexts_[ex.tid] = ex.context;
+    return;
+  }
+  if (has_parent) {
     ex.context.trace_id = parent.trace_id;
     ex.parent_span_id = parent.span_id;
     ex.has_parent = true;
@@ -478,7 +495,7 @@ class IgnoringObserver final : public http::Observer {
 // Feeds `parser` data[off, size) (through `buf`), skipping bodies of known length; returns the
 // body still owed after them. The program waits meanwhile: past 64 KB of bytes to parse (a large
 // chunked write), the answer is 0 (unknown), and its later writes ask again.
-uint64_t owed_after(http::Parser& parser, DataView& data, uint64_t off, std::vector<uint8_t>& buf) {
+std::pair<uint64_t, bool> owed_after(http::Parser& parser, DataView& data, uint64_t off, std::vector<uint8_t>& buf) {
   constexpr uint64_t kMaxParsed = 64 * 1024;
   IgnoringObserver ignore;
   const uint64_t total = data.size();
@@ -491,14 +508,18 @@ uint64_t owed_after(http::Parser& parser, DataView& data, uint64_t off, std::vec
       off += n;
       continue;
     }
-    if (parsed >= kMaxParsed) return 0;
+    if (parsed >= kMaxParsed) return {0, false};
     const long got = data.copy(off, buf.data(), static_cast<size_t>(std::min<uint64_t>(total - off, kMaxParsed - parsed)));
-    if (got <= 0) return 0;
+    if (got <= 0) return {0, false};
     parser.feed(buf.data(), static_cast<size_t>(got), ignore);
     off += static_cast<uint64_t>(got);
     parsed += static_cast<uint64_t>(got);
   }
-  return parser.body_ahead();
+  // A request starts after the body owed: between messages, or in a body of known length.
+  const uint64_t owed = parser.body_ahead();
+  const bool boundary = parser.status() == http::Status::kOk &&
+                        (!parser.in_message() || (!parser.in_head() && owed > 0 && owed != http::Parser::kUnbounded));
+  return {owed, boundary};
 }
 
 std::vector<uint8_t>& lookahead_buffer() {
@@ -514,9 +535,9 @@ std::vector<uint8_t>& owed_buffer() {
 
 }  // namespace
 
-uint64_t Tracker::body_owed_after(FdTable& table, int fd, DataView& data) {
+std::pair<uint64_t, bool> Tracker::body_owed_after(FdTable& table, int fd, DataView& data) {
   const std::shared_ptr<Connection>& conn = table.get(fd);
-  if (!conn || conn->opaque || conn->side != Side::kClient) return 0;
+  if (!conn || conn->opaque || conn->side != Side::kClient) return {0, false};
   http::Parser parser = conn->requests.parser;
   return owed_after(parser, data, 0, lookahead_buffer());
 }
@@ -567,8 +588,9 @@ Injection Tracker::plan_injection(FdTable& table, const Io& io, DataView& data) 
     off += static_cast<uint64_t>(got);
   }
   // Whatever is planned, the body owed after these bytes (for a GET written whole: none, at no cost).
-  none.quiet = owed_after(parser, data, off, owed_buffer());
+  std::tie(none.quiet, none.boundary) = owed_after(parser, data, off, owed_buffer());
   none.quiet_known = true;
+  none.head_found = observer.found;
   if (!observer.found) return none;
   if (carries_context(observer.head, config_.propagation)) {
     stats_.contexts_present++;
@@ -608,9 +630,39 @@ Injection Tracker::plan_injection(FdTable& table, const Io& io, DataView& data) 
   inj.header = context_headers(conn->planned->context, config_.propagation);
   inj.quiet = none.quiet;
   inj.quiet_known = true;
+  inj.boundary = none.boundary;
+  inj.head_found = true;
   if (inj.header.empty()) return none;
   conn->inject_at = conn->written + inj.offset;
   return inj;
+}
+
+void Tracker::client_decided(FdTable& table, int fd, pid_t tid, const Decided& decided) {
+  const std::shared_ptr<Connection>& conn = table.get(fd);
+  if (!conn || conn->opaque || conn->side != Side::kClient) return;
+  const SpanContext* now = thread_context(tid);
+  if ((now != nullptr) != decided.has_parent || (now && now->span_id != decided.parent)) stats_.stub_mismatches++;
+  ClientSpanPlan plan;
+  if (now) plan.caller = *now;  // given back once the response is read, as plan_client_span does
+  plan.context.trace_id = decided.trace_id;
+  plan.context.span_id = decided.span_id;
+  plan.context.flags = decided.flags;
+  plan.parent_span_id = decided.parent;
+  plan.has_parent = decided.has_parent;
+  conn->planned = std::move(plan);
+  stats_.headers_injected++;
+  stats_.stub_injections++;
+  if (decided.shed) stats_.traces_shed++;
+}
+
+bool Tracker::peer_allowed(const FdTable& table, int fd) const {
+  const std::shared_ptr<Connection>& conn = table.get(fd);
+  return conn && config_.inject_to.allows_peer(conn->socket.peer.address);
+}
+
+const SpanContext* Tracker::thread_context(pid_t tid) const {
+  auto it = thread_contexts_.find(tid);
+  return it != thread_contexts_.end() && it->second.valid() ? &it->second : nullptr;
 }
 
 void Tracker::injection_done(FdTable& table, int fd, const Injection& injection, uint64_t sent) {

@@ -64,6 +64,21 @@ struct TrackerStats {
   std::atomic<uint64_t> injections_split{0};    // a partial write cut through the injected header
   std::atomic<uint64_t> traces_shed{0};         // new traces left unsampled while export was behind
   std::atomic<uint64_t> unsampled_dropped{0};   // unsampled exchanges not handed over: JS was not taking batches
+  // The fast path's stub deciding trace context itself (docs/fast-path.md):
+  std::atomic<uint64_t> stub_contexts{0};       // SERVER spans whose ids it drew
+  std::atomic<uint64_t> stub_injections{0};     // request heads it put the header in, without an upcall
+  std::atomic<uint64_t> stub_mismatches{0};     // a parent it chose that the engine's rule would not have
+};
+
+// Ids an in-process decision already chose for a span (the fast path's stub): the engine takes
+// them instead of drawing its own.
+struct Decided {
+  TraceId trace_id{};
+  SpanId span_id{};
+  SpanId parent{};
+  bool has_parent = false;
+  uint8_t flags = 0;
+  bool shed = false;  // a trace that starts here, left unsampled because export was behind
 };
 
 // The bytes one syscall moved, wherever they live (tracee memory, a shared ring).
@@ -223,6 +238,8 @@ struct Injection {
   // where the plan parsed the bytes (quiet_known); otherwise Tracker::body_owed_after tells.
   uint64_t quiet = 0;
   bool quiet_known = false;
+  bool boundary = false;  // with quiet_known: the byte after that body starts a request
+  bool head_found = false;  // a request head ends in the bytes (its CLIENT span is planned now)
 };
 
 class Tracker {
@@ -254,13 +271,21 @@ class Tracker {
     long result = 0;  // bytes moved, or -errno
     TimeNs entry = 0;
     TimeNs exit = 0;
+    const Decided* server = nullptr;  // a read: the SERVER span of the request head it starts
   };
   // A read- or write-family syscall finished on fd. `data` covers the bytes moved (result > 0).
   void on_io(FdTable& table, const Io& io, DataView& data);
   // At the entry of a write-family syscall: what to insert into the bytes it is about to send.
   Injection plan_injection(FdTable& table, const Io& io, DataView& data);
-  // The request body still owed on the connection once `data` is written on it (Injection::quiet).
-  uint64_t body_owed_after(FdTable& table, int fd, DataView& data);
+  // The request body still owed on the connection once `data` is written on it (Injection::quiet),
+  // and whether the next byte after that body starts a request (Injection::boundary).
+  std::pair<uint64_t, bool> body_owed_after(FdTable& table, int fd, DataView& data);
+  // A request head about to be written on fd whose CLIENT span the stub decided (and injected).
+  void client_decided(FdTable& table, int fd, pid_t tid, const Decided& decided);
+  // True when fd's peer address may get trace context whatever the request's Host says.
+  bool peer_allowed(const FdTable& table, int fd) const;
+  // The thread's current context (nullptr: none).
+  const SpanContext* thread_context(pid_t tid) const;
   // At its exit, before on_io: how many of the injection's header bytes went out.
   void injection_done(FdTable& table, int fd, const Injection& injection, uint64_t header_bytes_sent);
 
@@ -301,7 +326,7 @@ class Tracker {
   void give_up(Connection& conn, bool parse_error);
   void fail_pending(Connection& conn, const std::string& error, TimeNs now);
   void finish(Connection& conn, Exchange& ex, TimeNs end, const std::string& error);
-  void start_server_span(Exchange& ex, const http::MessageHead& head);
+  void start_server_span(Exchange& ex, const http::MessageHead& head, const Decided* decided);
   void start_client_span(Connection& conn, Exchange& ex, const http::MessageHead& head);
   ClientSpanPlan plan_client_span(pid_t tid);
 

@@ -17,7 +17,7 @@
 #define RB_PRIVATE_ADDR (RB_STUB_ADDR + 0x1000000ULL)
 
 #define RB_MAGIC 0x72626e64u /* "rbnd" */
-#define RB_VERSION 4u
+#define RB_VERSION 5u
 
 #define RB_FD_MAX 65536
 #define RB_RING_SLOTS 8192u
@@ -46,6 +46,28 @@ enum rb_fd_state {
  * bytes only, and the header bytes that went out are (flags >> RB_EV_HEADER_SHIFT) & 0xffff. */
 #define RB_EV_REWRITTEN (1ull << 62)
 #define RB_EV_HEADER_SHIFT 32
+
+/* What the stub decided about trace context in a read or write (docs/fast-path.md, "Trace
+ * context in the stub"); the engine takes these ids instead of drawing its own. */
+enum rb_decision_kind {
+  RB_DEC_NONE = 0,
+  RB_DEC_SERVER = 1, /* a read: the request head that starts it is this SERVER span */
+  RB_DEC_CLIENT = 2, /* a write: its request head got header_len bytes of trace context (the
+                        CLIENT span below), header_sent of them with this write */
+};
+struct rb_decision {
+  uint32_t kind;
+  uint16_t header_len;
+  uint16_t header_sent;
+  uint8_t trace[16];
+  uint8_t span[8];
+  uint8_t parent[8]; /* when has_parent */
+  uint8_t flags;     /* W3C trace flags (bit 0: sampled) */
+  uint8_t has_parent;
+  uint8_t shed;      /* a trace started here, left unsampled because export is behind */
+  uint8_t pad[5];
+};
+
 struct rb_event {
   uint64_t seq;       /* written last: (index of first slot) + 1 once the event is complete */
   uint64_t claim;     /* written first: the same value once `slots` and `pid` are valid, so the
@@ -61,6 +83,7 @@ struct rb_event {
   uint64_t start_ns;  /* CLOCK_REALTIME at the trap */
   uint64_t end_ns;    /* and after the syscall */
   uint64_t total;     /* bytes the syscall moved (== result when > 0) */
+  struct rb_decision dec;
 };
 
 struct rb_shared {
@@ -70,24 +93,99 @@ struct rb_shared {
   uint64_t consumed;  /* first slot the engine has not consumed */
   uint64_t dropped;   /* events lost to a full ring */
   uint64_t traps;     /* SIGSYS handler runs */
-  uint64_t pad[3];
+  uint64_t shed;      /* set by the engine while export is behind: traces starting here go unsampled */
+  uint64_t pad[2];
   uint8_t ring[RB_RING_SLOTS * RB_SLOT_SIZE] __attribute__((aligned(64)));
 };
 #define RB_SHARED_SIZE (((sizeof(struct rb_shared) + 4095) / 4096) * 4096)
+
+#define RB_ALLOW_MAX 32
+struct rb_net {
+  uint16_t family; /* AF_INET, AF_INET6 */
+  uint16_t prefix; /* bits */
+  uint32_t pad;
+  uint8_t bytes[16];
+};
+
+/* The stub's view of each thread's trace context (the engine's rule, docs/propagation.md), kept
+ * only while it is sure the engine's is the same: anything that may change it where the stub
+ * cannot follow bumps `gen`, and the context is valid while valid_gen == gen. */
+#define RB_THREADS 4096
+struct rb_thread {
+  uint32_t tid;       /* the thread whose slot (tid % RB_THREADS) this is now */
+  uint32_t busy;      /* its owner is changing it (a nested trap on that thread decides nothing) */
+  uint32_t gen;
+  uint32_t valid_gen;
+  uint32_t has;       /* 0: no context (a request written now starts a trace) */
+  uint32_t req;       /* the server request that set it (its response's end clears it) */
+  uint8_t flags;
+  uint8_t pad[7];
+  uint8_t trace[16];
+  uint8_t span[8];
+};
+
+/* Per connection, where the stub is in its request stream. */
+enum rb_side { RB_SIDE_UNKNOWN = 0, RB_SIDE_SERVER = 1, RB_SIDE_CLIENT = 2 };
+enum rb_sync {
+  RB_SYNC_NONE = 0, /* not known: the stub decides nothing here */
+  RB_SYNC_HEAD = 1, /* the next request byte starts a head */
+  RB_SYNC_BODY = 2, /* `owed` bytes of body first (server reads; client writes use quiet[]) */
+};
+#define RB_HEADER_MAX 72
+struct rb_conn {
+  uint8_t side;
+  uint8_t sync;
+  uint8_t peer_ok;     /* client: the engine said the peer's address may get trace context */
+  uint8_t caller;      /* client: the writer's context when it wrote the last request head, which
+                          the engine gives back at the response's end: 0 none (nothing given back),
+                          1 caller_span's, 2 not known */
+  uint16_t hdr_len;    /* client: header lines of this stub still owed at stream position hdr_at */
+  uint16_t hdr_sent;   /* of them, sent */
+  uint32_t tid;        /* server: the thread that read the current request; client: the last writer */
+  uint32_t req;        /* server: the current request's tag (rb_thread.req) */
+  uint64_t owed;       /* RB_SYNC_BODY */
+  uint64_t pos;        /* client: the program's bytes written so far */
+  uint64_t hdr_at;
+  uint64_t msg_end;    /* client: where the request being written ends (~0: chunked, not known) */
+  uint8_t caller_span[8];
+  uint8_t hdr[RB_HEADER_MAX];
+};
 
 struct rb_private {
   uint32_t magic;
   uint32_t pid;               /* the process this copy belongs to (a vfork child shares it) */
   uint32_t inject;            /* outbound connections start as RB_FD_CLIENT */
-  uint32_t pad;
+  uint32_t decide;            /* the stub decides trace context where it can (rb_conn, rb_thread) */
   uint64_t app_sigsys[4];     /* the program's own rt_sigaction(SIGSYS), answered as if applied */
   uint64_t clock_gettime;     /* the vDSO's __vdso_clock_gettime, or 0: the syscall */
+  uint32_t sampler;           /* RB_SAMPLER_* */
+  uint32_t next_req;          /* request tags */
+  uint64_t ratio_below;       /* ratio samplers: sampled when (last 8 bytes of the trace id) >> 11 < this */
+  uint64_t ids;               /* id generator state (a Weyl sequence, seeded by the engine) */
+  /* The injection allow-list's networks (--inject-to), for outbound connections' peers; a peer
+   * outside them may still be allowed by the request's Host, which the engine checks. */
+  uint32_t allow_all;
+  uint32_t allow_unix;        /* AF_UNIX peers (allowed where loopback is) */
+  uint32_t allow_count;       /* entries in allow[] */
+  uint32_t pad2;
+  struct rb_net allow[RB_ALLOW_MAX];
   uint8_t fd_state[RB_FD_MAX];
   uint64_t lost[RB_FD_MAX][2]; /* bytes read [0] / written [1] whose events a full ring dropped */
   uint64_t quiet[RB_FD_MAX];   /* RB_FD_CLIENT: bytes the program may write without an upcall
                                   (RB_QUIET_UNTIL_READ: until it reads a byte on the descriptor) */
+  struct rb_thread threads[RB_THREADS];
+  struct rb_conn conns[RB_FD_MAX];
 };
 #define RB_QUIET_UNTIL_READ UINT64_MAX
+/* The engine's samplers (its SamplerType). */
+enum rb_sampler {
+  RB_SAMPLER_ALWAYS_ON = 0,
+  RB_SAMPLER_ALWAYS_OFF = 1,
+  RB_SAMPLER_RATIO = 2,
+  RB_SAMPLER_PARENT_ALWAYS_ON = 3,
+  RB_SAMPLER_PARENT_ALWAYS_OFF = 4,
+  RB_SAMPLER_PARENT_RATIO = 5,
+};
 #define RB_PRIVATE_SIZE (((sizeof(struct rb_private) + 4095) / 4096) * 4096)
 
 /* Upcalls: the stub issues syscall RB_UPCALL_NR (no syscall of any kernel: from anywhere else it
@@ -113,6 +211,16 @@ struct rb_call {
   uint64_t inject_at;  /* where the header is in the rewritten call's bytes */
   uint64_t inject_len; /* and its length */
   uint64_t quiet;      /* see RB_UP_WRITE */
+  /* Also answered, so that the stub can decide the descriptor's next requests itself: */
+  uint32_t boundary;   /* after these bytes and `quiet` more, the next byte starts a request */
+  uint32_t peer_ok;    /* the peer's address may get trace context */
+  uint32_t ctx_state;  /* the writing thread's context in the engine: 0 one the stub cannot carry
+                          (tracestate, baggage), 1 none, 2 ctx_* */
+  uint8_t ctx_flags;
+  uint8_t ctx_head;    /* a request head ends in these bytes: its caller is the context above */
+  uint8_t ctx_pad[2];
+  uint8_t ctx_trace[16];
+  uint8_t ctx_span[8];
   uint64_t start_ns;
   uint64_t data;       /* where the stub copied the first data_len bytes the call asks to send */
   uint64_t data_len;

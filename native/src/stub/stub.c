@@ -132,6 +132,7 @@ static uint64_t now_ns(void) {
 /* Who is trapping, looked up once per trap and only when an event is recorded. */
 struct rb_who {
   uint32_t tid; /* 0 until looked up */
+  int mine;     /* 0 until looked up, then 1 or -1 */
 };
 
 static uint32_t tid_of(struct rb_who* w) {
@@ -145,8 +146,11 @@ static uint32_t tid_of(struct rb_who* w) {
  * need to know when a thread exits, and trapping exit is not safe: musl's detached threads exit
  * after unmapping their own stack, where the kernel would have to put the signal frame.) */
 static int mine(struct rb_who* w) {
-  uint32_t tid = tid_of(w);
-  return tid == PRIV->pid || (uint32_t)sys(SYS_GETPID, 0, 0, 0) == PRIV->pid;
+  if (w->mine == 0) {
+    uint32_t tid = tid_of(w);
+    w->mine = tid == PRIV->pid || (uint32_t)sys(SYS_GETPID, 0, 0, 0) == PRIV->pid ? 1 : -1;
+  }
+  return w->mine > 0;
 }
 
 static void copy_bytes(uint8_t* dst, const uint8_t* src, size_t n) {
@@ -182,6 +186,7 @@ static struct rb_event* reserve(uint32_t data, uint64_t* seq) {
   struct rb_event* e = (struct rb_event*)(SH->ring + (at % RB_RING_SLOTS) * RB_SLOT_SIZE);
   e->slots = slots;
   e->pid = PRIV->pid;
+  e->dec.kind = RB_DEC_NONE;
   __atomic_store_n(&e->claim, at + 1, __ATOMIC_RELEASE);
   *seq = at + 1;
   return e;
@@ -262,7 +267,8 @@ static void lose(long nr, long fd, uint64_t n) {
 }
 
 /* What a read or write moved from byte `done` on, in events of at most RB_EVENT_MAX_DATA bytes. */
-static void record_io(struct rb_who* w, long nr, long fd, long result, long a2, long a3, long a4, uint64_t start, uint64_t done) {
+static void record_io(struct rb_who* w, long nr, long fd, long result, long a2, long a3, long a4, uint64_t start, uint64_t done,
+                      const struct rb_decision* d) {
   if (result == -EAGAIN || result == -EINTR || !mine(w)) return;
   uint64_t moved = result > 0 ? (uint64_t)result : 0;
   if (!report_lost(w, nr, fd, start)) {
@@ -284,6 +290,10 @@ static void record_io(struct rb_who* w, long nr, long fd, long result, long a2, 
     }
     fill(w, e, nr, fd, result > 0 ? (long)n : result, io_flags(nr, a3, a4), start, n);
     e->data_len = n ? gather(nr, a2, a3, done, (uint8_t*)(e + 1), n) : 0;
+    if (d && d->kind) {
+      copy_bytes((uint8_t*)&e->dec, (const uint8_t*)d, sizeof(*d)); /* the head is in the first event */
+      d = 0;
+    }
     publish(e, seq);
     done += n;
   } while (done < moved);
@@ -357,7 +367,7 @@ static long finish_write(struct rb_who* w, struct rb_claim* c, long nr, long a1,
   fill(w, e, nr, a1, n, io_flags(nr, a3, a4) | flags, start, n);
   e->data_len = c->gathered ? (n < c->gathered ? n : c->gathered) : gather(nr, a2, a3, 0, (uint8_t*)(e + 1), n);
   publish(e, c->seq);
-  if ((uint64_t)result > n) record_io(w, nr, a1, result, a2, a3, a4, start, n);
+  if ((uint64_t)result > n) record_io(w, nr, a1, result, a2, a3, a4, start, n, 0);
   return result;
 }
 
@@ -391,6 +401,27 @@ static int stream_socket(long fd, uint8_t* local, unsigned* local_len) {
   return family == 1 || family == 2 || family == 10;
 }
 
+/* The injection allow-list's networks hold the peer (a sockaddr): what the engine's
+ * DestinationAllowList::allows_peer says, for the stub to decide requests on it. */
+static int peer_allowed(const uint8_t* peer, unsigned len) {
+  if (PRIV->allow_all) return 1;
+  if (len < 2) return 0;
+  uint16_t family = (uint16_t)(peer[0] | (peer[1] << 8));
+  if (family == 1 /* AF_UNIX */) return PRIV->allow_unix != 0;
+  const uint8_t* addr = family == 2 && len >= 8 ? peer + 4 : family == 10 && len >= 24 ? peer + 8 : 0;
+  if (!addr) return 0;
+  for (uint32_t i = 0; i < PRIV->allow_count && i < RB_ALLOW_MAX; i++) {
+    const struct rb_net* n = &PRIV->allow[i];
+    if (n->family != family) continue;
+    uint32_t full = n->prefix / 8u, rest = n->prefix % 8u, k = 0;
+    while (k < full && n->bytes[k] == addr[k]) k++;
+    if (k < full) continue;
+    if (rest && ((n->bytes[full] ^ addr[full]) & (0xff << (8 - rest)) & 0xff)) continue;
+    return 1;
+  }
+  return 0;
+}
+
 /* A new connection on fd: its state, and an event with both addresses. */
 static void new_connection(struct rb_who* w, long nr, long fd, uint8_t state, const uint8_t* peer_hint, unsigned peer_hint_len,
                            uint64_t start) {
@@ -408,6 +439,14 @@ static void new_connection(struct rb_who* w, long nr, long fd, uint8_t state, co
   if (peer_len > sizeof(peer)) peer_len = sizeof(peer);
   PRIV->fd_state[fd] = state;
   PRIV->quiet[fd] = 0;
+  struct rb_conn* cn = &PRIV->conns[fd];
+  cn->side = nr == SYS_CONNECT ? RB_SIDE_CLIENT : RB_SIDE_SERVER;
+  cn->sync = RB_SYNC_HEAD;
+  cn->peer_ok = nr == SYS_CONNECT && peer_allowed(peer, peer_len);
+  cn->hdr_len = cn->hdr_sent = 0;
+  cn->tid = cn->req = 0;
+  cn->caller = 2;
+  cn->owed = cn->pos = cn->hdr_at = cn->msg_end = 0;
   uint64_t seq;
   struct rb_event* e = reserve(local_len + peer_len, &seq);
   if (!e) return;
@@ -418,6 +457,21 @@ static void new_connection(struct rb_who* w, long nr, long fd, uint8_t state, co
   publish(e, seq);
 }
 
+static void forget_context(uint32_t tid);
+
+/* The stub stops following fd's requests (close, dup): the engine ends or keeps the exchanges in
+ * flight, and the contexts they touch are no longer known here. */
+static void unsync(long fd, int gone) {
+  struct rb_conn* cn = &PRIV->conns[fd];
+  if (cn->tid) forget_context(cn->tid);
+  cn->sync = RB_SYNC_NONE;
+  if (gone) {
+    cn->side = RB_SIDE_UNKNOWN;
+    cn->tid = 0;
+    cn->hdr_len = cn->hdr_sent = 0;
+  }
+}
+
 static void closed(struct rb_who* w, long fd) {
   if (state_of(fd) == RB_FD_PASS || !mine(w)) return;
   uint64_t now = now_ns();
@@ -426,6 +480,7 @@ static void closed(struct rb_who* w, long fd) {
   PRIV->fd_state[fd] = RB_FD_PASS;
   PRIV->lost[fd][0] = PRIV->lost[fd][1] = 0;
   PRIV->quiet[fd] = 0;
+  unsync(fd, 1);
   record_simple(w, SYS_CLOSE, fd, 0, 0);
 }
 
@@ -441,22 +496,538 @@ static void forward(int sig, struct rb_siginfo* info, void* context) {
   }
 }
 
-/* A write on an outbound connection: the engine may rewrite it to carry a header (one upcall). Its
- * event is claimed first, so the engine plans with everything before it in the ring; the rewritten
- * write's outcome goes into that event, with how much of the header went out. The bytes go into
- * the event before the upcall and the rb_call after them, so the engine reads both, and writes its
- * answer, in shared memory. */
+/* ---- Trace context decided in the stub (docs/fast-path.md, "Trace context in the stub") ----
+ * The engine's correlation rule (docs/propagation.md) run here for the plain cases, so that a
+ * request written on an outbound connection gets its header without an upcall: a request head
+ * read whole on an accepted connection becomes the reading thread's context, with ids drawn here
+ * and handed to the engine in the event; a request head written whole on an outbound connection
+ * gets `traceparent` before its blank line. Whatever the stub cannot follow (a head split over
+ * reads, a response read, a thread's context restored or cleared by the engine) makes the thread's
+ * context unknown here, and its next outbound request asks the engine as before; the answer
+ * brings the engine's context back. */
+
+#define RB_NO_LENGTH (~0ull)
+
+static uint32_t ids_pid_mix(void) { return PRIV->pid * 0x9e3779b9u; }
+
+/* 64 random-looking bits: a Weyl sequence through the SplitMix64 finalizer, with the pid mixed in
+ * (a fork child continues its parent's sequence). Unique, not secret, like the engine's ids. */
+static uint64_t next_id(void) {
+  uint64_t z = __atomic_add_fetch(&PRIV->ids, 0x9e3779b97f4a7c15ull, __ATOMIC_RELAXED) ^ ((uint64_t)ids_pid_mix() << 32);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static void put64(uint8_t* out, uint64_t v) {
+  for (int i = 7; i >= 0; i--, v >>= 8) out[i] = (uint8_t)v;
+}
+
+static void new_span_id(uint8_t* out) {
+  uint64_t v;
+  do v = next_id();
+  while (v == 0);
+  put64(out, v);
+}
+
+static void new_trace_id(uint8_t* out) {
+  put64(out, next_id());
+  uint64_t low;
+  do low = next_id();
+  while (low == 0);
+  put64(out + 8, low);
+}
+
+/* The engine's Sampler::sample, with the ratio as an integer bound. parent_flags < 0: a root. */
+static int sampled(int parent_flags, const uint8_t* trace) {
+  uint64_t v = 0;
+  for (int i = 8; i < 16; i++) v = v << 8 | trace[i];
+  int ratio = (v >> 11) < PRIV->ratio_below;
+  switch (PRIV->sampler) {
+    case RB_SAMPLER_ALWAYS_ON: return 1;
+    case RB_SAMPLER_ALWAYS_OFF: return 0;
+    case RB_SAMPLER_RATIO: return ratio;
+    case RB_SAMPLER_PARENT_ALWAYS_ON: return parent_flags >= 0 ? parent_flags & 1 : 1;
+    case RB_SAMPLER_PARENT_ALWAYS_OFF: return parent_flags >= 0 ? parent_flags & 1 : 0;
+    default: return parent_flags >= 0 ? parent_flags & 1 : ratio;
+  }
+}
+
+/* A trace that starts here: sampled as the engine's sample_root would (shedding included). */
+static uint8_t root_flags(const uint8_t* trace, struct rb_decision* d) {
+  if (!sampled(-1, trace)) return 0;
+  if (__atomic_load_n(&SH->shed, __ATOMIC_RELAXED)) {
+    d->shed = 1;
+    return 0;
+  }
+  return 1;
+}
+
+/* The thread's context: set by its owner, made unknown by anyone (gen). */
+static struct rb_thread* thread_slot(uint32_t tid) { return &PRIV->threads[tid % RB_THREADS]; }
+
+static void forget_context(uint32_t tid) {
+  struct rb_thread* t = thread_slot(tid);
+  if (__atomic_load_n(&t->tid, __ATOMIC_ACQUIRE) == tid) __atomic_add_fetch(&t->gen, 1, __ATOMIC_SEQ_CST);
+}
+
+/* Sets the calling thread's context (has == 0: none), as of generation `gen`. */
+static void set_context(uint32_t tid, uint32_t gen, int has, const uint8_t* trace, const uint8_t* span, uint8_t flags,
+                        uint32_t req) {
+  struct rb_thread* t = thread_slot(tid);
+  if (__atomic_exchange_n(&t->busy, 1, __ATOMIC_ACQUIRE)) return; /* a trap nested in our own update */
+  t->has = (uint32_t)has;
+  t->req = req;
+  t->flags = flags;
+  if (has) {
+    copy_bytes(t->trace, trace, 16);
+    copy_bytes(t->span, span, 8);
+  }
+  __atomic_store_n(&t->valid_gen, gen, __ATOMIC_RELEASE);
+  __atomic_store_n(&t->busy, 0, __ATOMIC_RELEASE);
+}
+
+/* The generation a context set now would belong to (taking the slot over if another thread has it:
+ * whatever that thread knew is then unknown). */
+static uint32_t context_gen(uint32_t tid) {
+  struct rb_thread* t = thread_slot(tid);
+  if (__atomic_load_n(&t->tid, __ATOMIC_ACQUIRE) != tid) {
+    __atomic_store_n(&t->tid, tid, __ATOMIC_RELEASE);
+    __atomic_add_fetch(&t->gen, 1, __ATOMIC_SEQ_CST);
+  }
+  return __atomic_load_n(&t->gen, __ATOMIC_SEQ_CST);
+}
+
+/* Copies the calling thread's context; 0 when the stub does not know it. */
+static int get_context(uint32_t tid, struct rb_thread* out) {
+  struct rb_thread* t = thread_slot(tid);
+  if (__atomic_load_n(&t->tid, __ATOMIC_ACQUIRE) != tid) return 0;
+  if (__atomic_exchange_n(&t->busy, 1, __ATOMIC_ACQUIRE)) return 0;
+  uint32_t gen = __atomic_load_n(&t->gen, __ATOMIC_SEQ_CST);
+  int ok = __atomic_load_n(&t->valid_gen, __ATOMIC_ACQUIRE) == gen;
+  if (ok) {
+    out->has = t->has;
+    out->req = t->req;
+    out->flags = t->flags;
+    copy_bytes(out->trace, t->trace, 16);
+    copy_bytes(out->span, t->span, 8);
+  }
+  __atomic_store_n(&t->busy, 0, __ATOMIC_RELEASE);
+  return ok;
+}
+
+/* A request head, as far as the stub needs it. */
+struct rb_head {
+  uint64_t end;    /* bytes of the head with its blank line; 0: no whole head in the bytes */
+  uint64_t length; /* Content-Length, RB_NO_LENGTH: none */
+  uint8_t crlf;    /* the blank line is CRLF */
+  uint8_t plain;   /* nothing the stub leaves to the engine: no Upgrade, CONNECT, odd framing */
+  uint8_t chunked;
+  uint8_t context; /* carries traceparent, b3 or X-B3-TraceId (the program propagates) */
+  uint8_t carried; /* carries tracestate or baggage (context the stub does not carry along) */
+  uint8_t tp;      /* traceparent seen; tp_ok: it parsed as version 00 */
+  uint8_t tp_ok;
+  uint8_t flags;
+  uint8_t trace[16];
+  uint8_t span[8];
+};
+
+static uint8_t lower(uint8_t c) { return c >= 'A' && c <= 'Z' ? (uint8_t)(c + 32) : c; }
+
+static int name_is(const uint8_t* p, uint64_t n, const char* lit) {
+  uint64_t i = 0;
+  for (; i < n && lit[i]; i++)
+    if (lower(p[i]) != (uint8_t)lit[i]) return 0;
+  return i == n && !lit[i];
+}
+
+static int hex_value(uint8_t c) {
+  return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static int parse_hex(const uint8_t* p, uint8_t* out, int n) {
+  int nonzero = 0;
+  for (int i = 0; i < n; i++) {
+    int hi = hex_value(p[2 * i]), lo = hex_value(p[2 * i + 1]);
+    if (hi < 0 || lo < 0) return -1;
+    out[i] = (uint8_t)(hi << 4 | lo);
+    nonzero |= out[i];
+  }
+  return nonzero != 0;
+}
+
+/* "00-<32 hex>-<16 hex>-<2 hex>" with non-zero ids (parse_traceparent in the engine takes other
+ * versions too; those are left to it). */
+static int parse_traceparent(const uint8_t* v, uint64_t n, struct rb_head* h) {
+  if (n != 55 || v[0] != '0' || v[1] != '0' || v[2] != '-' || v[35] != '-' || v[52] != '-') return 0;
+  return parse_hex(v + 3, h->trace, 16) == 1 && parse_hex(v + 36, h->span, 8) == 1 && parse_hex(v + 53, &h->flags, 1) >= 0;
+}
+
+static int is_token(uint8_t c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' ||
+         c == '!' || c == '#' || c == '$' || c == '%' || c == '&' || c == '\'' || c == '*' || c == '+' || c == '^' ||
+         c == '`' || c == '|' || c == '~';
+}
+
+/* Reads a request head from the start of b[0, n). Anything unexpected leaves end == 0 or plain == 0:
+ * the engine's parser has the last word, the stub only decides the plain cases. */
+static void parse_head(const uint8_t* b, uint64_t n, struct rb_head* h) {
+  h->end = 0;
+  h->length = RB_NO_LENGTH;
+  h->crlf = h->chunked = h->context = h->carried = h->tp = h->tp_ok = 0;
+  h->plain = 1;
+  uint64_t i = 0;
+  while (i < n && i < 16 && b[i] >= 'A' && b[i] <= 'Z') i++;
+  if (i == 0 || i >= n || b[i] != ' ') return;
+  if (name_is(b, i, "connect")) h->plain = 0;
+  uint64_t t = ++i;
+  while (i < n && b[i] > ' ' && b[i] < 0x7f) i++;
+  if (i == t || i + 10 > n || b[i] != ' ') return;
+  i++;
+  if (!name_is(b + i, 7, "http/1.") || b[i + 7] < '0' || b[i + 7] > '9') return;
+  i += 8;
+  if (b[i] == '\r') i++;
+  if (i >= n || b[i] != '\n') return;
+  i++;
+  for (;;) {
+    if (i >= n) return;
+    if (b[i] == '\n' || (b[i] == '\r' && i + 1 < n && b[i + 1] == '\n')) {
+      h->crlf = b[i] == '\r';
+      h->end = i + 1 + h->crlf;
+      if (h->chunked && h->length != RB_NO_LENGTH) h->plain = 0;
+      return;
+    }
+    uint64_t name = i;
+    while (i < n && is_token(b[i])) i++;
+    if (i == name || i >= n || b[i] != ':') return; /* obs-fold, a bad name: the engine decides */
+    uint64_t name_len = i - name;
+    i++;
+    while (i < n && (b[i] == ' ' || b[i] == '\t')) i++;
+    uint64_t value = i;
+    while (i < n && b[i] != '\r' && b[i] != '\n') i++;
+    if (i >= n) return;
+    uint64_t value_end = i;
+    while (value_end > value && (b[value_end - 1] == ' ' || b[value_end - 1] == '\t')) value_end--;
+    if (b[i] == '\r') {
+      if (i + 1 >= n || b[i + 1] != '\n') return;
+      i++;
+    }
+    i++;
+    const uint8_t* v = b + value;
+    uint64_t vn = value_end - value;
+    const uint8_t* nm = b + name;
+    if (name_is(nm, name_len, "content-length")) {
+      uint64_t len = 0;
+      if (vn == 0 || vn > 15) h->plain = 0;
+      for (uint64_t k = 0; k < vn; k++) {
+        if (v[k] < '0' || v[k] > '9') h->plain = 0;
+        len = len * 10 + (uint64_t)(v[k] - '0');
+      }
+      if (h->length != RB_NO_LENGTH && h->length != len) h->plain = 0;
+      h->length = len;
+    } else if (name_is(nm, name_len, "transfer-encoding")) {
+      if (name_is(v, vn, "chunked") && !h->chunked) {
+        h->chunked = 1;
+      } else {
+        h->plain = 0;
+      }
+    } else if (name_is(nm, name_len, "traceparent")) {
+      if (h->tp) h->plain = 0;
+      h->tp = h->context = 1;
+      h->tp_ok = (uint8_t)parse_traceparent(v, vn, h);
+    } else if (name_is(nm, name_len, "tracestate") || name_is(nm, name_len, "baggage")) {
+      h->carried = 1;
+    } else if (name_is(nm, name_len, "b3") || name_is(nm, name_len, "x-b3-traceid")) {
+      h->context = 1;
+    } else if (name_is(nm, name_len, "upgrade")) {
+      h->plain = 0;
+    }
+  }
+}
+
+static const struct rb_iovec* io_vector(long nr, long a2, long a3, struct rb_iovec* single, size_t* count) {
+  if (nr == SYS_READ || nr == SYS_WRITE || nr == SYS_RECVFROM || nr == SYS_SENDTO) {
+    single->base = (const uint8_t*)a2;
+    single->len = (size_t)a3;
+    *count = 1;
+    return single;
+  }
+  if (nr == SYS_READV || nr == SYS_WRITEV) {
+    *count = (size_t)a3;
+    return (const struct rb_iovec*)a2;
+  }
+  *count = ((const struct rb_msghdr*)a2)->iovlen;
+  return ((const struct rb_msghdr*)a2)->iov;
+}
+
+/* A read of `n` bytes on an accepted connection: follows the request framing and, where a request
+ * head starts here and ends in this read, decides the SERVER span (into *d) and makes it the
+ * reading thread's context. Whatever it cannot follow makes that context unknown. */
+static void server_read(struct rb_who* w, long nr, long fd, long a2, long a3, uint64_t n, struct rb_decision* d) {
+  struct rb_conn* c = &PRIV->conns[fd];
+  uint32_t tid = tid_of(w);
+  if (c->sync == RB_SYNC_BODY) {
+    if (n <= c->owed) {
+      c->owed -= n;
+      if (c->owed == 0) c->sync = RB_SYNC_HEAD;
+      return;
+    }
+    c->sync = RB_SYNC_NONE; /* a request pipelined right behind a body */
+  }
+  c->tid = tid; /* whose context the response's end clears (req 0: a request the stub did not decide) */
+  c->req = 0;
+  if (c->sync != RB_SYNC_HEAD) {
+    forget_context(tid);
+    return;
+  }
+  struct rb_iovec single;
+  size_t count;
+  const struct rb_iovec* iov = io_vector(nr, a2, a3, &single, &count);
+  if (count == 0) return;
+  uint64_t len = iov[0].len < n ? iov[0].len : n;
+  struct rb_head h;
+  parse_head(iov[0].base, len, &h);
+  uint64_t body = h.chunked ? 0 : h.length == RB_NO_LENGTH ? 0 : h.length;
+  c->sync = RB_SYNC_NONE;
+  if (h.end == 0 || !h.plain || h.end + body < n) {
+    forget_context(tid); /* split over reads, pipelined, or something to leave to the engine */
+    return;
+  }
+  if (!h.chunked) {
+    c->owed = h.end + body - n;
+    c->sync = c->owed ? RB_SYNC_BODY : RB_SYNC_HEAD;
+  }
+  if (h.carried || (h.tp && !h.tp_ok) || !PRIV->decide) {
+    forget_context(tid);
+    return;
+  }
+  uint32_t gen = context_gen(tid);
+  d->kind = RB_DEC_SERVER;
+  d->shed = 0;
+  if (h.tp) {
+    copy_bytes(d->trace, h.trace, 16);
+    copy_bytes(d->parent, h.span, 8);
+    d->has_parent = 1;
+    d->flags = (uint8_t)sampled(h.flags, d->trace);
+  } else {
+    new_trace_id(d->trace);
+    d->has_parent = 0;
+    d->flags = root_flags(d->trace, d);
+  }
+  new_span_id(d->span);
+  uint32_t req = __atomic_add_fetch(&PRIV->next_req, 1, __ATOMIC_RELAXED);
+  c->tid = tid;
+  c->req = req;
+  set_context(tid, gen, 1, d->trace, d->span, d->flags, req);
+}
+
+/* A response read on an outbound connection: at its end the engine gives the request's writer back
+ * the context it had when writing. That changes nothing while the writer's context is still that
+ * one (a handler making calls one after another); otherwise the stub cannot tell when. */
+static void response_read(struct rb_conn* cn) {
+  if (cn->caller == 0) return; /* nothing to give back */
+  struct rb_thread ctx;
+  int same = cn->caller == 1 && get_context(cn->tid, &ctx) && ctx.has;
+  for (int i = 0; same && i < 8; i++) same = ctx.span[i] == cn->caller_span[i];
+  if (!same) forget_context(cn->tid);
+}
+
+/* A response written on an accepted connection: once the engine has seen its end, the thread that
+ * read the request loses its context if it is still that request's. The stub does not follow
+ * response framing, so that context is unknown from the first response byte on. */
+static void server_write(long fd) {
+  struct rb_conn* c = &PRIV->conns[fd];
+  struct rb_thread ctx;
+  if (c->tid && (!get_context(c->tid, &ctx) || ctx.req == c->req || ctx.req == 0)) forget_context(c->tid);
+}
+
+static const char kHex[] = "0123456789abcdef";
+
+static void put_hex(uint8_t* out, const uint8_t* in, int n) {
+  for (int i = 0; i < n; i++) {
+    out[2 * i] = (uint8_t)kHex[in[i] >> 4];
+    out[2 * i + 1] = (uint8_t)kHex[in[i] & 15];
+  }
+}
+
+/* "traceparent: 00-<trace>-<span>-<flags>\r\n": 70 bytes. */
+static uint16_t traceparent_line(uint8_t* out, const struct rb_decision* d) {
+  const char* name = "traceparent: 00-";
+  uint16_t at = 0;
+  while (name[at]) {
+    out[at] = (uint8_t)name[at];
+    at++;
+  }
+  put_hex(out + at, d->trace, 16);
+  at += 32;
+  out[at++] = '-';
+  put_hex(out + at, d->span, 8);
+  at += 16;
+  out[at++] = '-';
+  put_hex(out + at, &d->flags, 1);
+  at += 2;
+  out[at++] = '\r';
+  out[at++] = '\n';
+  return at;
+}
+
+#define RB_STUB_IOV_MAX 16
+
+/* Issues the write with `len` bytes of `extra` put in at byte `at` of the program's bytes (at <= the
+ * bytes asked); *header gets how many of them went out. Returns the program's bytes sent, or -errno.
+ * At most RB_STUB_IOV_MAX of the program's iovecs go in one call: a call with more is sent in
+ * part, as the kernel itself may, and the program writes the rest again. */
+static long write_with(long nr, long a1, long a2, long a3, long a4, long a5, long a6, uint64_t at, const uint8_t* extra,
+                       uint64_t len, uint64_t* header) {
+  struct rb_iovec single, out[RB_STUB_IOV_MAX + 2];
+  size_t count, k = 0, used = 0;
+  const struct rb_iovec* iov = io_vector(nr, a2, a3, &single, &count);
+  uint64_t off = 0;
+  int placed = 0;
+  *header = 0;
+  for (size_t i = 0; i < count && used < RB_STUB_IOV_MAX; i++, used++) {
+    uint64_t n = iov[i].len;
+    if (!placed && at <= off + n) {
+      uint64_t head = at - off;
+      if (head) out[k++] = (struct rb_iovec){iov[i].base, head};
+      out[k++] = (struct rb_iovec){extra, len};
+      if (n - head) out[k++] = (struct rb_iovec){iov[i].base + head, n - head};
+      placed = 1;
+    } else if (n) {
+      out[k++] = iov[i];
+    }
+    off += n;
+  }
+  if (!placed && used == count) { /* at == all the bytes asked */
+    out[k++] = (struct rb_iovec){extra, len};
+    placed = 1;
+  }
+  long sent;
+  if (nr == SYS_WRITE || nr == SYS_WRITEV) {
+    sent = rb_syscall_fast(SYS_WRITEV, a1, (long)out, (long)k, 0, 0, 0);
+  } else {
+    /* The kernel's msghdr: name, namelen, iov, iovlen, control, controllen, flags. */
+    uint64_t msg[7] = {(uint64_t)a5, (uint64_t)(unsigned)a6, (uint64_t)out, k, 0, 0, 0};
+    long flags = a4;
+    if (nr == SYS_SENDMSG) {
+      const uint64_t* m = (const uint64_t*)a2;
+      msg[0] = m[0];
+      msg[1] = m[1];
+      msg[4] = m[4];
+      msg[5] = m[5];
+      flags = a3;
+    }
+    sent = rb_syscall_fast(SYS_SENDMSG, a1, (long)msg, flags, 0, 0, 0);
+  }
+  if (sent <= 0 || !placed) return sent;
+  if ((uint64_t)sent > at) {
+    *header = (uint64_t)sent <= at + len ? (uint64_t)sent - at : len;
+    sent -= (long)*header;
+  }
+  return sent;
+}
+
+/* After a write the stub put (part of) a header in: where the request stream is. */
+static void after_own_write(long fd, struct rb_conn* cn) {
+  if (cn->hdr_len) {
+    PRIV->quiet[fd] = 0; /* the rest of the header goes first, in the next write */
+    cn->sync = RB_SYNC_NONE;
+  } else if (cn->msg_end == RB_NO_LENGTH) {
+    PRIV->quiet[fd] = RB_QUIET_UNTIL_READ; /* a chunked body: it ends before the response is read */
+    cn->sync = RB_SYNC_NONE;
+  } else {
+    PRIV->quiet[fd] = cn->pos < cn->msg_end ? cn->msg_end - cn->pos : 0;
+    cn->sync = cn->pos <= cn->msg_end ? RB_SYNC_HEAD : RB_SYNC_NONE; /* past it: a second request in one write */
+  }
+}
+
+/* A write carrying (the rest of) the header in cn->hdr, at stream position cn->hdr_at. */
+static long write_own_header(struct rb_who* w, struct rb_claim* c, struct rb_conn* cn, long nr, long a1, long a2, long a3,
+                             long a4, long a5, long a6, uint64_t asked, uint64_t start) {
+  uint64_t at = cn->hdr_at - cn->pos, header = 0;
+  if (at > asked) at = asked; /* cannot be: the program writes on from what it was told went out */
+  long app = write_with(nr, a1, a2, a3, a4, a5, a6, at, cn->hdr + cn->hdr_sent, cn->hdr_len - cn->hdr_sent, &header);
+  if (c->e && c->e->dec.kind == RB_DEC_CLIENT) {
+    if (app <= 0 && header == 0) {
+      c->e->dec.kind = RB_DEC_NONE; /* nothing went out: the next try decides again */
+      cn->hdr_len = 0;
+      cn->sync = RB_SYNC_HEAD;
+      return finish_write(w, c, nr, a1, a2, a3, a4, start, app, 0);
+    }
+    c->e->dec.header_sent = (uint16_t)header;
+  }
+  cn->hdr_sent = (uint16_t)(cn->hdr_sent + header);
+  if (cn->hdr_sent >= cn->hdr_len) cn->hdr_len = cn->hdr_sent = 0;
+  if (app > 0) cn->pos += (uint64_t)app;
+  after_own_write(a1, cn);
+  return finish_write(w, c, nr, a1, a2, a3, a4, start, app, 0);
+}
+
+/* A request head at the start of a write on an outbound connection, decided here (its bytes are
+ * in the claimed event). 0: left to the engine. */
+static int decide_write(struct rb_who* w, struct rb_claim* c, struct rb_conn* cn, long nr, long a1, long a2, long a3, long a4,
+                        long a5, long a6, uint64_t asked, uint64_t start, long* result) {
+  struct rb_head h;
+  parse_head((const uint8_t*)(c->e + 1), c->gathered, &h);
+  /* The program's own context, a blank line that is a bare LF: the engine's (rarer) cases. */
+  if (h.end == 0 || !h.plain || !h.crlf || h.context) return 0;
+  struct rb_thread ctx;
+  uint32_t tid = tid_of(w);
+  if (!get_context(tid, &ctx)) return 0;
+  struct rb_decision* d = &c->e->dec;
+  d->shed = 0;
+  if (ctx.has) {
+    copy_bytes(d->trace, ctx.trace, 16);
+    copy_bytes(d->parent, ctx.span, 8);
+    d->has_parent = 1;
+    d->flags = (uint8_t)sampled(ctx.flags, d->trace);
+  } else {
+    new_trace_id(d->trace);
+    d->has_parent = 0;
+    d->flags = root_flags(d->trace, d);
+  }
+  new_span_id(d->span);
+  d->kind = RB_DEC_CLIENT;
+  cn->caller = ctx.has ? 1 : 0;
+  copy_bytes(cn->caller_span, ctx.span, 8);
+  cn->hdr_len = traceparent_line(cn->hdr, d);
+  cn->hdr_sent = 0;
+  cn->hdr_at = cn->pos + h.end - 2; /* before the blank line */
+  cn->msg_end = h.chunked ? RB_NO_LENGTH : cn->pos + h.end + (h.length == RB_NO_LENGTH ? 0 : h.length);
+  d->header_len = cn->hdr_len;
+  d->header_sent = 0;
+  *result = write_own_header(w, c, cn, nr, a1, a2, a3, a4, a5, a6, asked, start);
+  return 1;
+}
+
+/* A write on an outbound connection. A request head at a known start is decided here when the
+ * thread's context is known (decide_write); otherwise the engine may rewrite it to carry a header
+ * (one upcall). Its event is claimed first, so the engine plans with everything before it in the
+ * ring; the rewritten write's outcome goes into that event, with how much of the header went out.
+ * The bytes go into the event before the upcall and the rb_call after them, so the engine reads
+ * both, and writes its answer, in shared memory. */
 static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, long a4, long a5, long a6) {
   uint64_t start = now_ns();
+  struct rb_conn* cn = &PRIV->conns[a1];
   uint64_t quiet = PRIV->quiet[a1], asked = write_len(nr, a2, a3);
+  if (cn->hdr_len && mine(w)) {
+    struct rb_claim c;
+    claim_write(w, &c, nr, a1, asked, RB_EVENT_MAX_DATA, 0, start);
+    return write_own_header(w, &c, cn, nr, a1, a2, a3, a4, a5, a6, asked, start);
+  }
   if (quiet && asked <= quiet) {
     /* Body the engine said the request still owes: it cannot start a head, no upcall. Of a known
      * length, the engine skips it by its count: its bytes are not copied either. */
     long result = recorded_write(w, nr, a1, a2, a3, a4, a5, a6, asked, quiet != RB_QUIET_UNTIL_READ ? 0 : RB_EVENT_MAX_DATA, start);
-    if (result > 0 && quiet != RB_QUIET_UNTIL_READ) PRIV->quiet[a1] = quiet - (uint64_t)result;
+    if (result > 0) {
+      if (quiet != RB_QUIET_UNTIL_READ) PRIV->quiet[a1] = quiet - (uint64_t)result;
+      cn->pos += (uint64_t)result;
+    }
     return result;
   }
   PRIV->quiet[a1] = 0;
+  int at_head = quiet == 0 && cn->sync == RB_SYNC_HEAD && cn->peer_ok && PRIV->decide;
+  cn->sync = RB_SYNC_NONE;
   /* Room for the rebuilt iovec array: the program's and two more (IOV_MAX at most: more fails). */
   uint64_t iovecs = nr == SYS_WRITEV ? (uint64_t)a3 : nr == SYS_SENDMSG ? (uint64_t)((const struct rb_msghdr*)a2)->iovlen : 1;
   uint32_t more = (uint32_t)((iovecs < 1024 ? iovecs : 1024) + 2) * (uint32_t)sizeof(struct rb_iovec);
@@ -464,39 +1035,58 @@ static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, l
   uint32_t extra = (uint32_t)sizeof(struct rb_call) + more;
   claim_write(w, &c, nr, a1, asked, RB_EVENT_MAX_DATA - extra - 8, extra, start);
   if (!c.e) return finish_write(w, &c, nr, a1, a2, a3, a4, start, rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6), 0);
+  uint32_t tid = tid_of(w);
+  cn->tid = tid; /* the engine gives the writer its context back once the response is read */
   uint8_t* data = (uint8_t*)(c.e + 1);
   c.gathered = gather(nr, a2, a3, 0, data, c.first);
+  long decided;
+  if (at_head && decide_write(w, &c, cn, nr, a1, a2, a3, a4, a5, a6, asked, start, &decided)) return decided;
+  uint32_t gen = context_gen(tid);
   struct rb_call* call = (struct rb_call*)(data + ((c.first + 7) & ~7u));
   call->nr = nr;
   call->args[0] = (uint64_t)a1, call->args[1] = (uint64_t)a2, call->args[2] = (uint64_t)a3;
   call->args[3] = (uint64_t)a4, call->args[4] = (uint64_t)a5, call->args[5] = (uint64_t)a6;
   call->inject_at = call->inject_len = call->quiet = 0;
+  call->boundary = call->peer_ok = call->ctx_state = 0;
   call->start_ns = start;
   call->data = (uint64_t)data;
   call->data_len = c.gathered;
   call->scratch_len = RB_CALL_SCRATCH + more;
   long verdict = rb_syscall_upcall(RB_UPCALL_NR, RB_UP_WRITE, (long)call, PRIV->pid, 0, 0, 0);
+  if (verdict == 2) {
+    PRIV->fd_state[a1] = RB_FD_RECORD; /* nothing to inject any more */
+    return finish_write(w, &c, nr, a1, a2, a3, a4, start, rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6), 0);
+  }
+  /* What the engine knows, for the stub's own decisions on this descriptor from now on. */
+  cn->peer_ok = (uint8_t)(call->peer_ok && verdict >= 0);
+  if (call->ctx_state && verdict >= 0) set_context(tid, gen, call->ctx_state == 2, call->ctx_trace, call->ctx_span, call->ctx_flags, 0);
+  if (call->ctx_head || verdict < 0) {
+    cn->caller = verdict < 0 || call->ctx_state == 0 ? 2 : call->ctx_state == 2 ? 1 : 0;
+    copy_bytes(cn->caller_span, call->ctx_span, 8);
+  }
+  long app;
+  uint64_t header = 0, len = 0;
   if (verdict != 1) {
-    if (verdict == 2) {
-      PRIV->fd_state[a1] = RB_FD_RECORD; /* nothing to inject any more */
-      return finish_write(w, &c, nr, a1, a2, a3, a4, start, rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6), 0);
+    app = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+  } else {
+    long sent = rb_syscall_fast(call->nr, (long)call->args[0], (long)call->args[1], (long)call->args[2], (long)call->args[3],
+                                (long)call->args[4], (long)call->args[5]);
+    /* The program's bytes and the header's among those sent (the engine's split_sent). */
+    uint64_t at = call->inject_at;
+    len = call->inject_len;
+    app = sent;
+    if (sent > 0 && (uint64_t)sent > at) {
+      header = (uint64_t)sent <= at + len ? (uint64_t)sent - at : len;
+      app = sent - (long)header;
     }
-    long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
-    /* Sent whole: what follows is as the engine saw it. Otherwise the next write asks again. */
-    if (verdict == 0 && result >= 0 && (uint64_t)result == asked) PRIV->quiet[a1] = call->quiet;
-    return finish_write(w, &c, nr, a1, a2, a3, a4, start, result, 0);
   }
-  long sent = rb_syscall_fast(call->nr, (long)call->args[0], (long)call->args[1], (long)call->args[2], (long)call->args[3],
-                              (long)call->args[4], (long)call->args[5]);
-  /* The program's bytes and the header's among those sent (the engine's split_sent). */
-  uint64_t at = call->inject_at, len = call->inject_len, header = 0;
-  long app = sent;
-  if (sent > 0 && (uint64_t)sent > at) {
-    header = (uint64_t)sent <= at + len ? (uint64_t)sent - at : len;
-    app = sent - (long)header;
+  /* Sent whole: what follows is as the engine saw it. Otherwise the next write asks again. */
+  if (verdict >= 0 && app >= 0 && (uint64_t)app == asked && header == len) {
+    PRIV->quiet[a1] = call->quiet;
+    cn->sync = call->boundary ? RB_SYNC_HEAD : RB_SYNC_NONE;
   }
-  if (app >= 0 && (uint64_t)app == asked && header == len) PRIV->quiet[a1] = call->quiet;
-  return finish_write(w, &c, nr, a1, a2, a3, a4, start, app, RB_EV_REWRITTEN | (header << RB_EV_HEADER_SHIFT));
+  if (app > 0) cn->pos += (uint64_t)app;
+  return finish_write(w, &c, nr, a1, a2, a3, a4, start, app, verdict == 1 ? RB_EV_REWRITTEN | (header << RB_EV_HEADER_SHIFT) : 0);
 }
 
 static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6, struct rb_ucontext* uc) {
@@ -517,10 +1107,26 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
       int write = is_write_nr(nr);
       if (write && state == RB_FD_CLIENT) return client_write(w, nr, a1, a2, a3, a4, a5, a6);
       uint64_t start = now_ns();
-      if (write) return recorded_write(w, nr, a1, a2, a3, a4, a5, a6, write_len(nr, a2, a3), RB_EVENT_MAX_DATA, start);
+      struct rb_conn* cn = &PRIV->conns[a1];
+      if (write) {
+        if (cn->side == RB_SIDE_SERVER && mine(w)) server_write(a1);
+        return recorded_write(w, nr, a1, a2, a3, a4, a5, a6, write_len(nr, a2, a3), RB_EVENT_MAX_DATA, start);
+      }
       long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
-      if (result > 0 && state == RB_FD_CLIENT && PRIV->quiet[a1] == RB_QUIET_UNTIL_READ) PRIV->quiet[a1] = 0;
-      record_io(w, nr, a1, result, a2, a3, a4, start, 0);
+      struct rb_decision d;
+      d.kind = RB_DEC_NONE;
+      if (result > 0 && !((nr == SYS_RECVFROM || nr == SYS_RECVMSG) && (io_flags(nr, a3, a4) & 2 /* MSG_PEEK */)) && mine(w)) {
+        if (cn->side == RB_SIDE_SERVER) {
+          server_read(w, nr, a1, a2, a3, (uint64_t)result, &d);
+        } else if (cn->side == RB_SIDE_CLIENT) {
+          /* A response: the engine gives its writer back the context it had, at the response's end. */
+          if (cn->tid) response_read(cn);
+          if (PRIV->quiet[a1] == RB_QUIET_UNTIL_READ) PRIV->quiet[a1] = 0;
+        } else {
+          forget_context(tid_of(w));
+        }
+      }
+      record_io(w, nr, a1, result, a2, a3, a4, start, 0, &d);
       return result;
     }
     case SYS_ACCEPT:
@@ -565,6 +1171,11 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
         /* Two descriptors of one connection: each one's count would miss the other's writes. */
         PRIV->quiet[result] = 0;
         if (state_of(a1) == RB_FD_CLIENT) PRIV->quiet[a1] = 0;
+        unsync(result, 1);
+        if (state_of(a1) != RB_FD_PASS) {
+          unsync(a1, 0);
+          PRIV->conns[result].side = PRIV->conns[a1].side;
+        }
         record_simple(w, nr, a1, result, 0);
       }
       return result;
@@ -578,6 +1189,7 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
       if (result == 0) {
         PRIV->pid = (uint32_t)sys(SYS_GETPID, 0, 0, 0);
         w->tid = 0; /* this is the child's own thread now */
+        w->mine = 0;
         record_simple(w, RB_EV_FORK, -1, PRIV->pid, parent);
       } else if (result > 0) {
         record_simple(w, RB_EV_FORK, -1, result, parent);
