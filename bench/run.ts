@@ -74,6 +74,7 @@ async function prepareVariants(o: BenchOptions, results: BenchResults): Promise<
     if (o.variants?.includes('rbinder-fast-noexport')) variants.push(rbinderVariant('fast', { exporterNone: true }));
     if (o.variants?.includes('rbinder-fast-nopropagation')) variants.push(rbinderVariant('fast', { noPropagation: true }));
     if (o.variants?.includes('rbinder-fast-sdkencoding')) variants.push(rbinderVariant('fast', { sdkEncoding: true }));
+    if (o.variants?.includes('rbinder-fast-enginecontext')) variants.push(rbinderVariant('fast', { engineContext: true }));
     // Another export batch size or schedule delay: rbinder-fast-batchN, rbinder-fast-delayMS
     // (e.g. rbinder-fast-batch512, rbinder-fast-delay1000).
     for (const id of o.variants ?? []) {

@@ -80,6 +80,9 @@ export interface RbinderTweak {
   noPropagation?: boolean;
   /** RBINDER_SPAN_ENCODING=sdk: the SDK serializes spans instead of the engine (the cost that saves). */
   sdkEncoding?: boolean;
+  /** RBINDER_STUB_CONTEXT=0: the engine decides every outbound request's context (one upcall each),
+   * as before the stub decided the plain cases itself (what that saves). */
+  engineContext?: boolean;
   /** OTEL_BSP_MAX_EXPORT_BATCH_SIZE: spans per export request instead of the default. */
   exportBatch?: number;
   /** OTEL_BSP_SCHEDULE_DELAY: ms a partial batch waits before it is exported, instead of the default. */
@@ -97,6 +100,7 @@ export function rbinderVariant(mode: string, tweak: RbinderTweak = {}): Variant 
   const tweakEnv: Record<string, string> = {
     ...(tweak.sampler ? { OTEL_TRACES_SAMPLER: tweak.sampler } : {}),
     ...(tweak.sdkEncoding ? { RBINDER_SPAN_ENCODING: 'sdk' } : {}),
+    ...(tweak.engineContext ? { RBINDER_STUB_CONTEXT: '0' } : {}),
     ...(tweak.exportBatch ? { OTEL_BSP_MAX_EXPORT_BATCH_SIZE: String(tweak.exportBatch) } : {}),
     ...(tweak.exportDelay !== undefined ? { OTEL_BSP_SCHEDULE_DELAY: String(tweak.exportDelay) } : {}),
   };
@@ -106,6 +110,7 @@ export function rbinderVariant(mode: string, tweak: RbinderTweak = {}): Variant 
     tweak.exporterNone && 'noexport',
     tweak.noPropagation && 'nopropagation',
     tweak.sdkEncoding && 'sdkencoding',
+    tweak.engineContext && 'enginecontext',
     tweak.exportBatch && `batch${tweak.exportBatch}`,
     tweak.exportDelay !== undefined && `delay${tweak.exportDelay}`,
   ]

@@ -967,6 +967,12 @@ static long write_own_header(struct rb_who* w, struct rb_claim* c, struct rb_con
  * in the claimed event). 0: left to the engine. */
 static int decide_write(struct rb_who* w, struct rb_claim* c, struct rb_conn* cn, long nr, long a1, long a2, long a3, long a4,
                         long a5, long a6, uint64_t asked, uint64_t start, long* result) {
+  /* More iovecs than the stub rebuilds in one call: the engine rebuilds any number (a blocking
+   * socket's write must not come back short). */
+  struct rb_iovec single;
+  size_t count;
+  io_vector(nr, a2, a3, &single, &count);
+  if (count > RB_STUB_IOV_MAX) return 0;
   struct rb_head h;
   parse_head((const uint8_t*)(c->e + 1), c->gathered, &h);
   /* The program's own context, a blank line that is a bare LF: the engine's (rarer) cases. */

@@ -11,6 +11,10 @@ MODE:
   keepalive    3 requests on one connection, each with its own body
   present      a request that already carries traceparent
   b3present    a request that already carries b3
+  stubsized    SO_SNDBUF 4096, non-blocking, a 40 KB head + 100 KB body, partial sends retried
+MODE:warm sends a small request on the same connection first and reports only the second one
+(in fast mode the first asks the engine, which tells the stub the thread's context, so the stub
+decides the second itself).
 """
 import base64
 import json
@@ -55,7 +59,7 @@ def report(sent, received):
     print(json.dumps({"sent": base64.b64encode(sent).decode(), "received": base64.b64encode(received).decode()}), flush=True)
 
 
-def connect(addr, sndbuf=None):
+def connect_plain(addr, sndbuf=None):
     host, port = addr.rsplit(":", 1)
     s = socket.socket()
     if sndbuf:
@@ -69,9 +73,37 @@ def split(data, n):
     return [data[i : i + step] for i in range(0, len(data), step)]
 
 
+def connect_warm(addr, warm, sndbuf=None):
+    s = connect_plain(addr, sndbuf)
+    if warm:
+        s.sendall(head("/warm", []))
+        read_response(s)
+    return s
+
+
+def send_nonblocking(s, req):
+    s.setblocking(False)
+    off = 0
+    while off < len(req):
+        select.select([], [s], [])
+        try:
+            off += s.send(req[off:])
+        except BlockingIOError:
+            pass
+    s.setblocking(True)
+
+
 def main():
     mode, addr = sys.argv[1], sys.argv[2]
-    if mode == "sndbuf":
+    mode, _, warm = mode.partition(":")
+    connect = lambda addr, sndbuf=None: connect_warm(addr, warm == "warm", sndbuf)  # noqa: E731
+    if mode == "stubsized":
+        s = connect(addr, sndbuf=4096)
+        body = bytes(i % 251 for i in range(100_000))
+        req = head("/stubsized", filler(40_000), body) + body
+        send_nonblocking(s, req)
+        report(req, read_response(s)[0])
+    elif mode == "sndbuf":
         s = connect(addr, sndbuf=4096)
         req = head("/sndbuf", filler(200_000))
         s.sendall(req)
@@ -80,15 +112,7 @@ def main():
         s = connect(addr)
         body = bytes(i % 251 for i in range(100_000))
         req = head("/nonblocking", filler(200_000), body) + body
-        s.setblocking(False)
-        off = 0
-        while off < len(req):
-            select.select([], [s], [])
-            try:
-                off += s.send(req[off:])
-            except BlockingIOError:
-                pass
-        s.setblocking(True)
+        send_nonblocking(s, req)
         report(req, read_response(s)[0])
     elif mode in ("writev", "sendmsg"):
         s = connect(addr)
