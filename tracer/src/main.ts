@@ -55,7 +55,8 @@ export async function main(argv: string[]): Promise<number> {
   // A launched program runs already: pass signals on before anything else takes time. (Until
   // here, while Node boots, a signal that ends rbinder reaches the program as its parent-death
   // signal, SIGTERM.)
-  if (launched) forwardSignals(launched.pid);
+  const forwarding = forwardSignals();
+  if (launched) forwarding.to(launched.pid);
   useSynchronousConsole();
   let parsed: ReturnType<typeof parseCommandLine>;
   try {
@@ -77,7 +78,7 @@ export async function main(argv: string[]): Promise<number> {
     require('node:fs').writeSync(1, `${parsed.version}\n`);
     return 0;
   }
-  return run(parsed, launched);
+  return run(parsed, launched, forwarding);
 }
 
 /**
@@ -94,7 +95,11 @@ function abandonLaunched(pid: number): void {
   }
 }
 
-async function run(config: TracerConfig, launched: LaunchedProgram | undefined): Promise<number> {
+async function run(
+  config: TracerConfig,
+  launched: LaunchedProgram | undefined,
+  forwarding: { to(pid: number): void },
+): Promise<number> {
   setLogLevel(config.logLevel);
   for (const warning of config.warnings) log.warn(warning);
   if (config.commandByArch) {
@@ -175,25 +180,37 @@ async function run(config: TracerConfig, launched: LaunchedProgram | undefined):
     return 126;
   }
   log.debug({ programPid: pid, command: config.command }, 'program started');
+  if (!launched) forwarding.to(pid);
   loadTelemetry();
-
-  if (!launched) forwardSignals(pid);
   return finished;
 }
 
-/** From now on rbinder's signals reach the program (once: see main for the launched program). */
-function forwardSignals(pid: number): void {
-  const foreground = loadNative().isForegroundOfTerminal();
+/** From now on rbinder's signals reach the program. Installed before the program starts (a program
+ * that starts fast may be told to stop before rbinder knows its pid, and rbinder would die of the
+ * signal, with the program and its spans): until `to(pid)`, signals wait. */
+function forwardSignals(): { to(pid: number): void } {
+  let target = 0;
+  let waiting: NodeJS.Signals[] = [];
+  let foreground: boolean | undefined;
+  const send = (signal: NodeJS.Signals): void => {
+    foreground ??= loadNative().isForegroundOfTerminal();
+    if (foreground && TERMINAL_SIGNALS.has(signal)) return; // the terminal sent it to the program too
+    try {
+      process.kill(target, signal);
+    } catch {
+      // already gone: its exit is on its way
+    }
+  };
   for (const signal of FORWARDED_SIGNALS) {
-    process.on(signal, () => {
-      if (foreground && TERMINAL_SIGNALS.has(signal)) return; // the terminal sent it to the program too
-      try {
-        process.kill(pid, signal);
-      } catch {
-        // already gone: its exit is on its way
-      }
-    });
+    process.on(signal, () => (target ? send(signal) : waiting.push(signal)));
   }
+  return {
+    to(pid: number): void {
+      target = pid;
+      for (const signal of waiting) send(signal);
+      waiting = [];
+    },
+  };
 }
 
 if (require.main === module) {
