@@ -56,10 +56,17 @@ build_and_run_unit_tests() {
     "$native_dir/src/tracee/vdso.cc" "$native_dir/src/tracee/memory.cc" "$native_dir/test/vdso_test.cc" \
     -o "$build_dir/test/vdso_test" -lgtest_main -lgtest -pthread ||
     fail "unit test build (vdso)"
+  g++ -std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+    -Wall -Wextra -Werror -I"$native_dir/src" \
+    "$native_dir/src/http/parser.cc" "$native_dir/src/engine/ids.cc" "$native_dir/src/engine/propagation.cc" \
+    "$native_dir/test/stub_head_test.cc" \
+    -o "$build_dir/test/stub_head_test" -lgtest_main -lgtest -pthread ||
+    fail "unit test build (stub head)"
   step "running unit tests"
   "$build_dir/test/http_parser_test" --gtest_brief=1 || fail "unit tests"
   "$build_dir/test/tracker_test" --gtest_brief=1 || fail "unit tests (tracker)"
   "$build_dir/test/vdso_test" --gtest_brief=1 || fail "unit tests (vdso)"
+  "$build_dir/test/stub_head_test" --gtest_brief=1 || fail "unit tests (stub head)"
   echo "unit tests: passed"
 }
 

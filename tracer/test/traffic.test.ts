@@ -98,14 +98,14 @@ describe('byte-identical traffic, traced vs untraced', () => {
           );
         expect(counters).toHaveLength(1);
         const stats = counters[0].stats;
-        expect(stats.headersInjected).toBe(3);
+        expect(stats.headersInjected, `${service} ${JSON.stringify(stats)}`).toBe(3);
         if (process.env.RBINDER_MODE !== 'ptrace') {
           // Fast mode: at most one upcall per request head (the engine's answer covers the body that
           // follows). The first head on the connection asks the engine (the peer's address is not
           // known to the stub yet); after a Content-Length body the stub knows where the next head
           // starts and decides it itself; after a chunked one it does not, and asks.
-          expect(stats.fastPathUpcalls).toBe(chunked ? 3 : 1);
-          expect(stats.stubInjections).toBe(chunked ? 0 : 2);
+          expect(stats.fastPathUpcalls, `${service} ${JSON.stringify(stats)}`).toBe(chunked ? 3 : 1);
+          expect(stats.stubInjections, `${service} ${JSON.stringify(stats)}`).toBe(chunked ? 0 : 2);
         }
         const spans = await receiver.waitFor(
           (all) => all.filter((s) => s.resource['service.name'] === service && s.kind === 3).length >= 3,
