@@ -208,23 +208,26 @@ static void fill(struct rb_who* w, struct rb_event* e, long nr, long fd, long re
 }
 
 /* Copies `max` bytes of the syscall's buffer(s), starting `skip` bytes in. */
-static uint32_t gather(long nr, long a2, long a3, uint64_t skip, uint8_t* dst, uint32_t max) {
-  const struct rb_iovec* iov;
-  size_t iovcnt;
-  struct rb_iovec single;
+/* The buffers of a read- or write-family call, as iovecs (a single buffer in *single). */
+static const struct rb_iovec* io_vector(long nr, long a2, long a3, struct rb_iovec* single, size_t* count) {
   if (nr == SYS_READ || nr == SYS_WRITE || nr == SYS_RECVFROM || nr == SYS_SENDTO) {
-    single.base = (const uint8_t*)a2;
-    single.len = (size_t)a3;
-    iov = &single;
-    iovcnt = 1;
-  } else if (nr == SYS_READV || nr == SYS_WRITEV) {
-    iov = (const struct rb_iovec*)a2;
-    iovcnt = (size_t)a3;
-  } else {
-    const struct rb_msghdr* msg = (const struct rb_msghdr*)a2;
-    iov = msg->iov;
-    iovcnt = msg->iovlen;
+    single->base = (const uint8_t*)a2;
+    single->len = (size_t)a3;
+    *count = 1;
+    return single;
   }
+  if (nr == SYS_READV || nr == SYS_WRITEV) {
+    *count = (size_t)a3;
+    return (const struct rb_iovec*)a2;
+  }
+  *count = ((const struct rb_msghdr*)a2)->iovlen;
+  return ((const struct rb_msghdr*)a2)->iov;
+}
+
+static uint32_t gather(long nr, long a2, long a3, uint64_t skip, uint8_t* dst, uint32_t max) {
+  struct rb_iovec single;
+  size_t iovcnt;
+  const struct rb_iovec* iov = io_vector(nr, a2, a3, &single, &iovcnt);
   uint32_t copied = 0;
   for (size_t i = 0; i < iovcnt && copied < max; i++) {
     size_t n = iov[i].len;
@@ -562,6 +565,21 @@ static uint8_t root_flags(const uint8_t* trace, struct rb_decision* d) {
   return 1;
 }
 
+/* A span's ids and sampled flag: a child of (trace, span, flags) when has_parent, else a new trace. */
+static void draw_span(struct rb_decision* d, int has_parent, const uint8_t* trace, const uint8_t* span, uint8_t flags) {
+  d->shed = 0;
+  d->has_parent = has_parent ? 1 : 0;
+  if (has_parent) {
+    copy_bytes(d->trace, trace, 16);
+    copy_bytes(d->parent, span, 8);
+    d->flags = (uint8_t)sampled(flags, d->trace);
+  } else {
+    new_trace_id(d->trace);
+    d->flags = root_flags(d->trace, d);
+  }
+  new_span_id(d->span);
+}
+
 /* The thread's context: set by its owner, made unknown by anyone (gen). */
 static struct rb_thread* thread_slot(uint32_t tid) { return &PRIV->threads[tid % RB_THREADS]; }
 
@@ -615,20 +633,6 @@ static int get_context(uint32_t tid, struct rb_thread* out) {
   return ok;
 }
 
-static const struct rb_iovec* io_vector(long nr, long a2, long a3, struct rb_iovec* single, size_t* count) {
-  if (nr == SYS_READ || nr == SYS_WRITE || nr == SYS_RECVFROM || nr == SYS_SENDTO) {
-    single->base = (const uint8_t*)a2;
-    single->len = (size_t)a3;
-    *count = 1;
-    return single;
-  }
-  if (nr == SYS_READV || nr == SYS_WRITEV) {
-    *count = (size_t)a3;
-    return (const struct rb_iovec*)a2;
-  }
-  *count = ((const struct rb_msghdr*)a2)->iovlen;
-  return ((const struct rb_msghdr*)a2)->iov;
-}
 
 /* A read of `n` bytes on an accepted connection: follows the request framing and, where a request
  * head starts here and ends in this read, decides the SERVER span (into *d) and makes it the
@@ -673,18 +677,7 @@ static void server_read(struct rb_who* w, long nr, long fd, long a2, long a3, ui
   }
   uint32_t gen = context_gen(tid);
   d->kind = RB_DEC_SERVER;
-  d->shed = 0;
-  if (h.tp) {
-    copy_bytes(d->trace, h.trace, 16);
-    copy_bytes(d->parent, h.span, 8);
-    d->has_parent = 1;
-    d->flags = (uint8_t)sampled(h.flags, d->trace);
-  } else {
-    new_trace_id(d->trace);
-    d->has_parent = 0;
-    d->flags = root_flags(d->trace, d);
-  }
-  new_span_id(d->span);
+  draw_span(d, h.tp, h.trace, h.span, h.flags);
   uint32_t req = __atomic_add_fetch(&PRIV->next_req, 1, __ATOMIC_RELAXED);
   c->tid = tid;
   c->req = req;
@@ -851,18 +844,7 @@ static int decide_write(struct rb_who* w, struct rb_claim* c, struct rb_conn* cn
   uint32_t tid = tid_of(w);
   if (!get_context(tid, &ctx)) return 0;
   struct rb_decision* d = &c->e->dec;
-  d->shed = 0;
-  if (ctx.has) {
-    copy_bytes(d->trace, ctx.trace, 16);
-    copy_bytes(d->parent, ctx.span, 8);
-    d->has_parent = 1;
-    d->flags = (uint8_t)sampled(ctx.flags, d->trace);
-  } else {
-    new_trace_id(d->trace);
-    d->has_parent = 0;
-    d->flags = root_flags(d->trace, d);
-  }
-  new_span_id(d->span);
+  draw_span(d, ctx.has, ctx.trace, ctx.span, ctx.flags);
   d->kind = RB_DEC_CLIENT;
   cn->caller = ctx.has ? 1 : 0;
   copy_bytes(cn->caller_span, ctx.span, 8);
