@@ -7,6 +7,8 @@
         "src/engine/engine.cc",
         "src/engine/detached.cc",
         "src/engine/fast_path.cc",
+        "src/engine/call_sites.cc",
+        "src/arch/x86_64_decode.cc",
         "src/engine/tracker.cc",
         "src/engine/otlp.cc",
         "src/engine/ids.cc",

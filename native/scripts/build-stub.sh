@@ -11,6 +11,9 @@ mkdir -p "$gen"
 gcc -std=c11 -O2 -fPIC -ffreestanding -nostdlib -fno-builtin -fno-stack-protector -fno-asynchronous-unwind-tables \
   -fno-jump-tables -mgeneral-regs-only -fcf-protection=none -Wall -Wextra -Werror -I"$src" -c "$src/stub.c" -o "$work/stub.o"
 ld -T "$src/stub.ld" -o "$work/stub.elf" "$work/stub.o"
+# The address of a symbol taken through the GOT is resolved at link time to its address in the
+# blob (linked at 0), not where it runs: only RIP-relative references are position-independent.
+if readelf -r "$work/stub.o" | grep -q 'GOTPCREL'; then echo "build-stub: the stub takes an address through the GOT" >&2; exit 1; fi
 # A relocation would mean the blob is not position-independent.
 if readelf -r "$work/stub.elf" | grep -q 'R_X86'; then echo "build-stub: the stub needs relocations" >&2; exit 1; fi
 objcopy -O binary -j .text "$work/stub.elf" "$work/stub.bin"

@@ -62,11 +62,17 @@ build_and_run_unit_tests() {
     "$native_dir/test/stub_head_test.cc" \
     -o "$build_dir/test/stub_head_test" -lgtest_main -lgtest -pthread ||
     fail "unit test build (stub head)"
+  g++ -std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+    -Wall -Wextra -Werror -I"$native_dir/src" \
+    "$native_dir/src/arch/x86_64_decode.cc" "$native_dir/test/x86_64_decode_test.cc" \
+    -o "$build_dir/test/x86_64_decode_test" -lgtest_main -lgtest -pthread ||
+    fail "unit test build (x86-64 decoder)"
   step "running unit tests"
   "$build_dir/test/http_parser_test" --gtest_brief=1 || fail "unit tests"
   "$build_dir/test/tracker_test" --gtest_brief=1 || fail "unit tests (tracker)"
   "$build_dir/test/vdso_test" --gtest_brief=1 || fail "unit tests (vdso)"
   "$build_dir/test/stub_head_test" --gtest_brief=1 || fail "unit tests (stub head)"
+  "$build_dir/test/x86_64_decode_test" --gtest_brief=1 || fail "unit tests (x86-64 decoder)"
   echo "unit tests: passed"
 }
 

@@ -231,6 +231,9 @@ Napi::Value EngineStatsJs(const Napi::CallbackInfo& info) {
   o.Set("stubMismatches", static_cast<double>(s.tracker.stub_mismatches.load()));
   o.Set("injectionsSplit", static_cast<double>(s.tracker.injections_split.load()));
   o.Set("fastPathTraps", static_cast<double>(s.fast_traps.load()));
+  o.Set("fastPathDirect", static_cast<double>(s.fast_direct.load()));
+  o.Set("callSitesApproved", static_cast<double>(s.sites_approved.load()));
+  o.Set("callSitesRefused", static_cast<double>(s.sites_refused.load()));
   o.Set("fastPathUpcalls", static_cast<double>(s.fast_upcalls.load()));
   o.Set("fastPathEvents", static_cast<double>(s.fast_events.load()));
   o.Set("fastPathDropped", static_cast<double>(s.fast_dropped.load()));

@@ -109,6 +109,11 @@ export interface EngineStats {
   /** --mode fast: syscalls the in-process stub handled, its round trips to the engine, the ring
    * events the engine consumed and those lost to a full ring, the processes set up or not. */
   fastPathTraps?: number;
+  /** --mode fast: syscalls that reached the stub through a patched call site (no signal), and the
+   * call sites the engine approved for patching or refused (docs/fast-path.md, "Patched call sites"). */
+  fastPathDirect?: number;
+  callSitesApproved?: number;
+  callSitesRefused?: number;
   fastPathUpcalls?: number;
   fastPathEvents?: number;
   fastPathDropped?: number;

@@ -131,10 +131,16 @@ void Engine::setup_fast_path(Thread& t) {
   ptrace(PTRACE_DETACH, t.tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(pending.empty() ? 0 : pending.front())));
 }
 
+// A ring the engine drains from now on; its stub may patch call sites once told so.
+void Engine::region_ready(fast::SharedRegion& region) {
+  if (patch_call_sites_) __atomic_store_n(&region.get()->patch, 1, __ATOMIC_RELEASE);
+}
+
 void Engine::fast_root_ready(Process& process, std::shared_ptr<fast::SharedRegion> region, OwnedFd listener) {
   stats_.fast_processes++;
   process.region = region;
   regions_.push_back(region);
+  region_ready(*region);
   listener_ = std::move(listener);
   // Linux 6.6+: an upcall hands the CPU straight to this thread and the answer straight back,
   // instead of two cross-CPU wake-ups (each a VM exit on a virtual machine). Older kernels: EINVAL.
@@ -382,6 +388,7 @@ void Engine::fast_image_ready(pid_t tid, Process& process) {
     stats_.fast_processes++;
     process.region = region;
     regions_.push_back(region);
+    region_ready(*region);
   }
   ptrace(PTRACE_DETACH, tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(pending.empty() ? 0 : pending.front())));
 }
@@ -509,9 +516,31 @@ long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr) {
   return 1;
 }
 
+// A call site the stub would patch: checked against its file (call_sites.h), answered in the
+// shared table; the stub of each address space patches it at its next trap there.
+void Engine::site_proposed(rb_shared& shared, const rb_event& e, const uint8_t* data) {
+  if (e.fd < 0 || e.fd >= static_cast<int>(RB_SITES)) return;
+  rb_site& slot = shared.sites[e.fd];
+  const uint64_t site = static_cast<uint64_t>(e.result);
+  if (__atomic_load_n(&slot.addr, __ATOMIC_ACQUIRE) != site) return;
+  const fast::SiteVerdict v = call_sites_.check(static_cast<pid_t>(e.pid), site, data, e.data_len);
+  if (debug_ || (!v.approved && getenv("RBINDER_DEBUG_CALL_SITES")))
+    dprintf(2, "rbinder-engine: call site %#lx (syscall %lu) in %u: %s\n", static_cast<unsigned long>(site),
+            static_cast<unsigned long>(e.flags), e.pid, v.approved ? "approved" : v.reason.c_str());
+  (v.approved ? stats_.sites_approved : stats_.sites_refused)++;
+  slot.prot = v.prot;
+  slot.zone = v.zone;
+  slot.cave = v.cave;
+  slot.len = v.len;
+  __atomic_store_n(&slot.state, v.approved ? RB_SITE_APPROVED : RB_SITE_REFUSED, __ATOMIC_RELEASE);
+}
+
 size_t Engine::drain_region(fast::SharedRegion& region) {
   rb_shared* shared = region.get();
   const uint64_t traps = __atomic_load_n(&shared->traps, __ATOMIC_RELAXED);
+  const uint64_t direct = __atomic_load_n(&shared->direct, __ATOMIC_RELAXED);
+  if (direct > region.direct_seen) stats_.fast_direct += direct - region.direct_seen;
+  region.direct_seen = direct;
   const uint64_t dropped = __atomic_load_n(&shared->dropped, __ATOMIC_RELAXED);
   if (traps > region.traps_seen) stats_.fast_traps += traps - region.traps_seen;
   region.traps_seen = traps;
@@ -525,6 +554,10 @@ size_t Engine::drain_region(fast::SharedRegion& region) {
     if (debug_)
       dprintf(2, "rbinder-engine: event pid=%u tid=%u nr=%d fd=%d result=%ld len=%u\n", e.pid, e.tid, e.nr, e.fd,
               static_cast<long>(e.result), e.data_len);
+    if (e.nr == RB_EV_SITE) {
+      site_proposed(*shared, e, data);
+      return;
+    }
     if (e.nr == RB_EV_FORK) {
       const pid_t child = static_cast<pid_t>(e.result), parent = static_cast<pid_t>(e.flags);
       auto pp = processes_.find(parent);

@@ -127,7 +127,8 @@ Engine::Engine(EngineConfig config, BatchSink& sink)
       batch_(std::make_unique<Batch>()), debug_(getenv("RBINDER_ENGINE_DEBUG") != nullptr),
       predict_(getenv("RBINDER_PTRACE_PREDICT") == nullptr || std::string(getenv("RBINDER_PTRACE_PREDICT")) != "0"),
       force_proc_net_(getenv("RBINDER_FORCE_PROC_NET") != nullptr && std::string(getenv("RBINDER_FORCE_PROC_NET")) != "0"),
-      stub_context_(getenv("RBINDER_STUB_CONTEXT") == nullptr || std::string(getenv("RBINDER_STUB_CONTEXT")) != "0") {
+      stub_context_(getenv("RBINDER_STUB_CONTEXT") == nullptr || std::string(getenv("RBINDER_STUB_CONTEXT")) != "0"),
+      patch_call_sites_(getenv("RBINDER_PATCH_CALL_SITES") == nullptr || std::string(getenv("RBINDER_PATCH_CALL_SITES")) != "0") {
   // The engine keeps a copy of every tracked TCP socket: allow as many as the hard limit.
   rlimit nofile{};
   if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "arch/registers.h"
+#include "engine/call_sites.h"
 #include "engine/fast_path.h"
 #include "engine/tracker.h"
 #include "syscall/table.h"
@@ -97,7 +98,10 @@ struct EngineStats {
   std::array<std::atomic<uint64_t>, syscall::kTracedSyscallCount> exit_stops{};
   std::atomic<uint64_t> spans_dropped{0};
   std::atomic<uint64_t> spans_emitted{0};
-  std::atomic<uint64_t> fast_traps{0};        // syscalls the stub handled in-process
+  std::atomic<uint64_t> fast_traps{0};        // syscalls the stub handled in-process, after a signal
+  std::atomic<uint64_t> fast_direct{0};       // of them, reached through a patched call site instead
+  std::atomic<uint64_t> sites_approved{0};    // call sites the engine let the stub patch
+  std::atomic<uint64_t> sites_refused{0};     // and refused (they keep trapping)
   std::atomic<uint64_t> fast_upcalls{0};      // round trips from the stub to the engine
   std::atomic<uint64_t> fast_events{0};       // ring events the engine consumed
   std::atomic<uint64_t> fast_dropped{0};      // events lost to a full ring
@@ -227,6 +231,7 @@ class Engine final : public SpanSink {
   // Takes over the launched program (config_.launched); false with `error` set if it cannot.
   bool adopt(std::string& error);
   // The root process's state once its first image runs the stub (spawned or launched).
+  void region_ready(fast::SharedRegion& region);
   void fast_root_ready(Process& process, std::shared_ptr<fast::SharedRegion> region, OwnedFd listener);
   fast::PrivateInit private_init(pid_t pid, const FdTable& fds) const;
   void fast_loop();
@@ -242,6 +247,7 @@ class Engine final : public SpanSink {
   Process* fast_process(pid_t pid);
   Thread* fast_thread(pid_t tid, pid_t pid);
   size_t drain_region(fast::SharedRegion& region);
+  void site_proposed(rb_shared& shared, const rb_event& e, const uint8_t* data);
   // Drains every ring, each up to its first event still being written; returns the events consumed.
   size_t drain_all();
 
@@ -260,6 +266,9 @@ class Engine final : public SpanSink {
   // RBINDER_FORCE_PROC_NET=1 (tests): as if pidfd_getfd were refused: sockets described from /proc,
   // and no fast path (its shared memory and listener come through pidfd_getfd).
   const bool force_proc_net_;
+  // RBINDER_PATCH_CALL_SITES=0: the stub never patches call sites (every socket syscall traps).
+  const bool patch_call_sites_;
+  fast::CallSites call_sites_;
   pid_t root_pid_ = -1;
   bool root_exited_ = false;
   int exec_error_pipe_ = -1;

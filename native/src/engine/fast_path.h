@@ -38,7 +38,7 @@ class SharedRegion {
   SharedRegion& operator=(const SharedRegion&) = delete;
   rb_shared* get() const { return shared_; }
   int memfd() const { return memfd_.get(); }
-  uint64_t traps_seen = 0, dropped_seen = 0;  // the engine's counts so far
+  uint64_t traps_seen = 0, direct_seen = 0, dropped_seen = 0;  // the engine's counts so far
 
   // Calls f(const rb_event&, const uint8_t* data) for each complete event in order and marks them
   // consumed. Stops at the first event still being written, unless dead(pid) says its writer is

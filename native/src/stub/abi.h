@@ -17,7 +17,7 @@
 #define RB_PRIVATE_ADDR (RB_STUB_ADDR + 0x1000000ULL)
 
 #define RB_MAGIC 0x72626e64u /* "rbnd" */
-#define RB_VERSION 5u
+#define RB_VERSION 6u
 
 #define RB_FD_MAX 65536
 #define RB_RING_SLOTS 8192u
@@ -86,6 +86,34 @@ struct rb_event {
   struct rb_decision dec;
 };
 
+/* Call sites (docs/fast-path.md, "Patched call sites"). A trap of a hot socket syscall asks the
+ * engine (an RB_EV_SITE event) about its syscall instruction: the engine approves it when the
+ * instruction just before it is a real one of its function (an ELF symbol, a linear decode, no
+ * branch into it) that can run elsewhere unchanged (`mov $nr, %eax`, `xor %eax, %eax`, a move
+ * from the stack: the libc wrappers' shapes). The stub of each address space then rewrites that
+ * instruction into a jump to a trampoline that runs it and calls the stub directly: one of 5 bytes
+ * or more becomes `jmp rel32`; a shorter one `jmp rel8` to a `jmp rel32` in dead padding the
+ * engine found within reach (the cave). The verdicts are shared by the processes of one image
+ * (same addresses); what is patched is per address space (rb_private). */
+#define RB_SITES 1024
+#define RB_EV_SITE 1000 /* event: result = the syscall instruction's address, fd = its slot in sites[],
+                           flags = the syscall, data = the bytes before it in its page (up to 16) */
+enum rb_site_state {
+  RB_SITE_NEW = 0,      /* slot taken (addr set), not asked yet, or to be asked again */
+  RB_SITE_ASKED = 1,    /* an event is on its way to the engine */
+  RB_SITE_APPROVED = 2, /* the engine checked it: patch it (the fields below) */
+  RB_SITE_REFUSED = 3,  /* leave it trapping */
+};
+struct rb_site {
+  uint64_t addr;  /* the syscall instruction (0: free slot); claimed with compare-and-swap */
+  uint32_t state; /* rb_site_state */
+  uint32_t prot;  /* the code page's protection, restored after the write */
+  uint64_t zone;  /* a free address within rel32 reach for a new trampoline zone */
+  uint64_t cave;  /* an instruction shorter than 5 bytes: where its `jmp rel32` goes (rel8 reach) */
+  uint32_t len;   /* the length of the instruction before the syscall (it starts at addr - len) */
+  uint32_t pad;
+};
+
 struct rb_shared {
   uint32_t magic;
   uint32_t version;
@@ -94,7 +122,9 @@ struct rb_shared {
   uint64_t dropped;   /* events lost to a full ring */
   uint64_t traps;     /* SIGSYS handler runs */
   uint64_t shed;      /* set by the engine while export is behind: traces starting here go unsampled */
-  uint64_t pad[2];
+  uint64_t direct;    /* syscalls that reached the stub through a patched call site (no signal) */
+  uint64_t patch;     /* set by the engine: call sites may be patched (RBINDER_PATCH_CALL_SITES) */
+  struct rb_site sites[RB_SITES];
   uint8_t ring[RB_RING_SLOTS * RB_SLOT_SIZE] __attribute__((aligned(64)));
 };
 #define RB_SHARED_SIZE (((sizeof(struct rb_shared) + 4095) / 4096) * 4096)
@@ -151,6 +181,31 @@ struct rb_conn {
   uint8_t hdr[RB_HEADER_MAX];
 };
 
+/* Trampolines live in zones mapped within rel32 reach of the sites they serve. */
+#define RB_ZONES 32
+#define RB_ZONE_SIZE 65536u
+#define RB_TRAMPOLINE_SIZE 64u
+struct rb_zone {
+  uint64_t base; /* 0: unused */
+  uint32_t used; /* bytes of trampolines written */
+  uint32_t pad;
+};
+enum rb_patch_state {
+  RB_PATCH_NONE = 0,
+  RB_PATCH_WRITING = 1, /* being rewritten (a fork child finishes it: the writer is not there) */
+  RB_PATCH_DONE = 2,
+  RB_PATCH_REFUSED = 3, /* refused by the engine, or the rewrite could not be made here */
+};
+struct rb_patched {
+  uint64_t addr;       /* the syscall instruction (0: free slot) */
+  uint32_t state;      /* rb_patch_state */
+  uint32_t prot;
+  uint64_t trampoline;
+  uint64_t cave;       /* instructions shorter than 5 bytes */
+  uint32_t len;        /* the rewritten instruction's length; it starts at addr - len */
+  uint32_t pad;
+};
+
 struct rb_private {
   uint32_t magic;
   uint32_t pid;               /* the process this copy belongs to (a vfork child shares it) */
@@ -175,6 +230,11 @@ struct rb_private {
                                   (RB_QUIET_UNTIL_READ: until it reads a byte on the descriptor) */
   struct rb_thread threads[RB_THREADS];
   struct rb_conn conns[RB_FD_MAX];
+  /* Patched call sites of this address space (a fork child inherits the patched code with it). */
+  uint32_t patch_lock;        /* one patcher at a time (try-lock: a busy one leaves the site for later) */
+  uint32_t pad3;
+  struct rb_zone zones[RB_ZONES];
+  struct rb_patched patched[RB_SITES];
 };
 #define RB_QUIET_UNTIL_READ UINT64_MAX
 /* The engine's samplers (its SamplerType). */

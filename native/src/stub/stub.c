@@ -89,6 +89,7 @@ struct rb_timespec {
 long rb_syscall_fast(long nr, long a1, long a2, long a3, long a4, long a5, long a6);
 long rb_syscall_upcall(long nr, long a1, long a2, long a3, long a4, long a5, long a6);
 void rb_trap(void);
+void rb_direct(void);
 
 /* The two syscall instructions: the filter allows the first for everything (the fast path, and the
  * syscalls the engine injects while setting a new image up) and turns the second into a user
@@ -112,6 +113,20 @@ __asm__(
     "rb_restorer:\n  mov $15, %eax\n  syscall\n  hlt\n"
     ".globl rb_trap\n"
     "rb_trap:\n  int3\n  ret\n"
+    /* A patched call site's trampoline calls here with the syscall's registers (rax = nr, args in
+     * rdi rsi rdx r10 r8 r9), after stepping over the red zone. Like the syscall instruction it
+     * stands for, it keeps every register but rax (the result), rcx and r11, and the flags. A
+     * syscall rb_direct_c does not handle returns to the trampoline's other exit (13 bytes on:
+     * past its lea and jmp), which runs the original syscall instruction with the same registers. */
+    ".globl rb_direct\n"
+    "rb_direct:\n"
+    "  push %rbp\n  mov %rsp, %rbp\n  pushfq\n"
+    "  push %rdi\n  push %rsi\n  push %rdx\n  push %r10\n  push %r8\n  push %r9\n  push %rax\n  push $0\n"
+    "  mov %rsp, %rdi\n  and $-16, %rsp\n  cld\n  call rb_direct_c\n"
+    "  cmpq $0, -72(%rbp)\n  je 1f\n  addq $13, 8(%rbp)\n"
+    "1:\n  lea -56(%rbp), %rsp\n"
+    "  pop %r9\n  pop %r8\n  pop %r10\n  pop %rdx\n  pop %rsi\n  pop %rdi\n"
+    "  popfq\n  pop %rbp\n  ret\n"
     ".text\n");
 
 #define SH ((struct rb_shared*)RB_SHARED_ADDR)
@@ -947,6 +962,244 @@ static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, l
   return finish_write(w, &c, nr, a1, a2, a3, a4, start, app, verdict == 1 ? RB_EV_REWRITTEN | (header << RB_EV_HEADER_SHIFT) : 0);
 }
 
+/* ---- Patched call sites (docs/fast-path.md, "Patched call sites") ----
+ * A trap costs the program a signal frame built and torn down by the kernel (~4 us in a busy
+ * server). Once the engine has checked that the instruction before a trapping syscall instruction
+ * is a real one of its function (an ELF symbol, a linear decode of it, no branch into its middle)
+ * and can run elsewhere unchanged (abi.h, "Call sites"), it becomes a jump to a trampoline that
+ * runs it, calls rb_direct and jumps back behind the syscall instruction: one of 5 bytes or more
+ * becomes `jmp rel32`; a shorter one `jmp rel8` to a `jmp rel32` in dead padding the engine chose
+ * (the cave). The syscall instruction itself stays, so code jumping straight to it still traps. */
+
+#define SYS_MMAP 9
+#define SYS_MPROTECT 10
+#define PROT_READ 1
+#define PROT_WRITE 2
+#define PROT_EXEC 4
+#define MAP_PRIVATE 2
+#define MAP_ANONYMOUS 0x20
+#define MAP_FIXED_NOREPLACE 0x100000
+#define RB_SITE_CONTEXT 16 /* bytes before a syscall instruction sent with its proposal */
+
+/* The syscalls a trampoline may carry: handled without the signal's context, and hot. */
+static int patchable(long nr) {
+  switch (nr) {
+    case SYS_READ: case SYS_WRITE: case SYS_READV: case SYS_WRITEV: case SYS_RECVFROM: case SYS_SENDTO:
+    case SYS_RECVMSG: case SYS_SENDMSG: case SYS_ACCEPT: case SYS_ACCEPT4: case SYS_CONNECT: case SYS_CLOSE:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+static uint32_t site_hash(uint64_t addr) { return (uint32_t)((addr * 0x9e3779b97f4a7c15ull) >> 54) % RB_SITES; }
+
+/* The shared verdict slot of a site, claimed if it has none; NULL when the table is full. */
+static struct rb_site* shared_site(uint64_t addr) {
+  uint32_t h = site_hash(addr);
+  for (uint32_t i = 0; i < RB_SITES; i++) {
+    struct rb_site* s = &SH->sites[(h + i) % RB_SITES];
+    uint64_t seen = __atomic_load_n(&s->addr, __ATOMIC_ACQUIRE);
+    if (seen == 0) {
+      uint64_t expected = 0;
+      if (__atomic_compare_exchange_n(&s->addr, &expected, addr, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return s;
+      seen = expected;
+    }
+    if (seen == addr) return s;
+  }
+  return 0;
+}
+
+/* This address space's record of a site (taken under patch_lock). */
+static struct rb_patched* private_site(uint64_t addr) {
+  uint32_t h = site_hash(addr);
+  for (uint32_t i = 0; i < RB_SITES; i++) {
+    struct rb_patched* p = &PRIV->patched[(h + i) % RB_SITES];
+    if (p->addr == addr) return p;
+    if (p->addr == 0) {
+      p->addr = addr;
+      p->state = RB_PATCH_NONE;
+      return p;
+    }
+  }
+  return 0;
+}
+
+static uint64_t distance(uint64_t a, uint64_t b) { return a > b ? a - b : b - a; }
+
+/* Within reach of a rel32 jump from the site and back, whole zone included. */
+static int reachable(uint64_t zone, uint64_t site) {
+  return distance(zone, site) < 0x7ff00000ull && distance(zone + RB_ZONE_SIZE, site) < 0x7ff00000ull;
+}
+
+static void store8(uint64_t at, uint8_t v) { __asm__ volatile("movb %0, (%1)" ::"q"(v), "r"(at) : "memory"); }
+static void store16(uint64_t at, uint16_t v) { __asm__ volatile("movw %0, (%1)" ::"r"(v), "r"(at) : "memory"); }
+
+/* Room for one trampoline within reach of the site: in a zone this process has, or in a new one
+ * mapped where the engine found free space. 0: none. */
+static uint64_t trampoline_slot(uint64_t site, uint64_t hint) {
+  struct rb_zone* free_zone = 0;
+  for (uint32_t i = 0; i < RB_ZONES; i++) {
+    struct rb_zone* z = &PRIV->zones[i];
+    if (z->base == 0) {
+      if (!free_zone) free_zone = z;
+      continue;
+    }
+    if (z->used + RB_TRAMPOLINE_SIZE <= RB_ZONE_SIZE && reachable(z->base, site)) {
+      uint64_t at = z->base + z->used;
+      z->used += RB_TRAMPOLINE_SIZE;
+      return at;
+    }
+  }
+  if (!free_zone || hint == 0 || (hint & 4095) || !reachable(hint, site)) return 0;
+  long at = rb_syscall_fast(SYS_MMAP, (long)hint, RB_ZONE_SIZE, PROT_READ | PROT_EXEC,
+                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+  if (at != (long)hint) return 0; /* taken meanwhile (an old kernel may place it elsewhere: left unused) */
+  free_zone->base = hint;
+  free_zone->used = RB_TRAMPOLINE_SIZE;
+  return hint;
+}
+
+static void put_rel32(uint8_t* at, uint64_t from_next, uint64_t to) {
+  uint32_t rel = (uint32_t)(to - from_next);
+  for (int i = 0; i < 4; i++) at[i] = (uint8_t)(rel >> (8 * i));
+}
+
+/* The trampoline: the site's own instruction (it may set eax); lea -128(%rsp),%rsp (the red
+ * zone); movabs $rb_direct,%r11; call *%r11; lea 128(%rsp),%rsp; jmp behind the syscall
+ * instruction; and the exit for a syscall rb_direct declines: lea 128(%rsp),%rsp; jmp to the
+ * syscall instruction. Written while its zone is writable. */
+static void write_trampoline(uint64_t at, uint64_t sys, uint32_t len) {
+  uint8_t* t = (uint8_t*)at;
+  static const uint8_t below[5] = {0x48, 0x8d, 0x64, 0x24, 0x80};
+  static const uint8_t call[3] = {0x41, 0xff, 0xd3};
+  static const uint8_t above[8] = {0x48, 0x8d, 0xa4, 0x24, 0x80, 0x00, 0x00, 0x00};
+  uint64_t entry;
+  /* RIP-relative: the blob is linked at 0 and runs at RB_STUB_ADDR (a plain &rb_direct may be
+   * resolved by the linker to its link-time address). */
+  __asm__("lea rb_direct(%%rip), %0" : "=r"(entry));
+  uint32_t n = 0;
+  copy_bytes(t, (const uint8_t*)(sys - len), len), n += len;
+  copy_bytes(t + n, below, 5), n += 5;
+  t[n++] = 0x49, t[n++] = 0xbb;
+  for (int i = 0; i < 8; i++) t[n++] = (uint8_t)(entry >> (8 * i));
+  copy_bytes(t + n, call, 3), n += 3;
+  copy_bytes(t + n, above, 8), n += 8; /* the return address: the declined exit is 13 bytes on */
+  t[n++] = 0xe9;
+  put_rel32(t + n, at + n + 4, sys + 2), n += 4;
+  copy_bytes(t + n, above, 8), n += 8;
+  t[n++] = 0xe9;
+  put_rel32(t + n, at + n + 4, sys), n += 4;
+  for (; n < RB_TRAMPOLINE_SIZE; n++) t[n] = 0xcc;
+}
+
+static long protect(uint64_t page, uint32_t prot) { return rb_syscall_fast(SYS_MPROTECT, (long)page, 4096, prot, 0, 0, 0); }
+
+/* Writes the jump over the site's instruction, the way JITs patch code other threads may be
+ * running. A 5-byte `mov` in three stores: `jmp .` over its first two bytes (a thread arriving
+ * now waits there), the jump's last three bytes, then its first two. A 2-byte `xor`: its cave's
+ * `jmp rel32` first (dead bytes, nobody runs them), then `jmp rel8` in one store. Signals are
+ * blocked by the caller, or a handler reaching the site on this thread would wait for itself.
+ * 0: a page could not be written. */
+static int rewrite_site(struct rb_patched* p) {
+  uint64_t site = p->addr - p->len, page = site & ~4095ull;
+  if (p->len < 5) {
+    uint64_t cave_page = p->cave & ~4095ull;
+    uint8_t jump[5];
+    jump[0] = 0xe9;
+    put_rel32(jump + 1, p->cave + 5, p->trampoline);
+    if (protect(cave_page, PROT_READ | PROT_WRITE | PROT_EXEC) != 0) return 0;
+    for (int i = 0; i < 5; i++) store8(p->cave + (uint64_t)i, jump[i]);
+    if (cave_page != page) {
+      protect(cave_page, p->prot);
+      if (protect(page, PROT_READ | PROT_WRITE | PROT_EXEC) != 0) return 0;
+    }
+    store16(site, (uint16_t)(0xeb | (((p->cave - (site + 2)) & 0xff) << 8)));
+    protect(page, p->prot);
+    p->state = RB_PATCH_DONE;
+    return 1;
+  }
+  uint8_t rel[4];
+  put_rel32(rel, site + 5, p->trampoline);
+  if (protect(page, PROT_READ | PROT_WRITE | PROT_EXEC) != 0) return 0;
+  p->state = RB_PATCH_WRITING;
+  store16(site, 0xfeeb);
+  store8(site + 2, rel[1]);
+  store8(site + 3, rel[2]);
+  store8(site + 4, rel[3]);
+  store16(site, (uint16_t)(0xe9 | (rel[0] << 8)));
+  protect(page, p->prot);
+  p->state = RB_PATCH_DONE;
+  return 1;
+}
+
+static int patch_site(struct rb_patched* p, const struct rb_site* s) {
+  uint32_t len = s->len;
+  uint64_t site = p->addr - len;
+  /* The engine's answer, checked where a mistake would write the wrong bytes: the instruction is
+   * in the syscall's page, its first two bytes in one cache line, a cave within a short jump. */
+  if (len < 2 || len > 15 || (site >> 12) != (p->addr >> 12) || (site & 63) == 63 ||
+      (len < 5 && (s->cave == 0 || distance(s->cave, site + 2) > 120)))
+    return 0;
+  uint64_t slot = trampoline_slot(site, s->zone);
+  if (!slot) return 0;
+  uint64_t zone_page = slot & ~4095ull;
+  if (protect(zone_page, PROT_READ | PROT_WRITE | PROT_EXEC) != 0) return 0;
+  write_trampoline(slot, p->addr, len);
+  protect(zone_page, PROT_READ | PROT_EXEC);
+  p->trampoline = slot;
+  p->prot = s->prot;
+  p->cave = s->cave;
+  p->len = len;
+  uint64_t all = ~(1ull << (SIGSYS - 1)), old = 0;
+  rb_syscall_fast(SYS_RT_SIGPROCMASK, 0 /* SIG_BLOCK */, (long)&all, (long)&old, 8, 0, 0);
+  int done = rewrite_site(p);
+  rb_syscall_fast(SYS_RT_SIGPROCMASK, 2 /* SIG_SETMASK */, (long)&old, 0, 8, 0, 0);
+  return done;
+}
+
+/* After a trap: is its call site one to patch, and may it be patched yet? call_addr is behind
+ * the syscall instruction. */
+static void consider_site(uint64_t call_addr, long nr) {
+  uint64_t sys = call_addr - 2;
+  if (!patchable(nr) || (call_addr & 4095) < 2) return;
+  struct rb_who who = {0};
+  if (!mine(&who)) return; /* a vfork child shares the parent's code: the parent patches it */
+  uint32_t unlocked = 0;
+  if (!__atomic_compare_exchange_n(&PRIV->patch_lock, &unlocked, 1, 0, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED)) return;
+  struct rb_patched* p = private_site(sys);
+  struct rb_site* s = p && p->state == RB_PATCH_NONE ? shared_site(sys) : 0;
+  if (s) {
+    uint32_t state = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
+    if (state == RB_SITE_NEW &&
+        __atomic_compare_exchange_n(&s->state, &state, RB_SITE_ASKED, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      uint32_t before = (sys & 4095) < RB_SITE_CONTEXT ? (uint32_t)(sys & 4095) : RB_SITE_CONTEXT;
+      uint64_t seq;
+      struct rb_event* e = reserve(before, &seq);
+      if (e) {
+        fill(&who, e, RB_EV_SITE, (long)(s - SH->sites), (long)sys, (uint64_t)nr, now_ns(), 0);
+        copy_bytes((uint8_t*)(e + 1), (const uint8_t*)(sys - before), before);
+        e->data_len = before;
+        publish(e, seq);
+      } else {
+        __atomic_store_n(&s->state, RB_SITE_NEW, __ATOMIC_RELEASE); /* ring full: ask again later */
+      }
+    } else if (state == RB_SITE_REFUSED) {
+      p->state = RB_PATCH_REFUSED;
+    } else if (state == RB_SITE_APPROVED) {
+      p->state = patch_site(p, s) ? RB_PATCH_DONE : RB_PATCH_REFUSED;
+    }
+  }
+  __atomic_store_n(&PRIV->patch_lock, 0, __ATOMIC_RELEASE);
+}
+
+/* In a fork child: a site another thread of the parent was rewriting has no writer here. */
+static void finish_patches_after_fork(void) {
+  for (uint32_t i = 0; i < RB_SITES; i++)
+    if (PRIV->patched[i].state == RB_PATCH_WRITING) rewrite_site(&PRIV->patched[i]);
+  PRIV->patch_lock = 0;
+}
+
 static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6, struct rb_ucontext* uc) {
   const uint64_t sigsys_bit = 1ull << (SIGSYS - 1);
   struct rb_who who = {0};
@@ -1048,6 +1301,7 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
         PRIV->pid = (uint32_t)sys(SYS_GETPID, 0, 0, 0);
         w->tid = 0; /* this is the child's own thread now */
         w->mine = 0;
+        finish_patches_after_fork();
         record_simple(w, RB_EV_FORK, -1, PRIV->pid, parent);
       } else if (result > 0) {
         record_simple(w, RB_EV_FORK, -1, result, parent);
@@ -1108,4 +1362,19 @@ void rb_sigsys(int sig, struct rb_siginfo* info, void* context) {
   __atomic_add_fetch(&SH->traps, 1, __ATOMIC_RELAXED);
   r->rax = (uint64_t)handle(info->syscall, (long)r->rdi, (long)r->rsi, (long)r->rdx, (long)r->r10, (long)r->r8,
                             (long)r->r9, uc);
+  if (SH->patch) consider_site((uint64_t)info->call_addr, info->syscall);
+}
+
+/* From a patched call site (rb_direct): the same handling, without a signal, for the syscalls
+ * patchable() lists (none needs the signal's saved context). f: [0] set to 1 to decline (any other
+ * syscall a generic site such as libc's syscall() makes: it runs the original instruction), [1]
+ * the syscall, [2..7] r9 r8 r10 rdx rsi rdi. */
+long rb_direct_c(uint64_t* f) {
+  long nr = (long)f[1];
+  if (!patchable(nr)) {
+    f[0] = 1;
+    return nr;
+  }
+  __atomic_add_fetch(&SH->direct, 1, __ATOMIC_RELAXED);
+  return handle(nr, (long)f[7], (long)f[6], (long)f[5], (long)f[4], (long)f[3], (long)f[2], 0);
 }

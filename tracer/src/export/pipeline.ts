@@ -232,7 +232,9 @@ const ENGINE_COUNTERS = {
   parseErrors: ['rbinder.parse.errors', 'HTTP parse errors.', '{error}'],
   spansDropped: ['rbinder.spans.dropped', 'Finished exchanges lost before export: engine batches JS could not take (spans and request metrics), spans a full export queue could not hold.', '{span}'],
   tracesShed: ['rbinder.traces.shed', 'Traces not sampled here because span export was behind (load shedding).', '{trace}'],
-  traps: ['rbinder.fastpath.traps', 'Syscalls the fast path handled in the traced processes, without a ptrace stop (--mode fast).', '{syscall}'],
+  traps: ['rbinder.fastpath.traps', 'Syscalls the fast path handled in the traced processes after a SIGSYS trap, without a ptrace stop (--mode fast).', '{syscall}'],
+  direct: ['rbinder.fastpath.direct_calls', 'Syscalls the fast path handled through a patched call site, without a signal (--mode fast).', '{syscall}'],
+  callSites: ['rbinder.fastpath.call_sites', 'Call sites the tracer checked for patching, by verdict (approved, refused).', '{site}'],
   upcalls: ['rbinder.fastpath.upcalls', 'Round trips from the fast path to the tracer: header injections and execs (--mode fast).', '{upcall}'],
   eventsDropped: ['rbinder.fastpath.events.dropped', 'Syscall events the fast path lost to a full ring (--mode fast).', '{event}'],
 } as const;
@@ -262,6 +264,9 @@ function observeEngineStats(meter: Meter, engineStats: () => EngineStats, queueD
       result.observe(c.tracesShed, stats.tracesShed ?? 0);
       if (stats.fastPathProcesses) {
         result.observe(c.traps, stats.fastPathTraps ?? 0);
+        result.observe(c.direct, stats.fastPathDirect ?? 0);
+        result.observe(c.callSites, stats.callSitesApproved ?? 0, { verdict: 'approved' });
+        result.observe(c.callSites, stats.callSitesRefused ?? 0, { verdict: 'refused' });
         result.observe(c.upcalls, stats.fastPathUpcalls ?? 0);
         result.observe(c.eventsDropped, stats.fastPathDropped ?? 0);
       }

@@ -1,0 +1,354 @@
+#include "engine/call_sites.h"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "arch/x86_64_decode.h"
+#include "stub/abi.h"
+
+namespace rbinder::fast {
+namespace {
+
+constexpr uint64_t kMaxFunction = 1 << 20;     // bytes decoded at most
+constexpr uint64_t kReach = 0x7ff00000 - 0x10000;  // within the stub's reachable(), with room
+
+bool read_all(int fd, uint64_t offset, void* out, size_t len) {
+  auto* p = static_cast<uint8_t*>(out);
+  while (len > 0) {
+    const ssize_t n = pread(fd, p, len, static_cast<off_t>(offset));
+    if (n <= 0) return false;
+    p += n;
+    offset += static_cast<uint64_t>(n);
+    len -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+// The process's bytes at addr: process_vm_readv, or /proc/PID/mem where that is refused. For
+// pid 0, this process's own memory (the tests).
+bool read_process(pid_t pid, uint64_t addr, void* out, size_t len) {
+  if (pid == 0) {
+    std::memcpy(out, reinterpret_cast<const void*>(addr), len);
+    return true;
+  }
+  iovec local{out, len}, remote{reinterpret_cast<void*>(addr), len};
+  if (process_vm_readv(pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(len)) return true;
+  const int fd = open(("/proc/" + std::to_string(pid) + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const bool ok = read_all(fd, addr, out, len);
+  close(fd);
+  return ok;
+}
+
+// Prefixes that do not change what an instruction transfers control to, or a nop is.
+size_t skip_prefixes(const uint8_t* p, size_t n) {
+  size_t i = 0;
+  while (i < n && (p[i] == 0x66 || p[i] == 0x2e || p[i] == 0x3e || p[i] == 0xf2 || p[i] == 0xf3)) i++;
+  return i;
+}
+
+// Control never falls through it: ret, jmp, ud2, hlt, int3.
+bool unconditional_end(const uint8_t* p, size_t n) {
+  const size_t i = skip_prefixes(p, n);
+  if (i >= n) return false;
+  switch (p[i]) {
+    case 0xc3: case 0xc2: case 0xe9: case 0xeb: case 0xf4: case 0xcc: return true;
+    case 0xff: return i + 1 < n && ((p[i + 1] >> 3) & 7) == 4;  // jmp r/m
+    case 0x0f: return i + 1 < n && p[i + 1] == 0x0b;             // ud2
+    default: return false;
+  }
+}
+
+// Alignment padding: nop (90, 66 90), nopw/nopl r/m (0f 1f), int3.
+bool padding(const uint8_t* p, size_t n) {
+  const size_t i = skip_prefixes(p, n);
+  return i < n && (p[i] == 0x90 || p[i] == 0xcc || (p[i] == 0x0f && i + 1 < n && p[i + 1] == 0x1f));
+}
+
+// An instruction that does the same wherever it runs: moves and lea between registers and
+// memory not addressed relative to RIP, mov of an immediate, xor of registers (the shapes libc
+// puts before its syscall instructions). Not branches, calls, returns, pushes or anything else.
+bool relocatable(const uint8_t* p, size_t n) {
+  size_t i = 0;
+  if (i < n && p[i] == 0x66) i++;
+  if (i < n && (p[i] & 0xf0) == 0x40) i++;
+  if (i >= n) return false;
+  const uint8_t op = p[i];
+  if (op >= 0xb8 && op <= 0xbf) return true;  // mov $imm, %reg
+  const bool modrm_op = op == 0x88 || op == 0x89 || op == 0x8a || op == 0x8b || op == 0x8d || op == 0x31 || op == 0x33 ||
+                        op == 0xc7;
+  if (!modrm_op || i + 1 >= n) return false;
+  const uint8_t modrm = p[i + 1], mod = modrm >> 6, reg = (modrm >> 3) & 7, rm = modrm & 7;
+  if (op == 0xc7 && reg != 0) return false;
+  if ((op == 0x31 || op == 0x33) && mod != 3) return false;
+  return !(mod == 0 && rm == 5);  // RIP-relative
+}
+
+}  // namespace
+
+std::vector<Mapping> parse_maps(const std::string& text) {
+  std::vector<Mapping> out;
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    Mapping m;
+    char perms[8] = {};
+    unsigned long long start = 0, end = 0, offset = 0, inode = 0;
+    unsigned major = 0, minor = 0;
+    int consumed = 0;
+    if (sscanf(line.c_str(), "%llx-%llx %7s %llx %x:%x %llu %n", &start, &end, perms, &offset, &major, &minor, &inode,
+               &consumed) < 7)
+      continue;
+    m.start = start, m.end = end, m.offset = offset, m.inode = inode;
+    m.dev_major = major, m.dev_minor = minor;
+    m.perms = perms;
+    if (consumed > 0 && static_cast<size_t>(consumed) < line.size()) m.path = line.substr(static_cast<size_t>(consumed));
+    out.push_back(std::move(m));
+  }
+  std::sort(out.begin(), out.end(), [](const Mapping& a, const Mapping& b) { return a.start < b.start; });
+  return out;
+}
+
+uint64_t free_zone_near(const std::vector<Mapping>& maps, uint64_t near, uint64_t size, uint64_t reach) {
+  constexpr uint64_t kPage = 4096, kLowest = 0x10000, kHighest = 0x7ffffffff000ull;
+  auto dist = [](uint64_t a, uint64_t b) { return a > b ? a - b : b - a; };
+  uint64_t best = 0, best_dist = UINT64_MAX;
+  uint64_t gap_start = kLowest;
+  for (size_t i = 0; i <= maps.size(); i++) {
+    const uint64_t gap_end = i < maps.size() ? maps[i].start : kHighest;
+    if (gap_end > gap_start && gap_end - gap_start >= size + 2 * kPage) {
+      const uint64_t lo = (gap_start + kPage + kPage - 1) & ~(kPage - 1);
+      const uint64_t hi = (gap_end - kPage - size) & ~(kPage - 1);
+      if (lo <= hi) {
+        const uint64_t c = std::clamp(near & ~(kPage - 1), lo, hi);
+        if (dist(c, near) < reach && dist(c + size, near) < reach && dist(c, near) < best_dist) {
+          best = c;
+          best_dist = dist(c, near);
+        }
+      }
+    }
+    if (i < maps.size()) gap_start = std::max(gap_start, maps[i].end);
+  }
+  return best;
+}
+
+CallSites::ElfFile::~ElfFile() {
+  if (fd >= 0) close(fd);
+}
+
+std::shared_ptr<CallSites::ElfFile> CallSites::load(const Mapping& m, std::string& error) {
+  const auto key = std::make_pair((static_cast<uint64_t>(m.dev_major) << 32) | m.dev_minor, m.inode);
+  auto it = files_.find(key);
+  if (it == files_.end()) {
+    auto f = std::make_shared<ElfFile>();
+    f->fd = open(m.path.c_str(), O_RDONLY | O_CLOEXEC);
+    Elf64_Ehdr eh;
+    if (f->fd < 0) {
+      f->error = "cannot open " + m.path;
+    } else if (!read_all(f->fd, 0, &eh, sizeof(eh)) || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+               eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_machine != EM_X86_64 || eh.e_phentsize != sizeof(Elf64_Phdr) ||
+               (eh.e_shnum && eh.e_shentsize != sizeof(Elf64_Shdr))) {
+      f->error = "not an x86-64 ELF file";
+    } else {
+      std::vector<Elf64_Phdr> ph(eh.e_phnum);
+      if (!ph.empty() && !read_all(f->fd, eh.e_phoff, ph.data(), ph.size() * sizeof(Elf64_Phdr))) ph.clear();
+      for (const Elf64_Phdr& p : ph)
+        if (p.p_type == PT_LOAD) f->segments.push_back({p.p_vaddr, p.p_offset, p.p_filesz, (p.p_flags & PF_X) != 0});
+      std::vector<Elf64_Shdr> sh(eh.e_shnum);
+      if (!sh.empty() && !read_all(f->fd, eh.e_shoff, sh.data(), sh.size() * sizeof(Elf64_Shdr))) sh.clear();
+      for (const Elf64_Shdr& s : sh) {
+        if ((s.sh_type != SHT_SYMTAB && s.sh_type != SHT_DYNSYM) || s.sh_entsize != sizeof(Elf64_Sym)) continue;
+        std::vector<Elf64_Sym> syms(s.sh_size / sizeof(Elf64_Sym));
+        if (syms.size() > (1u << 22) || !read_all(f->fd, s.sh_offset, syms.data(), syms.size() * sizeof(Elf64_Sym))) continue;
+        for (const Elf64_Sym& sym : syms)
+          if (ELF64_ST_TYPE(sym.st_info) == STT_FUNC && sym.st_size > 0 && sym.st_shndx != SHN_UNDEF)
+            f->functions.push_back({sym.st_value, sym.st_size});
+      }
+      std::sort(f->functions.begin(), f->functions.end(),
+                [](const Function& a, const Function& b) { return a.start < b.start || (a.start == b.start && a.size < b.size); });
+      f->functions.erase(std::unique(f->functions.begin(), f->functions.end(),
+                                     [](const Function& a, const Function& b) { return a.start == b.start && a.size == b.size; }),
+                         f->functions.end());
+      if (f->functions.empty()) f->error = "no function symbols in " + m.path;
+    }
+    it = files_.emplace(key, std::move(f)).first;
+  }
+  if (!it->second->error.empty()) {
+    error = it->second->error;
+    return nullptr;
+  }
+  return it->second;
+}
+
+uint64_t CallSites::find_cave(pid_t pid, ElfFile& f, const Segment& seg, uint64_t site_vaddr, uint64_t bias, std::string& why) {
+  constexpr int64_t kRel8 = 120;  // of a jmp rel8's -128..127, with room for the 5-byte jump
+  const uint64_t from = site_vaddr + 2;  // a jmp rel8's target is relative to its end
+  auto in_reach = [&](uint64_t cave) {
+    const int64_t d = static_cast<int64_t>(cave - from);
+    return d >= -kRel8 && d + 5 <= kRel8;
+  };
+  why = "no dead padding within a short jump";
+  for (size_t i = 0; i < f.functions.size(); i++) {
+    const Function& g = f.functions[i];
+    const uint64_t next = i + 1 < f.functions.size() ? f.functions[i + 1].start : seg.vaddr + seg.filesz;
+    const uint64_t limit = std::max(g.start + g.size, std::min(next, g.start + g.size + 64));  // its trailing padding
+    if (limit + kRel8 < from || g.start > from + kRel8 || g.start < seg.vaddr || limit > seg.vaddr + seg.filesz ||
+        g.size > kMaxFunction)
+      continue;
+    // Read from the process (what runs), the same as the file's.
+    std::vector<uint8_t> code(limit - g.start), file(limit - g.start);
+    if (!read_all(f.fd, seg.offset + (g.start - seg.vaddr), file.data(), file.size()) ||
+        !read_process(pid, g.start + bias, code.data(), code.size()) || code != file)
+      continue;
+    // Its instructions, relative branch targets and whether it jumps indirectly (a jump table's
+    // targets are not known here).
+    std::vector<std::pair<size_t, size_t>> insns;
+    std::vector<int64_t> targets;
+    bool indirect = false, decoded = true;
+    for (size_t pos = 0; pos < g.size;) {
+      arch::DecodedInstruction d;
+      const int n = arch::decode_x86_64(code.data() + pos, g.size - pos, &d);
+      if (n == 0) {
+        decoded = false;
+        break;
+      }
+      if (d.relative_branch) targets.push_back(static_cast<int64_t>(pos) + d.branch_offset);
+      const size_t k = skip_prefixes(code.data() + pos, static_cast<size_t>(n));
+      if (k + 1 < static_cast<size_t>(n) && code[pos + k] == 0xff && ((code[pos + k + 1] >> 3) & 7) == 4) indirect = true;
+      insns.push_back({pos, static_cast<size_t>(n)});
+      pos += static_cast<size_t>(n);
+    }
+    if (!decoded || insns.empty() || insns.back().first + insns.back().second != g.size) continue;
+    // A run of padding right after an unconditional transfer is dead when nothing branches into
+    // it: inside the function only if the function has no indirect jump; after its end, up to the
+    // next symbol (the padding that aligns the next function).
+    for (size_t k = 0; k < insns.size(); k++) {
+      if (!unconditional_end(code.data() + insns[k].first, insns[k].second)) continue;
+      const size_t cave = insns[k].first + insns[k].second;
+      const bool inside = cave < g.size;
+      if ((inside && indirect) || !in_reach(g.start + cave)) continue;
+      size_t pad = cave;
+      while (pad < cave + 5 && pad < code.size()) {
+        arch::DecodedInstruction d;
+        const int n = arch::decode_x86_64(code.data() + pad, code.size() - pad, &d);
+        if (n == 0 || !padding(code.data() + pad, static_cast<size_t>(n)) || (inside && pad + static_cast<size_t>(n) > g.size)) break;
+        pad += static_cast<size_t>(n);
+      }
+      if (pad < cave + 5) continue;
+      if (std::any_of(targets.begin(), targets.end(), [&](int64_t t) {
+            return t >= static_cast<int64_t>(cave) && t < static_cast<int64_t>(cave + 5);
+          }))
+        continue;
+      const uint64_t at = g.start + cave;
+      auto taken = f.caves.find(at);
+      if (taken != f.caves.end() && taken->second != site_vaddr) continue;
+      f.caves[at] = site_vaddr;
+      return at + bias;
+    }
+  }
+  return 0;
+}
+
+SiteVerdict CallSites::check(pid_t pid, uint64_t site, const uint8_t* bytes, size_t len) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/maps");
+  std::stringstream text;
+  text << in.rdbuf();
+  SiteVerdict v;
+  if (!in) {
+    v.reason = "cannot read /proc/" + std::to_string(pid) + "/maps";
+    return v;
+  }
+  return check_in(pid, parse_maps(text.str()), site, bytes, len);
+}
+
+SiteVerdict CallSites::check_in(pid_t pid, const std::vector<Mapping>& maps, uint64_t sys, const uint8_t* before, size_t len) {
+  SiteVerdict v;
+  auto refuse = [&](std::string why) {
+    v.approved = false;
+    v.reason = std::move(why);
+    return v;
+  };
+  constexpr uint64_t kSyscallLen = 2;
+  auto m = std::find_if(maps.begin(), maps.end(), [&](const Mapping& x) { return x.start <= sys && sys + kSyscallLen <= x.end; });
+  if (m == maps.end()) return refuse("not in a mapping");
+  if (m->perms != "r-xp") return refuse("mapping is " + m->perms + ", not a private read+execute file mapping");
+  if (m->path.empty() || m->path[0] != '/' || m->inode == 0) return refuse("not a file mapping");
+  std::string error;
+  std::shared_ptr<ElfFile> f = load(*m, error);
+  if (!f) return refuse(error);
+  const uint64_t file_off = sys - m->start + m->offset;
+  auto seg = std::find_if(f->segments.begin(), f->segments.end(), [&](const Segment& s) {
+    return s.exec && s.offset <= file_off && file_off + kSyscallLen <= s.offset + s.filesz;
+  });
+  if (seg == f->segments.end()) return refuse("not in an executable segment of " + m->path);
+  const uint64_t vaddr = file_off - seg->offset + seg->vaddr;
+  // The innermost function symbol holding the syscall instruction.
+  const Function* fn = nullptr;
+  auto after = std::upper_bound(f->functions.begin(), f->functions.end(), vaddr,
+                                [](uint64_t a, const Function& b) { return a < b.start; });
+  for (auto i = after; i != f->functions.begin() && std::distance(i, after) < 256;) {
+    --i;
+    if (i->start <= vaddr && vaddr + kSyscallLen <= i->start + i->size && (!fn || i->start > fn->start)) fn = &*i;
+  }
+  if (!fn) return refuse("no function symbol holds it in " + m->path);
+  if (fn->size > kMaxFunction) return refuse("its function is too large to decode");
+  if (fn->start < seg->vaddr || fn->start + fn->size > seg->vaddr + seg->filesz) return refuse("its function leaves its segment");
+  const uint64_t at = vaddr - fn->start;
+  // The file's bytes of the function, and the process's: the same, or the mapping is not this file.
+  std::vector<uint8_t> code(fn->size), running(fn->size);
+  if (!read_all(f->fd, seg->offset + (fn->start - seg->vaddr), code.data(), code.size()))
+    return refuse("cannot read its function from " + m->path);
+  const uint64_t fn_addr = sys - at;
+  if (fn_addr < m->start || fn_addr + fn->size > m->end) return refuse("its function spans several mappings");
+  if (!read_process(pid, fn_addr, running.data(), running.size())) return refuse("cannot read the process's memory");
+  if (code != running) return refuse("the process's code differs from " + m->path);
+  const size_t seen = std::min<size_t>(len, at);  // the stub sends up to 16 bytes; the function may start closer
+  if (std::memcmp(code.data() + at - seen, before + (len - seen), seen) != 0) return refuse("the bytes seen differ from the file's");
+  // A linear decode from the function's start: an instruction must end exactly at the syscall
+  // (the one to rewrite), the syscall must decode as such, and no relative branch may land
+  // inside the instruction before it.
+  uint64_t pos = 0, site = UINT64_MAX;
+  std::vector<int64_t> targets;
+  while (pos < code.size()) {
+    arch::DecodedInstruction d;
+    const int n = arch::decode_x86_64(code.data() + pos, code.size() - pos, &d);
+    if (n == 0) return refuse("undecodable instruction in its function at +" + std::to_string(pos));
+    if (pos + static_cast<uint64_t>(n) == at) site = pos;
+    if (pos < at && pos + static_cast<uint64_t>(n) > at) return refuse("the syscall instruction is inside another instruction");
+    if (pos == at && (n != 2 || code[pos] != 0x0f || code[pos + 1] != 0x05)) return refuse("not a syscall instruction");
+    if (d.relative_branch) targets.push_back(static_cast<int64_t>(pos) + d.branch_offset);
+    pos += static_cast<uint64_t>(n);
+  }
+  if (site == UINT64_MAX) return refuse("no instruction before the syscall in its function");
+  const size_t ilen = at - site;
+  for (int64_t t : targets)
+    if (t > static_cast<int64_t>(site) && t < static_cast<int64_t>(at)) return refuse("a branch lands inside the instruction before it");
+  if (!relocatable(code.data() + site, ilen)) return refuse("the instruction before it cannot run elsewhere unchanged");
+  if (ilen < 2) return refuse("the instruction before it is shorter than a jump");
+  const uint64_t site_addr = sys - ilen;
+  if ((site_addr >> 12) != (sys >> 12) || (site_addr & 63) == 63) return refuse("the instruction before it straddles a page or cache line");
+  if (ilen < 5) {
+    std::string why;
+    const uint64_t bias = sys - vaddr;  // process address minus virtual address, in this mapping
+    const uint64_t cave = find_cave(pid, *f, *seg, vaddr - ilen, bias, why);
+    if (cave == 0) return refuse(why);
+    if (cave < m->start || cave + 5 > m->end) return refuse("its cave is in another mapping");
+    v.cave = cave;
+  }
+  v.approved = true;
+  v.len = static_cast<uint32_t>(ilen);
+  v.prot = PROT_READ | PROT_EXEC;
+  v.zone = free_zone_near(maps, sys, RB_ZONE_SIZE, kReach);
+  if (v.zone == 0) return refuse("no free address within reach for trampolines");
+  return v;
+}
+
+}  // namespace rbinder::fast
