@@ -75,6 +75,7 @@ async function prepareVariants(o: BenchOptions, results: BenchResults): Promise<
     if (o.variants?.includes('rbinder-fast-nopropagation')) variants.push(rbinderVariant('fast', { noPropagation: true }));
     if (o.variants?.includes('rbinder-fast-sdkencoding')) variants.push(rbinderVariant('fast', { sdkEncoding: true }));
     if (o.variants?.includes('rbinder-fast-enginecontext')) variants.push(rbinderVariant('fast', { engineContext: true }));
+    if (o.variants?.includes('rbinder-fast-trapsonly')) variants.push(rbinderVariant('fast', { trapsOnly: true }));
     // Another export batch size or schedule delay: rbinder-fast-batchN, rbinder-fast-delayMS
     // (e.g. rbinder-fast-batch512, rbinder-fast-delay1000).
     for (const id of o.variants ?? []) {

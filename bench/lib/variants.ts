@@ -83,6 +83,9 @@ export interface RbinderTweak {
   /** RBINDER_STUB_CONTEXT=0: the engine decides every outbound request's context (one upcall each),
    * as before the stub decided the plain cases itself (what that saves). */
   engineContext?: boolean;
+  /** RBINDER_PATCH_CALL_SITES=0: every socket syscall traps (a signal each), as before the stub
+   * patched call sites (what that saves). */
+  trapsOnly?: boolean;
   /** OTEL_BSP_MAX_EXPORT_BATCH_SIZE: spans per export request instead of the default. */
   exportBatch?: number;
   /** OTEL_BSP_SCHEDULE_DELAY: ms a partial batch waits before it is exported, instead of the default. */
@@ -101,6 +104,7 @@ export function rbinderVariant(mode: string, tweak: RbinderTweak = {}): Variant 
     ...(tweak.sampler ? { OTEL_TRACES_SAMPLER: tweak.sampler } : {}),
     ...(tweak.sdkEncoding ? { RBINDER_SPAN_ENCODING: 'sdk' } : {}),
     ...(tweak.engineContext ? { RBINDER_STUB_CONTEXT: '0' } : {}),
+    ...(tweak.trapsOnly ? { RBINDER_PATCH_CALL_SITES: '0' } : {}),
     ...(tweak.exportBatch ? { OTEL_BSP_MAX_EXPORT_BATCH_SIZE: String(tweak.exportBatch) } : {}),
     ...(tweak.exportDelay !== undefined ? { OTEL_BSP_SCHEDULE_DELAY: String(tweak.exportDelay) } : {}),
   };
@@ -111,6 +115,7 @@ export function rbinderVariant(mode: string, tweak: RbinderTweak = {}): Variant 
     tweak.noPropagation && 'nopropagation',
     tweak.sdkEncoding && 'sdkencoding',
     tweak.engineContext && 'enginecontext',
+    tweak.trapsOnly && 'trapsonly',
     tweak.exportBatch && `batch${tweak.exportBatch}`,
     tweak.exportDelay !== undefined && `delay${tweak.exportDelay}`,
   ]
@@ -193,6 +198,10 @@ export function bareVariant(bin: string, stops: 'entry' | 'entry-exit'): Variant
   };
 }
 
+/** The key under which parseStops lists the fast path's calls through patched call sites: shown
+ * per request, but no stop or trap (a function call into the stub, no signal). */
+export const DIRECT_CALLS = 'fast.direct';
+
 /** The stops a tracer reported on its stderr at exit: rbinder's engine counters or the bare loop's
  * line. For rbinder's fast path, its stub's traps and its round trips to the tracer count too
  * ("fast.trap", "fast.upcall"): each is a cost the program pays instead of a ptrace stop. */
@@ -205,6 +214,7 @@ export function parseStops(stderr: string): Record<string, number> | undefined {
         if (stats.fastPathProcesses) {
           stops['fast.trap'] = stats.fastPathTraps ?? 0;
           stops['fast.upcall'] = stats.fastPathUpcalls ?? 0;
+          stops[DIRECT_CALLS] = stats.fastPathDirect ?? 0;
         }
         return stops;
       } catch {

@@ -159,7 +159,8 @@ export function summaryMarkdown(r: BenchResults): string {
     out.push(
       'Syscall stops the tracer counted over the whole run (rbinder: the engine counters it logs at exit with ' +
         'RBINDER_LOG_LEVEL=debug; bare loop: its own count) divided by the requests served (warm-up included; the ' +
-        'program\'s own start-up syscalls are in the numerator, a few hundred over thousands of requests). Chain: both services, per request entering the chain.\n',
+        'program\'s own start-up syscalls are in the numerator, a few hundred over thousands of requests). Chain: both services, per request entering the chain. ' +
+        '`fast.direct`: syscalls that reached the fast path\'s stub through a patched call site, listed but not in the total (a call, no signal or stop; docs/fast-path.md, "Patched call sites").\n',
     );
     out.push(table(['scenario', 'variant', 'stops+traps/req', 'by syscall (≥ 0.005/req)'], stopRows));
   }

@@ -36,43 +36,33 @@ sanitizer_env() {
   export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 }
 
+# unit_test NAME SOURCE...: builds build/test/NAME from the sources (paths under native/) with
+# ASan+UBSan and GoogleTest.
+unit_test() {
+  local name=$1
+  shift
+  g++ -std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+    -Wall -Wextra -Werror -I"$native_dir/src" \
+    "${@/#/$native_dir/}" -o "$build_dir/test/$name" -ldl -lgtest_main -lgtest -pthread ||
+    fail "unit test build ($name)"
+  unit_tests+=("$name")
+}
+
 build_and_run_unit_tests() {
   step "building unit tests (g++, ASan+UBSan)"
   mkdir -p "$build_dir/test"
-  g++ -std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-    -Wall -Wextra -Werror \
-    "$native_dir/src/http/parser.cc" "$native_dir/test/http_parser_test.cc" \
-    -o "$build_dir/test/http_parser_test" -lgtest_main -lgtest -pthread ||
-    fail "unit test build"
-  g++ -std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-    -Wall -Wextra -Werror -I"$native_dir/src" \
-    "$native_dir/src/http/parser.cc" "$native_dir/src/engine/tracker.cc" "$native_dir/src/engine/ids.cc" \
-    "$native_dir/src/engine/propagation.cc" "$native_dir/src/tracee/sockets.cc" "$native_dir/src/tracee/memory.cc" \
-    "$native_dir/test/tracker_test.cc" \
-    -o "$build_dir/test/tracker_test" -lgtest_main -lgtest -pthread ||
-    fail "unit test build (tracker)"
-  g++ -std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-    -Wall -Wextra -Werror -I"$native_dir/src" \
-    "$native_dir/src/tracee/vdso.cc" "$native_dir/src/tracee/memory.cc" "$native_dir/test/vdso_test.cc" \
-    -o "$build_dir/test/vdso_test" -lgtest_main -lgtest -pthread ||
-    fail "unit test build (vdso)"
-  g++ -std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-    -Wall -Wextra -Werror -I"$native_dir/src" \
-    "$native_dir/src/http/parser.cc" "$native_dir/src/engine/ids.cc" "$native_dir/src/engine/propagation.cc" \
-    "$native_dir/test/stub_head_test.cc" \
-    -o "$build_dir/test/stub_head_test" -lgtest_main -lgtest -pthread ||
-    fail "unit test build (stub head)"
-  g++ -std=c++17 -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined \
-    -Wall -Wextra -Werror -I"$native_dir/src" \
-    "$native_dir/src/arch/x86_64_decode.cc" "$native_dir/test/x86_64_decode_test.cc" \
-    -o "$build_dir/test/x86_64_decode_test" -lgtest_main -lgtest -pthread ||
-    fail "unit test build (x86-64 decoder)"
+  unit_tests=()
+  unit_test http_parser_test src/http/parser.cc test/http_parser_test.cc
+  unit_test tracker_test src/http/parser.cc src/engine/tracker.cc src/engine/ids.cc src/engine/propagation.cc \
+    src/tracee/sockets.cc src/tracee/memory.cc test/tracker_test.cc
+  unit_test vdso_test src/tracee/vdso.cc src/tracee/memory.cc test/vdso_test.cc
+  unit_test stub_head_test src/http/parser.cc src/engine/ids.cc src/engine/propagation.cc test/stub_head_test.cc
+  unit_test x86_64_decode_test src/arch/x86_64_decode.cc test/x86_64_decode_test.cc
+  unit_test call_sites_test src/arch/x86_64_decode.cc src/engine/call_sites.cc test/call_sites_test.cc
   step "running unit tests"
-  "$build_dir/test/http_parser_test" --gtest_brief=1 || fail "unit tests"
-  "$build_dir/test/tracker_test" --gtest_brief=1 || fail "unit tests (tracker)"
-  "$build_dir/test/vdso_test" --gtest_brief=1 || fail "unit tests (vdso)"
-  "$build_dir/test/stub_head_test" --gtest_brief=1 || fail "unit tests (stub head)"
-  "$build_dir/test/x86_64_decode_test" --gtest_brief=1 || fail "unit tests (x86-64 decoder)"
+  for name in "${unit_tests[@]}"; do
+    "$build_dir/test/$name" --gtest_brief=1 || fail "unit tests ($name)"
+  done
   echo "unit tests: passed"
 }
 

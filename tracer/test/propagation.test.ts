@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../../e2e/support/otlp-receiver';
 import { exitWithin, spawnTracked, waitForStdout } from '../../e2e/support/process';
 import { runFixture, startServer, type RunningServer } from '../../e2e/support/programs';
-import { RBINDER, tracerEnv } from './helpers';
+import { countersAtExit, RBINDER, tracerEnv } from './helpers';
 
 const SERVER = 2;
 const CLIENT = 3;
@@ -94,14 +94,7 @@ interface Exchange {
   received: Buffer;
 }
 
-type EngineCounters = Partial<Record<'headersInjected' | 'stubContexts' | 'stubInjections' | 'stubMismatches' | 'fastPathUpcalls', number>>;
-
-/** The engine's counters a tracer run with RBINDER_LOG_LEVEL=debug logged at its exit. */
-function countersAtExit(stderr: string): EngineCounters {
-  const line = stderr.split('\n').find((l) => l.includes('engine counters at exit'));
-  expect(line, stderr).toBeDefined();
-  return (JSON.parse(line!) as { stats: EngineCounters }).stats;
-}
+type EngineCounters = ReturnType<typeof countersAtExit>;
 
 /** What the server received must be what the client wrote plus exactly one injected header block. */
 function injectedBlock(e: Exchange): string {

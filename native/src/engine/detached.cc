@@ -131,7 +131,6 @@ void Engine::setup_fast_path(Thread& t) {
   ptrace(PTRACE_DETACH, t.tid, nullptr, reinterpret_cast<void*>(static_cast<uintptr_t>(pending.empty() ? 0 : pending.front())));
 }
 
-// A ring the engine drains from now on; its stub may patch call sites once told so.
 void Engine::region_ready(fast::SharedRegion& region) {
   if (patch_call_sites_) __atomic_store_n(&region.get()->patch, 1, __ATOMIC_RELEASE);
 }

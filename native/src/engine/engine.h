@@ -99,7 +99,7 @@ struct EngineStats {
   std::atomic<uint64_t> spans_dropped{0};
   std::atomic<uint64_t> spans_emitted{0};
   std::atomic<uint64_t> fast_traps{0};        // syscalls the stub handled in-process, after a signal
-  std::atomic<uint64_t> fast_direct{0};       // of them, reached through a patched call site instead
+  std::atomic<uint64_t> fast_direct{0};       // and through a patched call site, without a signal
   std::atomic<uint64_t> sites_approved{0};    // call sites the engine let the stub patch
   std::atomic<uint64_t> sites_refused{0};     // and refused (they keep trapping)
   std::atomic<uint64_t> fast_upcalls{0};      // round trips from the stub to the engine
@@ -230,8 +230,9 @@ class Engine final : public SpanSink {
   void setup_fast_path(Thread& t);   // at the first image's execve exit stop (still ptraced)
   // Takes over the launched program (config_.launched); false with `error` set if it cannot.
   bool adopt(std::string& error);
-  // The root process's state once its first image runs the stub (spawned or launched).
+  // A ring the engine drains from now on: its stub may patch call sites (RBINDER_PATCH_CALL_SITES).
   void region_ready(fast::SharedRegion& region);
+  // The root process's state once its first image runs the stub (spawned or launched).
   void fast_root_ready(Process& process, std::shared_ptr<fast::SharedRegion> region, OwnedFd listener);
   fast::PrivateInit private_init(pid_t pid, const FdTable& fds) const;
   void fast_loop();

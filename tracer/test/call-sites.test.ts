@@ -1,0 +1,81 @@
+// Patched call sites (docs/fast-path.md, "Patched call sites"): real programs whose socket
+// syscalls go from trapping to direct calls into the stub while they serve. Every byte and every
+// span must be as without patching; in fast mode the calls must really go direct.
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startOtlpReceiver, type OtlpReceiver } from '../../e2e/support/otlp-receiver';
+import { exitWithin, spawnTracked } from '../../e2e/support/process';
+import { parseResponses, runClient, startServer } from '../../e2e/support/programs';
+import { countersAtExit, RBINDER, tracerEnv } from './helpers';
+
+const programs = join(__dirname, 'programs');
+const fast = process.env.RBINDER_MODE !== 'ptrace';
+const REQUESTS = 40;
+
+let receiver: OtlpReceiver;
+beforeAll(async () => {
+  receiver = await startOtlpReceiver();
+});
+afterAll(async () => {
+  await receiver?.stop();
+});
+
+describe('patched call sites', () => {
+  for (const kind of ['node', 'python', 'java'] as const) {
+    for (const patch of [true, false]) {
+      it(`${kind} server${patch ? '' : ', RBINDER_PATCH_CALL_SITES=0'}: every request answered and traced; ${patch ? 'in fast mode its socket calls go direct' : 'no call goes direct'}`, async () => {
+        const service = `sites-${kind}-${patch ? 'patched' : 'trapped'}`;
+        const env = {
+          ...tracerEnv(receiver),
+          OTEL_SERVICE_NAME: service,
+          RBINDER_LOG_LEVEL: 'debug',
+          ...(patch ? {} : { RBINDER_PATCH_CALL_SITES: '0' }),
+        };
+        const server = await startServer(kind, { wrap: [RBINDER, '--'], env });
+        let stderr = '';
+        try {
+          // Twice: the first requests may be served before the verdicts arrive (or before
+          // rbinder's Node has booted), the second batch after them.
+          for (let batch = 0; batch < 2; batch++) {
+            const run = await runClient('node', [`${server.url}/hello`, 'GET', '--count', String(REQUESTS)], { timeoutMs: 60_000 });
+            expect(run.code, run.stderr).toBe(0);
+            const responses = parseResponses(run.stdout);
+            expect(responses).toHaveLength(REQUESTS);
+            expect(new Set(responses.map((r) => `${r.status} ${r.length} ${r.sha256}`)).size).toBe(1);
+            expect(responses[0]?.status).toBe(200);
+            await new Promise((resolve) => setTimeout(resolve, 300));
+          }
+        } finally {
+          expect((await server.stop()).code).toBe(0);
+          stderr = server.stderr();
+        }
+        const served = (all: typeof spans) => all.filter((s) => s.resource['service.name'] === service && s.kind === 2);
+        const spans = await receiver.waitFor((all) => served(all).length >= 2 * REQUESTS);
+        expect(served(spans)).toHaveLength(2 * REQUESTS);
+        const counters = countersAtExit(stderr);
+        if (fast && patch) {
+          expect(counters.callSitesApproved, JSON.stringify(counters)).toBeGreaterThan(0);
+          // The second batch at least: its reads and writes go direct, more than one per request.
+          expect(counters.fastPathDirect, JSON.stringify(counters)).toBeGreaterThan(REQUESTS);
+        } else {
+          expect(counters.fastPathDirect ?? 0).toBe(0);
+          expect(counters.callSitesApproved ?? 0).toBe(0);
+        }
+      });
+    }
+  }
+
+  it('16 threads and a fork child move every byte intact while their call sites are patched', async () => {
+    const t = spawnTracked([RBINDER, '--exporter', 'none', '--', 'python3', join(programs, 'socket_storm.py'), '16', '2000'], {
+      env: { ...process.env, RBINDER_LOG_LEVEL: 'debug' },
+    });
+    const result = await exitWithin(t, 120_000);
+    expect(result?.code, t.stdout() + t.stderr()).toBe(0);
+    expect(t.stdout()).toMatch(/^OK 32500$/m);
+    if (fast) {
+      const counters = countersAtExit(t.stderr());
+      // Four socket or pipe calls per message: most of them direct once the sites are patched.
+      expect(counters.fastPathDirect, JSON.stringify(counters)).toBeGreaterThan(32_500);
+    }
+  });
+});
