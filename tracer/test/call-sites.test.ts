@@ -65,6 +65,32 @@ describe('patched call sites', () => {
     }
   }
 
+  it('go server: its own syscalls are left trapping (goroutine stacks have no room for the stub)', async () => {
+    const service = 'sites-go';
+    const server = await startServer('go', { wrap: [RBINDER, '--'], env: { ...tracerEnv(receiver), OTEL_SERVICE_NAME: service, RBINDER_LOG_LEVEL: 'debug' } });
+    let stderr = '';
+    try {
+      for (let batch = 0; batch < 2; batch++) {
+        const run = await runClient('node', [`${server.url}/hello`, 'GET', '--count', String(REQUESTS)], { timeoutMs: 60_000 });
+        expect(run.code, run.stderr).toBe(0);
+        expect(parseResponses(run.stdout).filter((r) => r.status === 200)).toHaveLength(REQUESTS);
+        await new Promise((resolve) => setTimeout(resolve, 300));
+      }
+    } finally {
+      expect((await server.stop()).code).toBe(0);
+      stderr = server.stderr();
+    }
+    const served = (all: Awaited<ReturnType<OtlpReceiver['waitFor']>>) =>
+      all.filter((s) => s.resource['service.name'] === service && s.kind === 2);
+    expect(served(await receiver.waitFor((all) => served(all).length >= 2 * REQUESTS))).toHaveLength(2 * REQUESTS);
+    if (fast) {
+      const counters = countersAtExit(stderr);
+      expect(counters.callSitesRefused, JSON.stringify(counters)).toBeGreaterThan(0);
+      expect(counters.callSitesApproved ?? 0, JSON.stringify(counters)).toBe(0);
+      expect(counters.fastPathDirect ?? 0).toBe(0);
+    }
+  });
+
   it('16 threads and a fork child move every byte intact while their call sites are patched', async () => {
     const t = spawnTracked([RBINDER, '--exporter', 'none', '--', 'python3', join(programs, 'socket_storm.py'), '16', '2000'], {
       env: { ...process.env, RBINDER_LOG_LEVEL: 'debug' },

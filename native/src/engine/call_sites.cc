@@ -164,6 +164,14 @@ std::shared_ptr<CallSites::ElfFile> CallSites::load(const Mapping& m, std::strin
         if (p.p_type == PT_LOAD) f->segments.push_back({p.p_vaddr, p.p_offset, p.p_filesz, (p.p_flags & PF_X) != 0});
       std::vector<Elf64_Shdr> sh(eh.e_shnum);
       if (!sh.empty() && !read_all(f->fd, eh.e_shoff, sh.data(), sh.size() * sizeof(Elf64_Shdr))) sh.clear();
+      if (eh.e_shstrndx < sh.size() && sh[eh.e_shstrndx].sh_size < (1u << 20)) {
+        std::string names(sh[eh.e_shstrndx].sh_size, '\0');
+        if (read_all(f->fd, sh[eh.e_shstrndx].sh_offset, names.data(), names.size()))
+          for (const Elf64_Shdr& s : sh)
+            if (s.sh_name < names.size() &&
+                (std::strcmp(names.c_str() + s.sh_name, ".go.buildinfo") == 0 || std::strcmp(names.c_str() + s.sh_name, ".gopclntab") == 0))
+              f->go = true;
+      }
       for (const Elf64_Shdr& s : sh) {
         if ((s.sh_type != SHT_SYMTAB && s.sh_type != SHT_DYNSYM) || s.sh_entsize != sizeof(Elf64_Sym)) continue;
         std::vector<Elf64_Sym> syms(s.sh_size / sizeof(Elf64_Sym));
@@ -284,6 +292,9 @@ SiteVerdict CallSites::check_in(pid_t pid, const std::vector<Mapping>& maps, uin
   std::string error;
   std::shared_ptr<ElfFile> f = load(*m, error);
   if (!f) return refuse(error);
+  // Go's own syscalls run on goroutine stacks, a few KB with no room for the stub's frames (a
+  // trap runs it on the thread's signal stack, which Go sets up).
+  if (f->go) return refuse("Go code (goroutine stacks are too small to call the stub on)");
   const uint64_t file_off = sys - m->start + m->offset;
   auto seg = std::find_if(f->segments.begin(), f->segments.end(), [&](const Segment& s) {
     return s.exec && s.offset <= file_off && file_off + kSyscallLen <= s.offset + s.filesz;

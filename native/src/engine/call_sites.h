@@ -59,6 +59,7 @@ class CallSites {
     std::vector<Function> functions;  // sorted by start
     std::vector<Segment> segments;
     std::map<uint64_t, uint64_t> caves;  // cave -> the site it serves (virtual addresses)
+    bool go = false;  // built by Go (a .go.buildinfo or .gopclntab section)
     int fd = -1;
     ~ElfFile();
   };
