@@ -1010,7 +1010,17 @@ static struct rb_site* shared_site(uint64_t addr) {
   return 0;
 }
 
-/* This address space's record of a site (taken under patch_lock). */
+/* This address space's record of a site, if it has one (read only: any thread may look). */
+static const struct rb_patched* known_site(uint64_t addr) {
+  uint32_t h = site_hash(addr);
+  for (uint32_t i = 0; i < RB_SITES; i++) {
+    const struct rb_patched* p = &PRIV->patched[(h + i) % RB_SITES];
+    if (p->addr == addr || p->addr == 0) return p->addr ? p : 0;
+  }
+  return 0;
+}
+
+/* This address space's record of a site, made if it has none (under patch_lock). */
 static struct rb_patched* private_site(uint64_t addr) {
   uint32_t h = site_hash(addr);
   for (uint32_t i = 0; i < RB_SITES; i++) {
@@ -1163,6 +1173,10 @@ static int patch_site(struct rb_patched* p, const struct rb_site* s) {
 static void consider_site(uint64_t call_addr, long nr) {
   uint64_t sys = call_addr - 2;
   if (!patchable(nr) || (call_addr & 4095) < 2) return;
+  /* Decided here already (refused, or patched but reached by a jump straight to the syscall):
+   * nothing to do, and no syscall spent finding out. */
+  const struct rb_patched* known = known_site(sys);
+  if (known && known->state != RB_PATCH_NONE) return;
   struct rb_who who = {0};
   if (!mine(&who)) return; /* a vfork child shares the parent's code: the parent patches it */
   uint32_t unlocked = 0;
