@@ -162,6 +162,11 @@ TEST(CallSites, RefusesWhatItCannotVouchFor) {
   munmap(page, 4096);
   // Not in any mapping.
   EXPECT_FALSE(sites.check_in(0, maps, 0x10, seen, 16).approved);
+  // A process that is gone (its maps cannot be read): not refused for good, asked again.
+  const SiteVerdict gone = sites.check(0x7ffffff0, sys, reinterpret_cast<const uint8_t*>(sys - 16), 16);
+  EXPECT_FALSE(gone.approved);
+  EXPECT_TRUE(gone.retry);
+  EXPECT_FALSE(changed.retry);
 }
 
 }  // namespace

@@ -91,17 +91,20 @@ describe('patched call sites', () => {
     }
   });
 
-  it('16 threads and a fork child move every byte intact while their call sites are patched', async () => {
-    const t = spawnTracked([RBINDER, '--exporter', 'none', '--', 'python3', join(programs, 'socket_storm.py'), '16', '2000'], {
+  it('16 threads and a fork child move every byte intact while their call sites are patched (3 s of socket and pipe calls)', async () => {
+    const t = spawnTracked([RBINDER, '--exporter', 'none', '--', 'python3', join(programs, 'socket_storm.py'), '16', '3'], {
       env: { ...process.env, RBINDER_LOG_LEVEL: 'debug' },
     });
     const result = await exitWithin(t, 120_000);
     expect(result?.code, t.stdout() + t.stderr()).toBe(0);
-    expect(t.stdout()).toMatch(/^OK 32500$/m);
+    const messages = Number(/^OK (\d+)$/m.exec(t.stdout())?.[1]);
+    expect(messages).toBeGreaterThan(1000);
     if (fast) {
       const counters = countersAtExit(t.stderr());
-      // Four socket or pipe calls per message: most of them direct once the sites are patched.
-      expect(counters.fastPathDirect, JSON.stringify(counters)).toBeGreaterThan(32_500);
+      // Four socket or pipe calls per message; the sites are patched within about a second (the
+      // launcher lets rbinder's Node boot after 1 s at the latest while the program is busy).
+      expect(counters.callSitesApproved, JSON.stringify(counters)).toBeGreaterThan(0);
+      expect(counters.fastPathDirect, JSON.stringify(counters)).toBeGreaterThan(messages);
     }
   });
 });

@@ -211,11 +211,10 @@ uint64_t CallSites::find_cave(pid_t pid, ElfFile& f, const Segment& seg, uint64_
     if (limit + kRel8 < from || g.start > from + kRel8 || g.start < seg.vaddr || limit > seg.vaddr + seg.filesz ||
         g.size > kMaxFunction)
       continue;
-    // Read from the process (what runs), the same as the file's.
-    std::vector<uint8_t> code(limit - g.start), file(limit - g.start);
-    if (!read_all(f.fd, seg.offset + (g.start - seg.vaddr), file.data(), file.size()) ||
-        !read_process(pid, g.start + bias, code.data(), code.size()) || code != file)
-      continue;
+    // The file's bytes (other sites of the function may be patched in memory already); the cave's
+    // own bytes in the process are checked against them below.
+    std::vector<uint8_t> code(limit - g.start);
+    if (!read_all(f.fd, seg.offset + (g.start - seg.vaddr), code.data(), code.size())) continue;
     // Its instructions, relative branch targets and whether it jumps indirectly (a jump table's
     // targets are not known here).
     std::vector<std::pair<size_t, size_t>> insns;
@@ -258,6 +257,8 @@ uint64_t CallSites::find_cave(pid_t pid, ElfFile& f, const Segment& seg, uint64_
       const uint64_t at = g.start + cave;
       auto taken = f.caves.find(at);
       if (taken != f.caves.end() && taken->second != site_vaddr) continue;
+      uint8_t running[5];
+      if (!read_process(pid, at + bias, running, 5) || std::memcmp(running, code.data() + cave, 5) != 0) continue;
       f.caves[at] = site_vaddr;
       return at + bias;
     }
@@ -270,11 +271,13 @@ SiteVerdict CallSites::check(pid_t pid, uint64_t site, const uint8_t* bytes, siz
   std::stringstream text;
   text << in.rdbuf();
   SiteVerdict v;
-  if (!in) {
-    v.reason = "cannot read /proc/" + std::to_string(pid) + "/maps";
+  const std::vector<Mapping> maps = parse_maps(text.str());
+  if (!in || maps.empty()) {
+    v.reason = "cannot read /proc/" + std::to_string(pid) + "/maps (the process is gone?)";
+    v.retry = true;  // its parent or siblings may ask again
     return v;
   }
-  return check_in(pid, parse_maps(text.str()), site, bytes, len);
+  return check_in(pid, maps, site, bytes, len);
 }
 
 SiteVerdict CallSites::check_in(pid_t pid, const std::vector<Mapping>& maps, uint64_t sys, const uint8_t* before, size_t len) {
@@ -287,6 +290,10 @@ SiteVerdict CallSites::check_in(pid_t pid, const std::vector<Mapping>& maps, uin
   constexpr uint64_t kSyscallLen = 2;
   auto m = std::find_if(maps.begin(), maps.end(), [&](const Mapping& x) { return x.start <= sys && sys + kSyscallLen <= x.end; });
   if (m == maps.end()) return refuse("not in a mapping");
+  if (m->perms == "rwxp" && m->inode != 0) {
+    v.retry = true;  // a file's code made writable: the stub is patching another site of that page
+    return refuse("mapping is rwxp for the moment");
+  }
   if (m->perms != "r-xp") return refuse("mapping is " + m->perms + ", not a private read+execute file mapping");
   if (m->path.empty() || m->path[0] != '/' || m->inode == 0) return refuse("not a file mapping");
   std::string error;
@@ -313,14 +320,13 @@ SiteVerdict CallSites::check_in(pid_t pid, const std::vector<Mapping>& maps, uin
   if (fn->size > kMaxFunction) return refuse("its function is too large to decode");
   if (fn->start < seg->vaddr || fn->start + fn->size > seg->vaddr + seg->filesz) return refuse("its function leaves its segment");
   const uint64_t at = vaddr - fn->start;
-  // The file's bytes of the function, and the process's: the same, or the mapping is not this file.
-  std::vector<uint8_t> code(fn->size), running(fn->size);
+  // The file's bytes of the function are decoded (other sites of it may be patched in memory
+  // already); the process's bytes must be the file's where the rewrite goes (checked below).
+  std::vector<uint8_t> code(fn->size);
   if (!read_all(f->fd, seg->offset + (fn->start - seg->vaddr), code.data(), code.size()))
     return refuse("cannot read its function from " + m->path);
   const uint64_t fn_addr = sys - at;
   if (fn_addr < m->start || fn_addr + fn->size > m->end) return refuse("its function spans several mappings");
-  if (!read_process(pid, fn_addr, running.data(), running.size())) return refuse("cannot read the process's memory");
-  if (code != running) return refuse("the process's code differs from " + m->path);
   const size_t seen = std::min<size_t>(len, at);  // the stub sends up to 16 bytes; the function may start closer
   if (std::memcmp(code.data() + at - seen, before + (len - seen), seen) != 0) return refuse("the bytes seen differ from the file's");
   // A linear decode from the function's start: an instruction must end exactly at the syscall
@@ -344,6 +350,9 @@ SiteVerdict CallSites::check_in(pid_t pid, const std::vector<Mapping>& maps, uin
     if (t > static_cast<int64_t>(site) && t < static_cast<int64_t>(at)) return refuse("a branch lands inside the instruction before it");
   if (!relocatable(code.data() + site, ilen)) return refuse("the instruction before it cannot run elsewhere unchanged");
   if (ilen < 2) return refuse("the instruction before it is shorter than a jump");
+  std::vector<uint8_t> running(ilen + kSyscallLen);
+  if (!read_process(pid, sys - ilen, running.data(), running.size())) return refuse("cannot read the process's memory");
+  if (std::memcmp(running.data(), code.data() + site, running.size()) != 0) return refuse("the process's code there differs from " + m->path);
   const uint64_t site_addr = sys - ilen;
   if ((site_addr >> 12) != (sys >> 12) || (site_addr & 63) == 63) return refuse("the instruction before it straddles a page or cache line");
   if (ilen < 5) {

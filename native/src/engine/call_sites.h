@@ -23,6 +23,8 @@ struct SiteVerdict {
   uint64_t cave = 0;  // an instruction shorter than 5 bytes: dead padding within rel8 reach for its `jmp rel32`
   uint32_t len = 0;   // the length of the instruction before the syscall, which is rewritten
   std::string reason; // why not, for the debug log and the tests
+  bool retry = false; // not now, ask again: the process is gone (its maps are empty), or the page is
+                      // writable for the moment (another site of it being patched)
 };
 
 // One line of /proc/PID/maps.

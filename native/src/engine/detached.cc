@@ -523,9 +523,15 @@ void Engine::site_proposed(rb_shared& shared, const rb_event& e, const uint8_t* 
   const uint64_t site = static_cast<uint64_t>(e.result);
   if (__atomic_load_n(&slot.addr, __ATOMIC_ACQUIRE) != site) return;
   const fast::SiteVerdict v = call_sites_.check(static_cast<pid_t>(e.pid), site, data, e.data_len);
-  if (debug_ || (!v.approved && getenv("RBINDER_DEBUG_CALL_SITES")))
+  if (debug_ || (!v.approved && getenv("RBINDER_DEBUG_CALL_SITES") != nullptr))
     dprintf(2, "rbinder-engine: call site %#lx (syscall %lu) in %u: %s\n", static_cast<unsigned long>(site),
             static_cast<unsigned long>(e.flags), e.pid, v.approved ? "approved" : v.reason.c_str());
+  constexpr uint32_t kTries = 3;
+  if (v.retry && slot.tries < kTries) {
+    slot.tries++;
+    __atomic_store_n(&slot.state, RB_SITE_NEW, __ATOMIC_RELEASE);  // the next trap there asks again
+    return;
+  }
   (v.approved ? stats_.sites_approved : stats_.sites_refused)++;
   slot.prot = v.prot;
   slot.zone = v.zone;

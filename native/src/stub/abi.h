@@ -111,7 +111,8 @@ struct rb_site {
   uint64_t zone;  /* a free address within rel32 reach for a new trampoline zone */
   uint64_t cave;  /* an instruction shorter than 5 bytes: where its `jmp rel32` goes (rel8 reach) */
   uint32_t len;   /* the length of the instruction before the syscall (it starts at addr - len) */
-  uint32_t pad;
+  uint32_t tries; /* engine: times it answered "ask again" (the asking process was gone, or the page
+                     was being written by a patch of another site) */
 };
 
 struct rb_shared {
