@@ -1,6 +1,9 @@
 // Patched call sites (docs/fast-path.md, "Patched call sites"): real programs whose socket
 // syscalls go from trapping to direct calls into the stub while they serve. Every byte and every
 // span must be as without patching; in fast mode the calls must really go direct.
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOtlpReceiver, type OtlpReceiver } from '../../e2e/support/otlp-receiver';
@@ -107,4 +110,29 @@ describe('patched call sites', () => {
       expect(counters.fastPathDirect, JSON.stringify(counters)).toBeGreaterThan(messages);
     }
   });
+
+  // The same C program built against glibc and musl (musl-gcc, apt musl-tools): glibc's wrappers
+  // are patched; musl's libc.so is stripped, so no symbol vouches for its syscall sites, and they
+  // keep trapping. Every message must arrive intact either way.
+  for (const libc of ['glibc', 'musl'] as const) {
+    it(`a C program on ${libc}: every message intact; ${libc === 'glibc' ? 'its read and write go direct' : 'its syscalls keep trapping'}`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'rbinder-pingpong-'));
+      const bin = join(dir, `pingpong-${libc}`);
+      execFileSync(libc === 'glibc' ? 'gcc' : 'musl-gcc', ['-O2', '-pthread', join(programs, 'pingpong.c'), '-o', bin]);
+      const t = spawnTracked([RBINDER, '--exporter', 'none', '--', bin, '3'], { env: { ...process.env, RBINDER_LOG_LEVEL: 'debug' } });
+      const result = await exitWithin(t, 120_000);
+      expect(result?.code, t.stdout() + t.stderr()).toBe(0);
+      const messages = Number(/^OK (\d+)$/m.exec(t.stdout())?.[1]);
+      expect(messages).toBeGreaterThan(1000);
+      if (fast) {
+        const counters = countersAtExit(t.stderr());
+        if (libc === 'glibc') {
+          expect(counters.fastPathDirect, JSON.stringify(counters)).toBeGreaterThan(messages);
+        } else {
+          expect(counters.callSitesApproved ?? 0, JSON.stringify(counters)).toBe(0);
+          expect(counters.fastPathDirect ?? 0).toBe(0);
+        }
+      }
+    });
+  }
 });

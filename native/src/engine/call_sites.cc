@@ -176,9 +176,19 @@ std::shared_ptr<CallSites::ElfFile> CallSites::load(const Mapping& m, std::strin
         if ((s.sh_type != SHT_SYMTAB && s.sh_type != SHT_DYNSYM) || s.sh_entsize != sizeof(Elf64_Sym)) continue;
         std::vector<Elf64_Sym> syms(s.sh_size / sizeof(Elf64_Sym));
         if (syms.size() > (1u << 22) || !read_all(f->fd, s.sh_offset, syms.data(), syms.size() * sizeof(Elf64_Sym))) continue;
-        for (const Elf64_Sym& sym : syms)
+        std::string names;
+        if (s.sh_link < sh.size() && sh[s.sh_link].sh_size < (64u << 20)) {
+          names.resize(sh[s.sh_link].sh_size);
+          if (!read_all(f->fd, sh[s.sh_link].sh_offset, names.data(), names.size())) names.clear();
+        }
+        for (const Elf64_Sym& sym : syms) {
           if (ELF64_ST_TYPE(sym.st_info) == STT_FUNC && sym.st_size > 0 && sym.st_shndx != SHN_UNDEF)
             f->functions.push_back({sym.st_value, sym.st_size});
+          if (sym.st_name < names.size() && sym.st_shndx != SHN_UNDEF &&
+              (std::strcmp(names.c_str() + sym.st_name, "__cp_end") == 0 ||
+               std::strcmp(names.c_str() + sym.st_name, "__syscall_cancel_arch_end") == 0))
+            f->cancel_ends.push_back(sym.st_value);
+        }
       }
       std::sort(f->functions.begin(), f->functions.end(),
                 [](const Function& a, const Function& b) { return a.start < b.start || (a.start == b.start && a.size < b.size); });
@@ -318,6 +328,10 @@ SiteVerdict CallSites::check_in(pid_t pid, const std::vector<Mapping>& maps, uin
   }
   if (!fn) return refuse("no function symbol holds it in " + m->path);
   if (fn->size > kMaxFunction) return refuse("its function is too large to decode");
+  // A cancellable syscall whose cancellation checks the interrupted address: in the stub, a
+  // thread blocked there would not be cancelled until the syscall returned.
+  if (std::find(f->cancel_ends.begin(), f->cancel_ends.end(), vaddr + kSyscallLen) != f->cancel_ends.end())
+    return refuse("a cancellation point found by its address (__cp_end, __syscall_cancel_arch_end)");
   if (fn->start < seg->vaddr || fn->start + fn->size > seg->vaddr + seg->filesz) return refuse("its function leaves its segment");
   const uint64_t at = vaddr - fn->start;
   // The file's bytes of the function are decoded (other sites of it may be patched in memory

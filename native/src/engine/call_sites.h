@@ -62,6 +62,9 @@ class CallSites {
     std::vector<Segment> segments;
     std::map<uint64_t, uint64_t> caves;  // cave -> the site it serves (virtual addresses)
     bool go = false;  // built by Go (a .go.buildinfo or .gopclntab section)
+    // Where a cancellable syscall's address range ends (musl's __cp_end, glibc 2.41's
+    // __syscall_cancel_arch_end): their cancellation looks at whether a thread is stopped there.
+    std::vector<uint64_t> cancel_ends;
     int fd = -1;
     ~ElfFile();
   };
