@@ -2,7 +2,7 @@
 // killed if the test process exits, output capture, exit waiting.
 
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 
@@ -139,6 +139,33 @@ export async function waitForSignalHandlers(t: Tracked, signals: NodeJS.Signals[
     const caught = BigInt(`0x${/^SigCgt:\s*([0-9a-f]+)$/m.exec(status)?.[1] ?? '0'}`);
     if (!name.startsWith('rbinder') && (caught & wanted) === wanted) return;
     if (Date.now() > deadline) throw new Error(`process ${pid} (${name}) did not handle ${signals.join(', ')} in ${timeoutMs} ms${describe(t)}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/**
+ * Resolves once rbinder process `pid` runs its engine (a thread named rbinder-engine). With the
+ * native launcher the program starts first, and its stub learns the configuration (whether it
+ * decides trace context, whether call sites may be patched) only when the engine takes it over.
+ */
+export async function waitForEngine(pid: number | undefined, timeoutMs: number): Promise<void> {
+  if (pid === undefined) throw new Error('the process did not start');
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    let tasks: string[] = [];
+    try {
+      tasks = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      throw new Error(`process ${pid} exited before its engine started`);
+    }
+    for (const task of tasks) {
+      try {
+        if (readFileSync(`/proc/${pid}/task/${task}/comm`, 'utf8').trim() === 'rbinder-engine') return;
+      } catch {
+        // that thread ended meanwhile
+      }
+    }
+    if (Date.now() > deadline) throw new Error(`process ${pid} did not start its engine in ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 10));
   }
 }

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOtlpReceiver, type OtlpReceiver } from '../../e2e/support/otlp-receiver';
-import { exitWithin, spawnTracked } from '../../e2e/support/process';
+import { exitWithin, spawnTracked, waitForEngine } from '../../e2e/support/process';
 import { parseResponses, runClient, startServer } from '../../e2e/support/programs';
 import { countersAtExit, RBINDER, tracerEnv } from './helpers';
 
@@ -35,10 +35,10 @@ describe('patched call sites', () => {
           ...(patch ? {} : { RBINDER_PATCH_CALL_SITES: '0' }),
         };
         const server = await startServer(kind, { wrap: [RBINDER, '--'], env });
+        await waitForEngine(server.proc.pid, 30_000);
         let stderr = '';
         try {
-          // Twice: the first requests may be served before the verdicts arrive (or before
-          // rbinder's Node has booted), the second batch after them.
+          // Twice: the first requests are served before the verdicts arrive, the second batch after.
           for (let batch = 0; batch < 2; batch++) {
             const run = await runClient('node', [`${server.url}/hello`, 'GET', '--count', String(REQUESTS)], { timeoutMs: 60_000 });
             expect(run.code, run.stderr).toBe(0);
@@ -71,6 +71,7 @@ describe('patched call sites', () => {
   it('go server: its own syscalls are left trapping (goroutine stacks have no room for the stub)', async () => {
     const service = 'sites-go';
     const server = await startServer('go', { wrap: [RBINDER, '--'], env: { ...tracerEnv(receiver), OTEL_SERVICE_NAME: service, RBINDER_LOG_LEVEL: 'debug' } });
+    await waitForEngine(server.proc.pid, 30_000);
     let stderr = '';
     try {
       for (let batch = 0; batch < 2; batch++) {

@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOtlpReceiver, type OtlpReceiver, type ReceivedSpan } from '../../e2e/support/otlp-receiver';
-import { exitWithin, spawnTracked, waitForStdout } from '../../e2e/support/process';
+import { exitWithin, spawnTracked, waitForEngine, waitForStdout } from '../../e2e/support/process';
 import { runFixture, startServer, type RunningServer } from '../../e2e/support/programs';
 import { countersAtExit, RBINDER, tracerEnv } from './helpers';
 
@@ -191,6 +191,10 @@ describe('injection on the wire', () => {
         wrap: [RBINDER, '--service-name', name, '--'],
         env: { ...tracerEnv(receiver), RBINDER_LOG_LEVEL: 'debug' },
       });
+      // Requests the program serves before the engine takes it over (the launcher starts it first)
+      // are decided by the engine: wait, so that the counts below are the stub's (a loaded CI
+      // machine boots rbinder's Node late).
+      await waitForEngine(server.proc.pid, 30_000);
       const inbound = (k: number) => `00-${'ab'.repeat(15)}${String(k).padStart(2, '0')}-${'cd'.repeat(7)}${String(k).padStart(2, '0')}-01`;
       const injected: { k: number; trace: string; span: string }[] = [];
       try {
