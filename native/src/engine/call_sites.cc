@@ -3,6 +3,7 @@
 #include <elf.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -144,14 +145,29 @@ CallSites::ElfFile::~ElfFile() {
   if (fd >= 0) close(fd);
 }
 
-std::shared_ptr<CallSites::ElfFile> CallSites::load(const Mapping& m, std::string& error) {
+std::shared_ptr<CallSites::ElfFile> CallSites::load(pid_t pid, const Mapping& m, std::string& error) {
   const auto key = std::make_pair((static_cast<uint64_t>(m.dev_major) << 32) | m.dev_minor, m.inode);
   auto it = files_.find(key);
   if (it == files_.end()) {
     auto f = std::make_shared<ElfFile>();
-    f->fd = open(m.path.c_str(), O_RDONLY | O_CLOEXEC);
-    Elf64_Ehdr eh;
+    // The mapped file itself where /proc lets us (CAP_SYS_ADMIN), else the file at its path if
+    // that is still the same inode (maps shows the underlying file's, as stat does on overlayfs).
+    char mapped[96];
+    snprintf(mapped, sizeof mapped, "/proc/%d/map_files/%llx-%llx", static_cast<int>(pid), static_cast<unsigned long long>(m.start),
+             static_cast<unsigned long long>(m.end));
+    f->fd = pid > 0 ? open(mapped, O_RDONLY | O_CLOEXEC) : -1;
+    struct stat st {};
     if (f->fd < 0) {
+      f->fd = open(m.path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (f->fd >= 0 && (fstat(f->fd, &st) != 0 || st.st_ino != m.inode)) {
+        close(f->fd);
+        f->fd = -2;
+      }
+    }
+    Elf64_Ehdr eh;
+    if (f->fd == -2) {
+      f->error = "the file at " + m.path + " is not the one mapped";
+    } else if (f->fd < 0) {
       f->error = "cannot open " + m.path;
     } else if (!read_all(f->fd, 0, &eh, sizeof(eh)) || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
                eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_machine != EM_X86_64 || eh.e_phentsize != sizeof(Elf64_Phdr) ||
@@ -307,7 +323,7 @@ SiteVerdict CallSites::check_in(pid_t pid, const std::vector<Mapping>& maps, uin
   if (m->perms != "r-xp") return refuse("mapping is " + m->perms + ", not a private read+execute file mapping");
   if (m->path.empty() || m->path[0] != '/' || m->inode == 0) return refuse("not a file mapping");
   std::string error;
-  std::shared_ptr<ElfFile> f = load(*m, error);
+  std::shared_ptr<ElfFile> f = load(pid, *m, error);
   if (!f) return refuse(error);
   // Go's own syscalls run on goroutine stacks, a few KB with no room for the stub's frames (a
   // trap runs it on the thread's signal stack, which Go sets up).

@@ -68,7 +68,7 @@ class CallSites {
     int fd = -1;
     ~ElfFile();
   };
-  std::shared_ptr<ElfFile> load(const Mapping& m, std::string& error);
+  std::shared_ptr<ElfFile> load(pid_t pid, const Mapping& m, std::string& error);
   // Dead padding for a 2-byte site's jump: right after a function whose last instruction is an
   // unconditional transfer, nops or int3 only, within rel8 reach, not taken by another site.
   uint64_t find_cave(pid_t pid, ElfFile& f, const Segment& seg, uint64_t site_vaddr, uint64_t load_bias, std::string& why);
