@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startOtlpReceiver, type OtlpReceiver } from '../../e2e/support/otlp-receiver';
 import { exitWithin, spawnTracked, waitForEngine } from '../../e2e/support/process';
-import { parseResponses, runClient, startServer } from '../../e2e/support/programs';
+import { parseResponses, runClient, startServer, type ServerKind } from '../../e2e/support/programs';
 import { countersAtExit, RBINDER, tracerEnv } from './helpers';
 
 const programs = join(__dirname, 'programs');
@@ -23,39 +23,52 @@ afterAll(async () => {
   await receiver?.stop();
 });
 
+/**
+ * Starts a `kind` server under rbinder as `service`, serves two batches of REQUESTS GETs (the
+ * first ones are served before the verdicts arrive, the second batch after), checks every
+ * response and that every request became a SERVER span; returns the engine's counters at exit.
+ */
+async function serveTwice(kind: ServerKind, service: string, extraEnv: Record<string, string> = {}) {
+  const env = { ...tracerEnv(receiver), OTEL_SERVICE_NAME: service, RBINDER_LOG_LEVEL: 'debug', ...extraEnv };
+  const server = await startServer(kind, { wrap: [RBINDER, '--'], env });
+  await waitForEngine(server.proc.pid, 30_000);
+  let stderr = '';
+  try {
+    for (let batch = 0; batch < 2; batch++) {
+      const run = await runClient('node', [`${server.url}/hello`, 'GET', '--count', String(REQUESTS)], { timeoutMs: 60_000 });
+      expect(run.code, run.stderr).toBe(0);
+      const responses = parseResponses(run.stdout);
+      expect(responses).toHaveLength(REQUESTS);
+      expect(new Set(responses.map((r) => `${r.status} ${r.length} ${r.sha256}`)).size).toBe(1);
+      expect(responses[0]?.status).toBe(200);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+    }
+  } finally {
+    expect((await server.stop()).code).toBe(0);
+    stderr = server.stderr();
+  }
+  const served = (all: Awaited<ReturnType<OtlpReceiver['waitFor']>>) =>
+    all.filter((s) => s.resource['service.name'] === service && s.kind === 2);
+  expect(served(await receiver.waitFor((all) => served(all).length >= 2 * REQUESTS))).toHaveLength(2 * REQUESTS);
+  return countersAtExit(stderr);
+}
+
+/** Runs `argv` (a program printing "OK <messages>") under rbinder without export; returns the
+ * message count and, in fast mode, the engine's counters at exit. */
+async function runCounted(argv: string[]) {
+  const t = spawnTracked([RBINDER, '--exporter', 'none', '--', ...argv], { env: { ...process.env, RBINDER_LOG_LEVEL: 'debug' } });
+  const result = await exitWithin(t, 120_000);
+  expect(result?.code, t.stdout() + t.stderr()).toBe(0);
+  const messages = Number(/^OK (\d+)$/m.exec(t.stdout())?.[1]);
+  expect(messages).toBeGreaterThan(1000);
+  return { messages, counters: fast ? countersAtExit(t.stderr()) : undefined };
+}
+
 describe('patched call sites', () => {
   for (const kind of ['node', 'python', 'java'] as const) {
     for (const patch of [true, false]) {
       it(`${kind} server${patch ? '' : ', RBINDER_PATCH_CALL_SITES=0'}: every request answered and traced; ${patch ? 'in fast mode its socket calls go direct' : 'no call goes direct'}`, async () => {
-        const service = `sites-${kind}-${patch ? 'patched' : 'trapped'}`;
-        const env = {
-          ...tracerEnv(receiver),
-          OTEL_SERVICE_NAME: service,
-          RBINDER_LOG_LEVEL: 'debug',
-          ...(patch ? {} : { RBINDER_PATCH_CALL_SITES: '0' }),
-        };
-        const server = await startServer(kind, { wrap: [RBINDER, '--'], env });
-        await waitForEngine(server.proc.pid, 30_000);
-        let stderr = '';
-        try {
-          // Twice: the first requests are served before the verdicts arrive, the second batch after.
-          for (let batch = 0; batch < 2; batch++) {
-            const run = await runClient('node', [`${server.url}/hello`, 'GET', '--count', String(REQUESTS)], { timeoutMs: 60_000 });
-            expect(run.code, run.stderr).toBe(0);
-            const responses = parseResponses(run.stdout);
-            expect(responses).toHaveLength(REQUESTS);
-            expect(new Set(responses.map((r) => `${r.status} ${r.length} ${r.sha256}`)).size).toBe(1);
-            expect(responses[0]?.status).toBe(200);
-            await new Promise((resolve) => setTimeout(resolve, 300));
-          }
-        } finally {
-          expect((await server.stop()).code).toBe(0);
-          stderr = server.stderr();
-        }
-        const served = (all: typeof spans) => all.filter((s) => s.resource['service.name'] === service && s.kind === 2);
-        const spans = await receiver.waitFor((all) => served(all).length >= 2 * REQUESTS);
-        expect(served(spans)).toHaveLength(2 * REQUESTS);
-        const counters = countersAtExit(stderr);
+        const counters = await serveTwice(kind, `sites-${kind}-${patch ? 'patched' : 'trapped'}`, patch ? {} : { RBINDER_PATCH_CALL_SITES: '0' });
         if (fast && patch) {
           expect(counters.callSitesApproved, JSON.stringify(counters)).toBeGreaterThan(0);
           // The second batch at least: its reads and writes go direct, more than one per request.
@@ -69,26 +82,8 @@ describe('patched call sites', () => {
   }
 
   it('go server: its own syscalls are left trapping (goroutine stacks have no room for the stub)', async () => {
-    const service = 'sites-go';
-    const server = await startServer('go', { wrap: [RBINDER, '--'], env: { ...tracerEnv(receiver), OTEL_SERVICE_NAME: service, RBINDER_LOG_LEVEL: 'debug' } });
-    await waitForEngine(server.proc.pid, 30_000);
-    let stderr = '';
-    try {
-      for (let batch = 0; batch < 2; batch++) {
-        const run = await runClient('node', [`${server.url}/hello`, 'GET', '--count', String(REQUESTS)], { timeoutMs: 60_000 });
-        expect(run.code, run.stderr).toBe(0);
-        expect(parseResponses(run.stdout).filter((r) => r.status === 200)).toHaveLength(REQUESTS);
-        await new Promise((resolve) => setTimeout(resolve, 300));
-      }
-    } finally {
-      expect((await server.stop()).code).toBe(0);
-      stderr = server.stderr();
-    }
-    const served = (all: Awaited<ReturnType<OtlpReceiver['waitFor']>>) =>
-      all.filter((s) => s.resource['service.name'] === service && s.kind === 2);
-    expect(served(await receiver.waitFor((all) => served(all).length >= 2 * REQUESTS))).toHaveLength(2 * REQUESTS);
+    const counters = await serveTwice('go', 'sites-go');
     if (fast) {
-      const counters = countersAtExit(stderr);
       expect(counters.callSitesRefused, JSON.stringify(counters)).toBeGreaterThan(0);
       expect(counters.callSitesApproved ?? 0, JSON.stringify(counters)).toBe(0);
       expect(counters.fastPathDirect ?? 0).toBe(0);
@@ -96,15 +91,8 @@ describe('patched call sites', () => {
   });
 
   it('16 threads and a fork child move every byte intact while their call sites are patched (3 s of socket and pipe calls)', async () => {
-    const t = spawnTracked([RBINDER, '--exporter', 'none', '--', 'python3', join(programs, 'socket_storm.py'), '16', '3'], {
-      env: { ...process.env, RBINDER_LOG_LEVEL: 'debug' },
-    });
-    const result = await exitWithin(t, 120_000);
-    expect(result?.code, t.stdout() + t.stderr()).toBe(0);
-    const messages = Number(/^OK (\d+)$/m.exec(t.stdout())?.[1]);
-    expect(messages).toBeGreaterThan(1000);
-    if (fast) {
-      const counters = countersAtExit(t.stderr());
+    const { messages, counters } = await runCounted(['python3', join(programs, 'socket_storm.py'), '16', '3']);
+    if (counters) {
       // Four socket or pipe calls per message; the sites are patched within about a second (the
       // launcher lets rbinder's Node boot after 1 s at the latest while the program is busy).
       expect(counters.callSitesApproved, JSON.stringify(counters)).toBeGreaterThan(0);
@@ -120,13 +108,8 @@ describe('patched call sites', () => {
       const dir = mkdtempSync(join(tmpdir(), 'rbinder-pingpong-'));
       const bin = join(dir, `pingpong-${libc}`);
       execFileSync(libc === 'glibc' ? 'gcc' : 'musl-gcc', ['-O2', '-pthread', join(programs, 'pingpong.c'), '-o', bin]);
-      const t = spawnTracked([RBINDER, '--exporter', 'none', '--', bin, '3'], { env: { ...process.env, RBINDER_LOG_LEVEL: 'debug' } });
-      const result = await exitWithin(t, 120_000);
-      expect(result?.code, t.stdout() + t.stderr()).toBe(0);
-      const messages = Number(/^OK (\d+)$/m.exec(t.stdout())?.[1]);
-      expect(messages).toBeGreaterThan(1000);
-      if (fast) {
-        const counters = countersAtExit(t.stderr());
+      const { messages, counters } = await runCounted([bin, '3']);
+      if (counters) {
         if (libc === 'glibc') {
           expect(counters.fastPathDirect, JSON.stringify(counters)).toBeGreaterThan(messages);
         } else {
