@@ -53,16 +53,42 @@ SERVICE_ACCOUNT_ISSUER=https://kubernetes.default.svc.cluster.local
 # ---------------------------------------------------------------------------------------------
 # Ports: free loopback ports picked on first start, then kept for the life of the state dir.
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# Three distinct free ports below the kernel's ephemeral range: a port bound to 0 comes from that
+# range, where any outgoing connection (the tests make many) may take it before etcd or the API
+# server binds it, and two such picks in a row may even be the same port.
+free_ports() {
+  python3 - <<'PY'
+import random, socket
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except OSError:
+    low = 32768
+first, last = (10000, low) if low > 11000 else (1024, 65536)
+chosen = []
+while len(chosen) < 3:
+    port = random.randrange(first, last)
+    if port in chosen:
+        continue
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    chosen.append(port)
+print(*chosen)
+PY
 }
 
 load_ports() {
   if [[ ! -f $DIR/ports.env ]]; then
+    local ports
+    read -r -a ports <<<"$(free_ports)"
     {
-      echo "ETCD_CLIENT_PORT=$(free_port)"
-      echo "ETCD_PEER_PORT=$(free_port)"
-      echo "APISERVER_PORT=$(free_port)"
+      echo "ETCD_CLIENT_PORT=${ports[0]}"
+      echo "ETCD_PEER_PORT=${ports[1]}"
+      echo "APISERVER_PORT=${ports[2]}"
     } >"$DIR/ports.env.tmp"
     mv "$DIR/ports.env.tmp" "$DIR/ports.env"
   fi
