@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +13,7 @@
 
 #include "arch/x86_64_decode.h"
 #include "stub/abi.h"
+#include "tracee/memory.h"
 
 namespace rbinder::fast {
 namespace {
@@ -33,20 +33,14 @@ bool read_all(int fd, uint64_t offset, void* out, size_t len) {
   return true;
 }
 
-// The process's bytes at addr: process_vm_readv, or /proc/PID/mem where that is refused. For
-// pid 0, this process's own memory (the tests).
+// The process's bytes at addr (read_tracee: process_vm_readv, or /proc/PID/mem where that is
+// refused). For pid 0, this process's own memory (the tests).
 bool read_process(pid_t pid, uint64_t addr, void* out, size_t len) {
   if (pid == 0) {
     std::memcpy(out, reinterpret_cast<const void*>(addr), len);
     return true;
   }
-  iovec local{out, len}, remote{reinterpret_cast<void*>(addr), len};
-  if (process_vm_readv(pid, &local, 1, &remote, 1, 0) == static_cast<ssize_t>(len)) return true;
-  const int fd = open(("/proc/" + std::to_string(pid) + "/mem").c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  const bool ok = read_all(fd, addr, out, len);
-  close(fd);
-  return ok;
+  return read_tracee(pid, TraceeAddr{addr}, out, len) == static_cast<long>(len);
 }
 
 // Prefixes that do not change what an instruction transfers control to, or a nop is.
