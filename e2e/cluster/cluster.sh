@@ -53,7 +53,7 @@ SERVICE_ACCOUNT_ISSUER=https://kubernetes.default.svc.cluster.local
 # ---------------------------------------------------------------------------------------------
 # Ports: free loopback ports picked on first start, then kept for the life of the state dir.
 
-# Three distinct free ports below the kernel's ephemeral range: a port bound to 0 comes from that
+# Three distinct free ports below the kernel's ephemeral range (and the NodePort range): a port bound to 0 comes from that
 # range, where any outgoing connection (the tests make many) may take it before etcd or the API
 # server binds it, and two such picks in a row may even be the same port.
 free_ports() {
@@ -63,7 +63,8 @@ try:
     low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
 except OSError:
     low = 32768
-first, last = (10000, low) if low > 11000 else (1024, 65536)
+# Below 30000 too: the API server's NodePort range (30000-32767) is no place for its own port.
+first, last = (10000, min(low, 30000)) if low > 11000 else (1024, 65536)
 chosen = []
 while len(chosen) < 3:
     port = random.randrange(first, last)
