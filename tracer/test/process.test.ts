@@ -155,6 +155,32 @@ describe('process trees', () => {
   });
 });
 
+describe('child processes', () => {
+  it('keeps tracing a server after it starts children with vfork (posix_spawn, subprocess): every request a span of its own process', async () => {
+    const t = spawnTracked([RBINDER, '--', 'python3', join(programs, 'spawning_server.py'), '0'], {
+      env: { ...process.env, ...tracerEnv(receiver), OTEL_SERVICE_NAME: 'spawning' },
+    });
+    try {
+      const port = Number((await waitForStdout(t, /LISTENING (\d+)/, 30_000, 'spawning_server.py'))[1]);
+      const paths = [...Array(5).fill('/hello'), '/spawn', ...Array(5).fill('/hello'), '/spawn', ...Array(5).fill('/hello')];
+      for (const path of paths) {
+        const res = await fetch(`http://127.0.0.1:${port}${path}`, { headers: { connection: 'close' } });
+        expect(await res.text()).toBe('hello\n');
+      }
+      const mine = (all: Awaited<ReturnType<OtlpReceiver['waitFor']>>) =>
+        all.filter((s) => s.resource['service.name'] === 'spawning' && s.kind === 2);
+      const spans = mine(await receiver.waitFor((all) => mine(all).length >= paths.length, 20_000));
+      expect(spans.map((s) => s.attributes['url.path']).sort()).toEqual([...paths].sort());
+      // All from the server: none lost to, or attributed to, the children's images.
+      expect(new Set(spans.map((s) => s.resource['process.executable.name'])).size).toBe(1);
+      expect(new Set(spans.map((s) => s.resource['process.pid'])).size).toBe(1);
+    } finally {
+      t.proc.kill('SIGTERM');
+      await exitWithin(t, 10_000);
+    }
+  });
+});
+
 describe('as PID 1', () => {
   it('reaps orphans of the traced program (in a new PID namespace)', () => {
     const script = '(sleep 0.2 &); sleep 0.8; echo "pid1=$(cat /proc/1/comm)"; ' +

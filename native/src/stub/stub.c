@@ -1324,7 +1324,9 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
     }
     case SYS_EXECVE:
     case SYS_EXECVEAT: {
-      long attached = rb_syscall_upcall(RB_UPCALL_NR, RB_UP_EXEC, 0, PRIV->pid, 0, 0, 0);
+      /* Its own pid, not PRIV->pid: a vfork child (posix_spawn, Go's os/exec, Python's
+       * subprocess) shares the parent's private region, and the new image is the child's. */
+      long attached = rb_syscall_upcall(RB_UPCALL_NR, RB_UP_EXEC, 0, sys(SYS_GETPID, 0, 0, 0), 0, 0, 0);
       if (attached != 1) return attached < 0 ? attached : -EPERM; /* the new image would die at its first trap */
       long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
       rb_trap(); /* it failed: the engine detaches */
