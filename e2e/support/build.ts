@@ -68,14 +68,15 @@ async function toolOutput(cmd: string, args: string[]): Promise<string> {
 
 /**
  * Builds the Go main package in `dir` (which has its own go.mod) and returns the path of the
- * binary, `<cacheDir>/<name>-<hash>`. Reuses it when the sources (go.mod, go.sum, *.go) and the Go
- * version are unchanged.
+ * binary, `<cacheDir>/<name>-<hash>`. Reuses it when the sources (go.mod, go.sum, *.go), the Go
+ * version and the build flags are unchanged.
  */
-export function ensureGoBinary(dir: string, name: string): Promise<string> {
+export function ensureGoBinary(dir: string, name: string, opts: { stripped?: boolean } = {}): Promise<string> {
   const srcDir = resolve(dir);
   return once(`go:${srcDir}:${name}`, async () => {
     const files = await sourceFiles(srcDir, (f) => f === 'go.mod' || f === 'go.sum' || f.endsWith('.go'));
-    const buildArgs = ['build', '-o', '<out>', '.'];
+    // stripped: no symbol table nor DWARF, as most Go binaries in container images are built.
+    const buildArgs = ['build', ...(opts.stripped ? ['-ldflags=-s -w'] : []), '-o', '<out>', '.'];
     const recipe = `${await toolOutput('go', ['env', 'GOVERSION'])} ${buildArgs.join(' ')}`;
     const binary = join(cacheDir(), `${name}-${await hashSources(srcDir, files, recipe)}`);
     if (existsSync(binary)) return binary;

@@ -87,6 +87,33 @@ bool relocatable(const uint8_t* p, size_t n) {
   return !(mod == 0 && rm == 5);  // RIP-relative
 }
 
+// Go's internal/runtime/syscall Syscall6 (runtime/internal/syscall before Go 1.24; its linux
+// subpackage since 1.26), the one syscall instruction behind the syscall package's Syscall,
+// RawSyscall and their 6-argument forms on linux/amd64 since Go 1.19: the four argument moves of
+// ABIInternal, the syscall, and the (r1, r2, errno) results. It keeps nothing below its stack
+// pointer, reads only AX and DX after the syscall, and is entered at its start only; Go's linker
+// pads functions with int3 (0xcc), which gives the cave for the 3-byte `mov %rbx,%rdi`.
+constexpr uint8_t kGoSyscall6[] = {
+    0x49, 0x89, 0xf2,                          // mov %rsi,%r10
+    0x48, 0x89, 0xfa,                          // mov %rdi,%rdx
+    0x48, 0x89, 0xce,                          // mov %rcx,%rsi
+    0x48, 0x89, 0xdf,                          // mov %rbx,%rdi   (rewritten)
+    0x0f, 0x05,                                // syscall
+    0x48, 0x3d, 0x01, 0xf0, 0xff, 0xff,        // cmp $-4095,%rax
+    0x76, 0x15,                                // jbe ok
+    0x48, 0xf7, 0xd8,                          // neg %rax
+    0x48, 0x89, 0xc1,                          // mov %rax,%rcx
+    0x48, 0xc7, 0xc0, 0xff, 0xff, 0xff, 0xff,  // mov $-1,%rax
+    0x48, 0xc7, 0xc3, 0x00, 0x00, 0x00, 0x00,  // mov $0,%rbx
+    0xc3,                                      // ret
+    0x48, 0x89, 0xd3,                          // ok: mov %rdx,%rbx
+    0x48, 0xc7, 0xc1, 0x00, 0x00, 0x00, 0x00,  // mov $0,%rcx
+    0xc3,                                      // ret
+};
+constexpr size_t kGoSyscallAt = 12;  // the syscall instruction's offset in kGoSyscall6
+constexpr size_t kGoSiteLen = 3;     // the instruction before it
+constexpr size_t kJmpRel32 = 5;
+
 }  // namespace
 
 std::vector<Mapping> parse_maps(const std::string& text) {
@@ -205,7 +232,7 @@ std::shared_ptr<CallSites::ElfFile> CallSites::load(pid_t pid, const Mapping& m,
       f->functions.erase(std::unique(f->functions.begin(), f->functions.end(),
                                      [](const Function& a, const Function& b) { return a.start == b.start && a.size == b.size; }),
                          f->functions.end());
-      if (f->functions.empty()) f->error = "no function symbols in " + m.path;
+      if (f->functions.empty() && !f->go) f->error = "no function symbols in " + m.path;  // Go: check_go needs none
     }
     it = files_.emplace(key, std::move(f)).first;
   }
@@ -286,6 +313,55 @@ uint64_t CallSites::find_cave(pid_t pid, ElfFile& f, const Segment& seg, uint64_
   return 0;
 }
 
+SiteVerdict CallSites::check_go(pid_t pid, const std::vector<Mapping>& maps, const Mapping& m, ElfFile& f, uint64_t sys,
+                                const uint8_t* before, size_t len) {
+  SiteVerdict v;
+  auto refuse = [&](std::string why) {
+    v.reason = std::move(why);
+    return v;
+  };
+  const uint64_t file_off = sys - m.start + m.offset;
+  auto seg = std::find_if(f.segments.begin(), f.segments.end(), [&](const Segment& s) {
+    return s.exec && s.offset + kGoSyscallAt <= file_off && file_off - kGoSyscallAt + sizeof(kGoSyscall6) + kJmpRel32 <= s.offset + s.filesz;
+  });
+  if (seg == f.segments.end()) return refuse("Go code, not in an executable segment of " + m.path);
+  const uint64_t fn_off = file_off - kGoSyscallAt, fn_addr = sys - kGoSyscallAt;
+  if (fn_addr < m.start || fn_addr + sizeof(kGoSyscall6) + kJmpRel32 > m.end) return refuse("Go code, its function spans several mappings");
+  uint8_t code[sizeof(kGoSyscall6) + kJmpRel32];
+  if (!read_all(f.fd, fn_off, code, sizeof(code))) return refuse("cannot read its function from " + m.path);
+  if (std::memcmp(code, kGoSyscall6, sizeof(kGoSyscall6)) != 0)
+    return refuse("Go code other than Syscall6 (the runtime's own syscalls keep trapping)");
+  const uint8_t* cave_bytes = code + sizeof(kGoSyscall6);
+  if (!std::all_of(cave_bytes, cave_bytes + kJmpRel32, [](uint8_t b) { return b == 0xcc; }))
+    return refuse("Go's Syscall6 without int3 padding after it");
+  // Where symbols are left, one must start there (the bytes alone could be a copy inside another function).
+  const uint64_t fn_vaddr = fn_off - seg->offset + seg->vaddr;
+  for (const Function& g : f.functions)
+    if (g.start <= fn_vaddr + kGoSyscallAt && fn_vaddr + kGoSyscallAt < g.start + g.size && g.start != fn_vaddr)
+      return refuse("Go's Syscall6 bytes inside another function symbol");
+  const size_t seen = std::min(len, kGoSyscallAt);
+  if (std::memcmp(code + kGoSyscallAt - seen, before + (len - seen), seen) != 0) return refuse("the bytes seen differ from the file's");
+  const uint64_t site_addr = sys - kGoSiteLen, cave = fn_addr + sizeof(kGoSyscall6);
+  if ((site_addr >> 12) != (sys >> 12) || (site_addr & 63) == 63) return refuse("the instruction before it straddles a page or cache line");
+  uint8_t running[kGoSiteLen + 2], cave_running[kJmpRel32];
+  if (!read_process(pid, site_addr, running, sizeof(running)) || !read_process(pid, cave, cave_running, sizeof(cave_running)))
+    return refuse("cannot read the process's memory");
+  if (std::memcmp(running, code + kGoSyscallAt - kGoSiteLen, sizeof(running)) != 0 || std::memcmp(cave_running, cave_bytes, kJmpRel32) != 0)
+    return refuse("the process's code there differs from " + m.path);
+  const uint64_t cave_vaddr = fn_vaddr + sizeof(kGoSyscall6);
+  auto taken = f.caves.find(cave_vaddr);
+  if (taken != f.caves.end() && taken->second != fn_vaddr + kGoSyscallAt - kGoSiteLen) return refuse("its cave serves another site");
+  f.caves[cave_vaddr] = fn_vaddr + kGoSyscallAt - kGoSiteLen;
+  v.approved = true;
+  v.kind = RB_SITE_GO;
+  v.len = kGoSiteLen;
+  v.cave = cave;
+  v.prot = PROT_READ | PROT_EXEC;
+  v.zone = free_zone_near(maps, sys, RB_ZONE_SIZE, kReach);
+  if (v.zone == 0) return refuse("no free address within reach for trampolines");
+  return v;
+}
+
 SiteVerdict CallSites::check(pid_t pid, uint64_t site, const uint8_t* bytes, size_t len) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/maps");
   std::stringstream text;
@@ -319,9 +395,7 @@ SiteVerdict CallSites::check_in(pid_t pid, const std::vector<Mapping>& maps, uin
   std::string error;
   std::shared_ptr<ElfFile> f = load(pid, *m, error);
   if (!f) return refuse(error);
-  // Go's own syscalls run on goroutine stacks, a few KB with no room for the stub's frames (a
-  // trap runs it on the thread's signal stack, which Go sets up).
-  if (f->go) return refuse("Go code (goroutine stacks are too small to call the stub on)");
+  if (f->go) return check_go(pid, maps, *m, *f, sys, before, len);
   const uint64_t file_off = sys - m->start + m->offset;
   auto seg = std::find_if(f->segments.begin(), f->segments.end(), [&](const Segment& s) {
     return s.exec && s.offset <= file_off && file_off + kSyscallLen <= s.offset + s.filesz;

@@ -2,8 +2,9 @@
 // the syscall instruction of a trap; the engine approves it only when the bytes are the mapped
 // file's own, a linear decode of the enclosing function (its ELF symbol) has an instruction ending
 // exactly at the syscall instruction, no branch lands inside that instruction, and it can run
-// elsewhere unchanged (stub/abi.h, "Call sites"). Everything else is refused: a refused site
-// keeps trapping, which is only slower.
+// elsewhere unchanged (stub/abi.h, "Call sites"). In a Go binary only Go's Syscall6 is approved,
+// recognised by its bytes, for a trampoline that moves to the signal stack (RB_SITE_GO).
+// Everything else is refused: a refused site keeps trapping, which is only slower.
 #pragma once
 
 #include <sys/types.h>
@@ -22,6 +23,7 @@ struct SiteVerdict {
   uint64_t zone = 0;  // a free, page-aligned address within rel32 reach for a trampoline zone
   uint64_t cave = 0;  // an instruction shorter than 5 bytes: dead padding within rel8 reach for its `jmp rel32`
   uint32_t len = 0;   // the length of the instruction before the syscall, which is rewritten
+  uint32_t kind = 0;  // rb_site_kind (stub/abi.h): RB_SITE_C, or RB_SITE_GO (the stub runs on the signal stack)
   std::string reason; // why not, for the debug log and the tests
   bool retry = false; // not now, ask again: the process is gone (its maps are empty), or the page is
                       // writable for the moment (another site of it being patched)
@@ -72,6 +74,9 @@ class CallSites {
   // Dead padding for a 2-byte site's jump: right after a function whose last instruction is an
   // unconditional transfer, nops or int3 only, within rel8 reach, not taken by another site.
   uint64_t find_cave(pid_t pid, ElfFile& f, const Segment& seg, uint64_t site_vaddr, uint64_t load_bias, std::string& why);
+  // A site in a Go binary: only Go's Syscall6, recognised by its bytes (symbols are often stripped).
+  SiteVerdict check_go(pid_t pid, const std::vector<Mapping>& maps, const Mapping& m, ElfFile& f, uint64_t sys,
+                       const uint8_t* before, size_t len);
   std::map<std::pair<uint64_t, uint64_t>, std::shared_ptr<ElfFile>> files_;  // by (device, inode)
 };
 

@@ -537,6 +537,7 @@ void Engine::site_proposed(rb_shared& shared, const rb_event& e, const uint8_t* 
   slot.zone = v.zone;
   slot.cave = v.cave;
   slot.len = v.len;
+  slot.kind = v.kind;
   __atomic_store_n(&slot.state, v.approved ? RB_SITE_APPROVED : RB_SITE_REFUSED, __ATOMIC_RELEASE);
 }
 

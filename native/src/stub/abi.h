@@ -17,7 +17,7 @@
 #define RB_PRIVATE_ADDR (RB_STUB_ADDR + 0x1000000ULL)
 
 #define RB_MAGIC 0x72626e64u /* "rbnd" */
-#define RB_VERSION 6u
+#define RB_VERSION 7u
 
 #define RB_FD_MAX 65536
 #define RB_RING_SLOTS 8192u
@@ -113,6 +113,16 @@ struct rb_site {
   uint32_t len;   /* the length of the instruction before the syscall (it starts at addr - len) */
   uint32_t tries; /* engine: times it answered "ask again" (the asking process was gone, or the page
                      was being written by a patch of another site) */
+  uint32_t kind;  /* rb_site_kind: how its trampoline calls the stub */
+  uint32_t pad;
+};
+enum rb_site_kind {
+  /* C code: the stub runs on the thread's stack, below the red zone. */
+  RB_SITE_C = 0,
+  /* Go's Syscall6: goroutine stacks may have only a few hundred bytes left, so the stub runs on
+   * the thread's signal stack (which Go sets up for every thread), found with sigaltstack; Go has
+   * no red zone. A thread without one, or already on it, takes the original syscall (a trap). */
+  RB_SITE_GO = 1,
 };
 
 struct rb_shared {

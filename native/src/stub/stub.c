@@ -90,6 +90,7 @@ long rb_syscall_fast(long nr, long a1, long a2, long a3, long a4, long a5, long 
 long rb_syscall_upcall(long nr, long a1, long a2, long a3, long a4, long a5, long a6);
 void rb_trap(void);
 void rb_direct(void);
+void rb_direct_go(void);
 
 /* The two syscall instructions: the filter allows the first for everything (the fast path, and the
  * syscalls the engine injects while setting a new image up) and turns the second into a user
@@ -127,6 +128,29 @@ __asm__(
     "1:\n  lea -56(%rbp), %rsp\n"
     "  pop %r9\n  pop %r8\n  pop %r10\n  pop %rdx\n  pop %rsi\n  pop %rdi\n"
     "  popfq\n  pop %rbp\n  ret\n"
+    /* The same from a Go site (RB_SITE_GO), whose trampoline leaves no red zone: the goroutine
+     * stack may have only a few hundred bytes left, so this uses 64 of them (the flags, three
+     * registers and sigaltstack's answer) to find the thread's signal stack, and runs rb_direct's
+     * body there. sigaltstack is not trapped (nor filtered: seccomp's cache allows it). A thread
+     * with no signal stack, or already on it (a signal handler), declines: the trampoline's other
+     * exit runs the original syscall instruction, which traps. */
+    ".globl rb_direct_go\n"
+    "rb_direct_go:\n"
+    "  pushfq\n  push %rax\n  push %rdi\n  push %rsi\n  sub $24, %rsp\n"
+    "  xor %edi, %edi\n  mov %rsp, %rsi\n  mov $131, %eax\n  syscall\n" /* sigaltstack(NULL, &ss) */
+    "  test %rax, %rax\n  jnz 2f\n"
+    "  testl $3, 8(%rsp)\n  jnz 2f\n" /* ss_flags: SS_ONSTACK | SS_DISABLE */
+    "  mov (%rsp), %r11\n  add 16(%rsp), %r11\n  and $-16, %r11\n" /* its top: ss_sp + ss_size */
+    "  add $24, %rsp\n  pop %rsi\n  pop %rdi\n  pop %rax\n"
+    "  mov %rsp, %rcx\n  mov %r11, %rsp\n  push %rcx\n" /* the goroutine stack: [flags][return] */
+    "  push %rbp\n  mov %rsp, %rbp\n"
+    "  push %rdi\n  push %rsi\n  push %rdx\n  push %r10\n  push %r8\n  push %r9\n  push %rax\n  push $0\n"
+    "  mov %rsp, %rdi\n  and $-16, %rsp\n  cld\n  call rb_direct_c\n"
+    "  mov 8(%rbp), %rcx\n  cmpq $0, -64(%rbp)\n  je 1f\n  addq $13, 8(%rcx)\n"
+    "1:\n  lea -48(%rbp), %rsp\n"
+    "  pop %r9\n  pop %r8\n  pop %r10\n  pop %rdx\n  pop %rsi\n  pop %rdi\n"
+    "  pop %rbp\n  pop %rsp\n  popfq\n  ret\n"
+    "2:\n  add $24, %rsp\n  pop %rsi\n  pop %rdi\n  pop %rax\n  addq $13, 8(%rsp)\n  popfq\n  ret\n"
     ".text\n");
 
 #define SH ((struct rb_shared*)RB_SHARED_ADDR)
@@ -1078,16 +1102,21 @@ static void put_rel32(uint8_t* at, uint64_t from_next, uint64_t to) {
 /* The trampoline: the site's own instruction (it may set eax); lea -128(%rsp),%rsp (the red
  * zone); movabs $rb_direct,%r11; call *%r11; lea 128(%rsp),%rsp; jmp behind the syscall
  * instruction; and the exit for a syscall rb_direct declines: lea 128(%rsp),%rsp; jmp to the
- * syscall instruction. Written while its zone is writable. */
-static void write_trampoline(uint64_t at, uint64_t sys, uint32_t len) {
+ * syscall instruction. A Go site's (RB_SITE_GO) is the same with leas of 0 (Go keeps nothing
+ * below its stack pointer) and rb_direct_go. Written while its zone is writable. */
+static void write_trampoline(uint64_t at, uint64_t sys, uint32_t len, uint32_t kind) {
   uint8_t* t = (uint8_t*)at;
-  static const uint8_t below[5] = {0x48, 0x8d, 0x64, 0x24, 0x80};
+  const uint8_t red_zone = kind == RB_SITE_GO ? 0x00 : 0x80;
+  const uint8_t below[5] = {0x48, 0x8d, 0x64, 0x24, (uint8_t)(0x100 - red_zone)};
   static const uint8_t call[3] = {0x41, 0xff, 0xd3};
-  static const uint8_t above[8] = {0x48, 0x8d, 0xa4, 0x24, 0x80, 0x00, 0x00, 0x00};
+  const uint8_t above[8] = {0x48, 0x8d, 0xa4, 0x24, red_zone, 0x00, 0x00, 0x00};
   uint64_t entry;
   /* RIP-relative: the blob is linked at 0 and runs at RB_STUB_ADDR (a plain &rb_direct may be
    * resolved by the linker to its link-time address). */
-  __asm__("lea rb_direct(%%rip), %0" : "=r"(entry));
+  if (kind == RB_SITE_GO)
+    __asm__("lea rb_direct_go(%%rip), %0" : "=r"(entry));
+  else
+    __asm__("lea rb_direct(%%rip), %0" : "=r"(entry));
   uint32_t n = 0;
   copy_bytes(t, (const uint8_t*)(sys - len), len), n += len;
   copy_bytes(t + n, below, 5), n += 5;
@@ -1149,13 +1178,14 @@ static int patch_site(struct rb_patched* p, const struct rb_site* s) {
   /* The engine's answer, checked where a mistake would write the wrong bytes: the instruction is
    * in the syscall's page, its first two bytes in one cache line, a cave within a short jump. */
   if (len < 2 || len > 15 || (site >> 12) != (p->addr >> 12) || (site & 63) == 63 ||
+      (s->kind != RB_SITE_C && s->kind != RB_SITE_GO) ||
       (len < 5 && (s->cave == 0 || distance(s->cave, site + 2) > 120)))
     return 0;
   uint64_t slot = trampoline_slot(site, s->zone);
   if (!slot) return 0;
   uint64_t zone_page = slot & ~4095ull;
   if (protect(zone_page, PROT_READ | PROT_WRITE | PROT_EXEC) != 0) return 0;
-  write_trampoline(slot, p->addr, len);
+  write_trampoline(slot, p->addr, len, s->kind);
   protect(zone_page, PROT_READ | PROT_EXEC);
   p->trampoline = slot;
   p->prot = s->prot;

@@ -1,0 +1,3 @@
+module rbinder.dev/tests/go-storm
+
+go 1.22
