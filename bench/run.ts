@@ -2,7 +2,7 @@
 // untraced, under rbinder (every --mode), with OpenTelemetry auto-instrumentation, under strace
 // and under a bare seccomp+ptrace loop, each traced run against untraced runs of the same round.
 //
-//   npm run bench [-- --quick] [--scenarios hello-pinned,hello-unpinned,chain,startup,scaling-connections,scaling-threads]
+//   npm run bench [-- --quick] [--scenarios hello-pinned,hello-unpinned,hello-go-pinned,chain,startup,scaling-connections,scaling-threads]
 //     [--variants rbinder-ptrace,otel,...] [--scaling-variants ...] [--rounds N] [--duration S] [--warmup S]
 //     [--startup-reps N] [--out DIR] [--docs | --no-docs] [--render-only]
 //
@@ -32,7 +32,7 @@ import {
   type Settings,
 } from './scenarios';
 
-export const SCENARIOS = ['hello-pinned', 'hello-unpinned', 'chain', 'startup', 'scaling-connections', 'scaling-threads'] as const;
+export const SCENARIOS = ['hello-pinned', 'hello-unpinned', 'hello-go-pinned', 'chain', 'startup', 'scaling-connections', 'scaling-threads'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
 
 export interface BenchOptions {
@@ -89,6 +89,7 @@ async function prepareVariants(o: BenchOptions, results: BenchResults): Promise<
   for (const s of o.scenarios) {
     if (s === 'hello-pinned' || s === 'hello-unpinned' || s === 'scaling-connections') langs.add('node');
     if (s === 'scaling-threads') langs.add('java');
+    if (s === 'hello-go-pinned') langs.add('go');
     if (s === 'chain' || s === 'startup') langs.add('node').add('java');
   }
   if (wanted(o, 'otel')) {
@@ -233,6 +234,7 @@ export async function runBenchmarks(o: BenchOptions): Promise<BenchResults> {
       log(`scenario ${name}`);
       if (name === 'hello-pinned') s.helloPinned = await helloScenario(ctx, true);
       if (name === 'hello-unpinned') s.helloUnpinned = await helloScenario(ctx, false);
+      if (name === 'hello-go-pinned') s.helloGoPinned = await helloScenario(ctx, true, true);
       if (name === 'chain') {
         const c = await chainScenario(ctx);
         s.chain = c.scenario;

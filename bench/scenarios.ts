@@ -6,8 +6,9 @@ import { createServer, connect } from 'node:net';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { promisify } from 'node:util';
-import { ensureJavaClasses } from '../e2e/support/build';
+import { ensureGoBinary, ensureJavaClasses } from '../e2e/support/build';
 import { exitWithin, repoRoot } from '../e2e/support/process';
+import { fixturesDir } from '../e2e/support/programs';
 import { allCpus, setAffinity } from './lib/proc';
 import { sleep, type CountingReceiver } from './lib/receiver';
 import { spawnService, startService, type RunningService } from './lib/services';
@@ -45,6 +46,12 @@ export interface BenchContext {
 
 const appsDir = join(repoRoot, 'bench', 'apps');
 
+/** The tests' Go server (tracer/test/fixtures/go/server), built once into the cache. */
+async function goHelloApp(): Promise<AppCommand> {
+  const binary = await ensureGoBinary(join(fixturesDir, 'go', 'server'), 'fixture-go-server');
+  return { service: 'bench-hello-go', lang: 'go', argv: [binary] };
+}
+
 export function helloApp(): AppCommand {
   return { service: 'bench-hello', lang: 'node', argv: [process.execPath, join(appsDir, 'hello.js')] };
 }
@@ -80,15 +87,16 @@ function plan(ctx: BenchContext, p: Omit<ThroughputPlan, 'receiver' | 'skipped' 
 
 // ---- hello ----
 
-export async function helloScenario(ctx: BenchContext, pinned: boolean): Promise<ThroughputScenario> {
-  const name = pinned ? 'hello-pinned' : 'hello-unpinned';
-  const app = helloApp();
+export async function helloScenario(ctx: BenchContext, pinned: boolean, go = false): Promise<ThroughputScenario> {
+  const name = go ? 'hello-go-pinned' : pinned ? 'hello-pinned' : 'hello-unpinned';
+  const app = go ? await goHelloApp() : helloApp();
+  const server = go ? 'net/http (Go, the fixture server of the tests)' : 'node:http';
   const connections = 16;
   const p = plan(ctx, {
     name,
     deploy: (v) => singleService(app, v, ctx, pinned ? '0' : undefined),
-    variants: applicable(ctx, name, ['node']),
-    path: '/',
+    variants: applicable(ctx, name, [app.lang]),
+    path: go ? '/hello' : '/',
     connections,
     wrkThreads: pinned ? 1 : 2,
     wrkCpus: pinned ? '1' : undefined,
@@ -102,10 +110,10 @@ export async function helloScenario(ctx: BenchContext, pinned: boolean): Promise
   try {
     const outcome = await runThroughput(p);
     return {
-      title: pinned ? 'hello, pinned' : 'hello, unpinned',
+      title: go ? 'hello (Go), pinned' : pinned ? 'hello, pinned' : 'hello, unpinned',
       description: pinned
-        ? 'keep-alive node:http hello world; server + tracer on CPU 0 (taskset -c 0), wrk -t1 on CPU 1 (with the receiver and the harness)'
-        : 'keep-alive node:http hello world; nothing pinned',
+        ? `keep-alive ${server} hello world; server + tracer on CPU 0 (taskset -c 0), wrk -t1 on CPU 1 (with the receiver and the harness)`
+        : `keep-alive ${server} hello world; nothing pinned`,
       connections,
       wrkThreads: p.wrkThreads,
       durationS: p.durationS,

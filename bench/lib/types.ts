@@ -153,6 +153,7 @@ export interface BenchResults {
   scenarios: {
     helloPinned?: ThroughputScenario;
     helloUnpinned?: ThroughputScenario;
+    helloGoPinned?: ThroughputScenario;
     chain?: ThroughputScenario;
     startup?: StartupScenario;
     memory?: MemoryRow[];

@@ -15,7 +15,7 @@ export const TRACED_SYSCALLS = [
   'connect', 'accept', 'accept4', 'close', 'close_range', 'dup', 'dup2', 'dup3', 'fcntl',
 ];
 
-export type Lang = 'node' | 'java';
+export type Lang = 'node' | 'java' | 'go';
 
 /** A program to run: argv[0] is `node` or `java`, so SDKs and agents can be put after it. */
 export interface AppCommand {
@@ -149,6 +149,7 @@ export function otelVariant(tools: VariantTools): Variant {
     unsupported: (lang) => {
       if (lang === 'node' && !tools.otelNodeRegister) return tools.otelMissing?.node ?? 'not installed';
       if (lang === 'java' && !tools.otelJavaAgent) return tools.otelMissing?.java ?? 'not installed';
+      if (lang === 'go') return 'OpenTelemetry has no auto-instrumentation for a Go binary (only its SDK, compiled in)';
       return null;
     },
     command: (app, endpoint) => {

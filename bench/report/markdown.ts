@@ -59,6 +59,7 @@ export function summaryMarkdown(r: BenchResults): string {
   const headline: [string, string, (id: string) => string][] = [
     ['hello pinned, throughput ratio', '≥ 0.50', (id) => fmt(find(s.helloPinned, id)?.ratio)],
     ['hello unpinned, throughput ratio', '≥ 0.40', (id) => fmt(find(s.helloUnpinned, id)?.ratio)],
+    ['hello (Go) pinned, throughput ratio', '', (id) => fmt(find(s.helloGoPinned, id)?.ratio)],
     ['chain, throughput ratio', '≥ 0.98', (id) => fmt(find(s.chain, id)?.ratio)],
     ['chain, p99 latency change', '≤ +3%', (id) => pct(find(s.chain, id)?.p99Ratio)],
     ['startup node, added ms', '≤ +30', (id) => startup(0, id)],
@@ -87,7 +88,7 @@ export function summaryMarkdown(r: BenchResults): string {
         String(v.errors),
       ]),
     );
-  for (const sc of [s.helloPinned, s.helloUnpinned, s.chain]) {
+  for (const sc of [s.helloPinned, s.helloUnpinned, s.helloGoPinned, s.chain]) {
     if (!sc) continue;
     out.push(`\n### ${sc.title}\n`);
     out.push(`${sc.description}. wrk -c ${sc.connections} -t ${sc.wrkThreads}, ${sc.durationS} s per run after ${sc.warmupS} s of warm-up.\n`);
@@ -150,6 +151,7 @@ export function summaryMarkdown(r: BenchResults): string {
   };
   addStops('hello pinned', s.helloPinned?.variants);
   addStops('hello unpinned', s.helloUnpinned?.variants);
+  addStops('hello (Go) pinned', s.helloGoPinned?.variants);
   addStops('chain', s.chain?.variants);
   for (const sc of [s.scalingConnections, s.scalingThreads]) {
     for (const p of sc?.points ?? []) addStops(`${sc?.xLabel} = ${p.x}`, p.variants);
@@ -179,6 +181,7 @@ export function summaryMarkdown(r: BenchResults): string {
   };
   addThreads('hello pinned', s.helloPinned?.variants);
   addThreads('hello unpinned', s.helloUnpinned?.variants);
+  addThreads('hello (Go) pinned', s.helloGoPinned?.variants);
   addThreads('chain', s.chain?.variants);
   if (threadRows.length) {
     out.push('\n### Tracer CPU by thread\n');

@@ -21,6 +21,7 @@ export function chartSvg(r: BenchResults): string {
   const groups: Group[] = [];
   if (s.helloPinned) groups.push({ title: 'hello, pinned', target: 0.5, scenario: s.helloPinned });
   if (s.helloUnpinned) groups.push({ title: 'hello, unpinned', target: 0.4, scenario: s.helloUnpinned });
+  if (s.helloGoPinned) groups.push({ title: 'hello (Go), pinned', scenario: s.helloGoPinned });
   if (s.chain) groups.push({ title: 'chain node→java', target: 0.98, scenario: s.chain });
   const variants = r.variants.filter((v) => v.id !== 'untraced' && groups.some((g) => g.scenario.variants.some((x) => x.variant === v.id)));
 
