@@ -198,6 +198,15 @@ launch() {
   # 9>&-: not the start lock, which would otherwise stay held for as long as the program runs.
   setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
   pid=$!
+  # Until it has exec'd, $pid is a copy of this shell, whose command line does not name the
+  # component: running_pid would call it gone (on a loaded machine, "etcd exited" with an empty
+  # log). Wait for the exec, 10 s at most.
+  local i
+  for ((i = 0; i < 200; i++)); do
+    [[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true) == *"$name"* ]] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.05
+  done
   echo "$pid" >"$RUN/$name.pid"
   log "$name started (pid $pid, log $LOGS/$name.log)"
 }
