@@ -6,7 +6,7 @@
 // for rbinder's Node to boot and for the verdict to arrive). Prints "OK <messages>" and exits 0,
 // or prints what went wrong and exits 1.
 //
-//	go_storm [GOROUTINES] [SECONDS]
+//	go_storm [GOROUTINES] [SECONDS]    (GO_STORM_NO_CHILDREN=1: no child processes)
 package main
 
 import (
@@ -111,7 +111,8 @@ func main() {
 			}
 		}(i)
 	}
-	// CPU-bound goroutines: asynchronous preemption signals their threads.
+	// CPU-bound goroutines: running over 10 ms without a call, they are preempted by a signal to
+	// their thread. Bursts of 15 ms every 50 ms, so that they do not take the test machine's CPUs.
 	var spin atomic.Int64
 	for i := 0; i < 2; i++ {
 		wg.Add(1)
@@ -119,10 +120,14 @@ func main() {
 			defer wg.Done()
 			x := uint64(1)
 			for time.Now().Before(end) {
-				for j := 0; j < 1_000_000; j++ {
-					x = x*6364136223846793005 + 1442695040888963407
+				burst := time.Now().Add(15 * time.Millisecond)
+				for time.Now().Before(burst) {
+					for j := 0; j < 100_000; j++ {
+						x = x*6364136223846793005 + 1442695040888963407
+					}
 				}
 				spin.Add(int64(x & 1))
+				time.Sleep(35 * time.Millisecond)
 			}
 		}()
 	}
