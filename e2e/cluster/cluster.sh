@@ -181,6 +181,14 @@ running_pid() {
   pid=$(<"$RUN/$name.pid")
   [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
   exe=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)
+  if [[ -z $exe ]]; then
+    # Empty while it is inside execve (the new image's arguments are not set up yet; long on a
+    # loaded machine) and once it is a zombie: only the latter is gone.
+    local state
+    state=$(sed -n 's/^[0-9]* (.*) \([A-Z]\).*/\1/p' "/proc/$pid/stat" 2>/dev/null || true)
+    [[ -n $state && $state != Z && $state != X ]] && echo "$pid"
+    return 0
+  fi
   [[ $exe == *"$name"* ]] && echo "$pid"
   return 0
 }
@@ -199,8 +207,7 @@ launch() {
   setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null 9>&- &
   pid=$!
   # Until it has exec'd, $pid is a copy of this shell, whose command line does not name the
-  # component: running_pid would call it gone (on a loaded machine, "etcd exited" with an empty
-  # log). Wait for the exec, 10 s at most.
+  # component: running_pid would call it gone. Wait for the exec, 10 s at most.
   local i
   for ((i = 0; i < 200; i++)); do
     [[ $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true) == *"$name"* ]] && break
