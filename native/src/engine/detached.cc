@@ -638,16 +638,16 @@ size_t Engine::drain_region(fast::SharedRegion& region) {
 }
 
 size_t Engine::drain_all() {
-  size_t events = 0;
+  size_t fullest = 0;
   for (auto it = regions_.begin(); it != regions_.end();) {
     if (std::shared_ptr<fast::SharedRegion> region = it->lock()) {
-      events += drain_region(*region);
+      fullest = std::max(fullest, drain_region(*region));
       ++it;
     } else {
       it = regions_.erase(it);
     }
   }
-  return events;
+  return fullest;
 }
 
 }  // namespace rbinder

@@ -249,7 +249,8 @@ class Engine final : public SpanSink {
   Thread* fast_thread(pid_t tid, pid_t pid);
   size_t drain_region(fast::SharedRegion& region);
   void site_proposed(rb_shared& shared, const rb_event& e, const uint8_t* data);
-  // Drains every ring, each up to its first event still being written; returns the events consumed.
+  // Drains every ring, each up to its first event still being written; returns the most slots
+  // consumed from one ring (how close the fullest ring came to full: the timer's pacing).
   size_t drain_all();
 
   EngineConfig config_;

@@ -42,25 +42,24 @@ class SharedRegion {
 
   // Calls f(const rb_event&, const uint8_t* data) for each complete event in order and marks them
   // consumed. Stops at the first event still being written, unless dead(pid) says its writer is
-  // gone (killed in the stub, e.g. by another thread's exit_group): that one is skipped.
+  // gone (killed in the stub, e.g. by another thread's exit_group): that one is skipped. Returns
+  // the ring slots consumed (an event takes one slot per RB_SLOT_SIZE bytes).
   template <typename F, typename Dead>
   size_t drain(F f, Dead dead) {
-    size_t n = 0;
+    const uint64_t first = __atomic_load_n(&shared_->consumed, __ATOMIC_RELAXED);
     for (;;) {
       const uint64_t at = __atomic_load_n(&shared_->consumed, __ATOMIC_RELAXED);
-      if (at == __atomic_load_n(&shared_->reserve, __ATOMIC_ACQUIRE)) return n;
+      if (at == __atomic_load_n(&shared_->reserve, __ATOMIC_ACQUIRE)) return static_cast<size_t>(at - first);
       const auto* e = reinterpret_cast<const rb_event*>(shared_->ring + (at % RB_RING_SLOTS) * RB_SLOT_SIZE);
       bool complete = __atomic_load_n(&e->seq, __ATOMIC_ACQUIRE) == at + 1;
       if (!complete) {
-        if (__atomic_load_n(&e->claim, __ATOMIC_ACQUIRE) != at + 1 || !dead(static_cast<pid_t>(e->pid))) return n;
+        if (__atomic_load_n(&e->claim, __ATOMIC_ACQUIRE) != at + 1 || !dead(static_cast<pid_t>(e->pid)))
+          return static_cast<size_t>(at - first);
         __atomic_store_n(&shared_->consumed, at + (e->slots == 0 ? 1 : e->slots), __ATOMIC_RELEASE);
         continue;
       }
       const uint32_t slots = e->slots == 0 ? 1 : e->slots;
-      if (e->nr >= 0) {
-        f(*e, reinterpret_cast<const uint8_t*>(e + 1));
-        n++;
-      }
+      if (e->nr >= 0) f(*e, reinterpret_cast<const uint8_t*>(e + 1));
       __atomic_store_n(&shared_->consumed, at + slots, __ATOMIC_RELEASE);
     }
   }

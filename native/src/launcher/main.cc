@@ -260,8 +260,12 @@ std::string inherited_fds() {
 // The tracer's own V8 flags (RBINDER_NODE_FLAGS replaces them). Under load the tracer's live heap
 // is ~16 MB, mostly spans in flight, but V8's defaults (semi-spaces up to 16 MB, the old space
 // allowed to grow up to 4x between full collections) took its RSS to ~180 MB on hello world;
-// with these ~115 MB, for CPU per request within the noise (docs/benchmarks.md, "Tracer memory").
-constexpr const char* kNodeFlags = "--max-semi-space-size=4 --heap-growing-percent=25";
+// with the first two ~115 MB, for CPU per request within the noise (docs/benchmarks.md, "Tracer
+// memory"). --single-threaded: no V8 worker threads (GC, compilers) — the JS thread does that
+// work itself, at the same export priority. Same CPU per span, 7-15 MB less RSS (their stacks,
+// arenas and concurrent-marking buffers), and no wake-up of a worker per GC task, each costing
+// tens of microseconds on a VM (docs/benchmarks.md, "Fewer wake-ups").
+constexpr const char* kNodeFlags = "--max-semi-space-size=4 --heap-growing-percent=25 --single-threaded";
 
 std::vector<std::string> node_flags() {
   const char* set = getenv("RBINDER_NODE_FLAGS");
