@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <memory>
 
 #include "engine/engine.h"
@@ -29,7 +30,7 @@ class JsBatchSink final : public BatchSink {
       std::unique_ptr<Batch> owned(b);
       in_flight_--;
       if (env == nullptr || cb.IsEmpty()) return;
-      cb.Call({to_js(env, *owned)});
+      call_js(env, cb, *owned);
     });
     if (st != napi_ok) {
       delete raw;
@@ -46,9 +47,12 @@ class JsBatchSink final : public BatchSink {
   // Spans go to JS as one buffer (layout: tracer/src/span-buffer.ts), not as one object each:
   // setting two dozen named properties per span through N-API cost more than the whole rest of
   // the span's way to the exporter. Runs on the JS thread (export priority), not the engine's.
-  // `encoded` (if given) counts the spans whose OTLP bytes were made.
-  static Napi::Buffer<uint8_t> spans_to_js(Napi::Env env, const std::vector<SpanRecord>& spans, bool otlp_spans,
-                                           std::atomic<uint64_t>* encoded = nullptr) {
+  // `encoded` (if given) counts the spans whose OTLP bytes were made. An ArrayBuffer, which JS
+  // views as a Buffer of its own making: a Buffer made here has a map of its own (N-API sets its
+  // prototype after creation), which dies at a full GC while no such buffer is alive, and V8 then
+  // throws away the code it optimized for it (the decoder, the serializer) and compiles it again.
+  static Napi::ArrayBuffer spans_to_js(Napi::Env env, const std::vector<SpanRecord>& spans, bool otlp_spans,
+                                       std::atomic<uint64_t>* encoded = nullptr) {
     Encoder e;
     std::string otlp;
     for (const SpanRecord& s : spans) {
@@ -73,7 +77,9 @@ class JsBatchSink final : public BatchSink {
       if (otlp_spans && s.context.sampled() && otlp::encode_span(s, otlp) && encoded) (*encoded)++;
       e.str(otlp);
     }
-    return Napi::Buffer<uint8_t>::Copy(env, e.bytes().data(), e.bytes().size());
+    Napi::ArrayBuffer out = Napi::ArrayBuffer::New(env, e.bytes().size());
+    if (!e.bytes().empty()) std::memcpy(out.Data(), e.bytes().data(), e.bytes().size());
+    return out;
   }
 
  private:
@@ -101,8 +107,16 @@ class JsBatchSink final : public BatchSink {
   };
   static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "span buffer is little-endian");
 
-  Napi::Object to_js(Napi::Env env, const Batch& b) {
-    Napi::Object out = Napi::Object::New(env);
+  // onBatch(spans, processes, exit): positional, because JS code optimized for an object made
+  // here would be thrown away as the buffer's was (above) each time the object's map died. The
+  // processes and the exit are undefined when there are none (most batches).
+  void call_js(Napi::Env env, Napi::Function cb, const Batch& b) {
+    Napi::Value processes = b.processes.empty() ? env.Undefined() : processes_to_js(env, b);
+    Napi::Value exit = b.exit ? exit_to_js(env, *b.exit) : env.Undefined();
+    cb.Call({spans_to_js(env, b.spans, otlp_spans_, &spans_encoded_), processes, exit});
+  }
+
+  static Napi::Array processes_to_js(Napi::Env env, const Batch& b) {
     Napi::Array processes = Napi::Array::New(env, b.processes.size());
     for (size_t i = 0; i < b.processes.size(); i++) {
       const ProcessInfo& p = b.processes[i];
@@ -116,23 +130,22 @@ class JsBatchSink final : public BatchSink {
       o.Set("mode", p.fast ? "fast" : "ptrace");
       processes.Set(static_cast<uint32_t>(i), o);
     }
-    out.Set("processes", processes);
-    out.Set("spans", spans_to_js(env, b.spans, otlp_spans_, &spans_encoded_));
-    if (b.exit) {
-      Napi::Object e = Napi::Object::New(env);
-      e.Set("code", b.exit->exited ? Napi::Value(Napi::Number::New(env, b.exit->code)) : env.Null());
-      e.Set("signal", b.exit->exited ? env.Null() : Napi::Value(Napi::Number::New(env, b.exit->signal)));
-      if (!b.exit->engine_error.empty()) e.Set("engineError", b.exit->engine_error);
-      if (b.exit->spawn_errno != 0) {
-        Napi::Object se = Napi::Object::New(env);
-        se.Set("errno", b.exit->spawn_errno);
-        const char* name = strerrorname_np(b.exit->spawn_errno);
-        se.Set("message", std::string(name ? name : "E?") + ": " + strerror(b.exit->spawn_errno));
-        e.Set("spawnError", se);
-      }
-      out.Set("exit", e);
+    return processes;
+  }
+
+  static Napi::Object exit_to_js(Napi::Env env, const ExitInfo& exit) {
+    Napi::Object e = Napi::Object::New(env);
+    e.Set("code", exit.exited ? Napi::Value(Napi::Number::New(env, exit.code)) : env.Null());
+    e.Set("signal", exit.exited ? env.Null() : Napi::Value(Napi::Number::New(env, exit.signal)));
+    if (!exit.engine_error.empty()) e.Set("engineError", exit.engine_error);
+    if (exit.spawn_errno != 0) {
+      Napi::Object se = Napi::Object::New(env);
+      se.Set("errno", exit.spawn_errno);
+      const char* name = strerrorname_np(exit.spawn_errno);
+      se.Set("message", std::string(name ? name : "E?") + ": " + strerror(exit.spawn_errno));
+      e.Set("spawnError", se);
     }
-    return out;
+    return e;
   }
 
   Napi::ThreadSafeFunction tsfn_;

@@ -1,7 +1,7 @@
 // The native engine's surface, declared once; loading says every path it tried when it fails.
 import * as path from 'node:path';
 import { log } from './log';
-import type { Batch, EngineStats, SpanRecord } from './records';
+import type { Batch, EngineStats, ExitRecord, ProcessRecord, SpanRecord } from './records';
 import { decodeSpans } from './span-buffer';
 import type { LaunchedProgram } from './spawn';
 
@@ -74,29 +74,40 @@ function findPackageRoot(start: string): string {
   }
 }
 
-/** What the addon itself delivers: the spans still in their buffer (span-buffer.ts). */
-type RawBatch = Omit<Batch, 'spans'> & { spans: Buffer };
-interface RawAddon extends Omit<NativeAddon, 'startEngine'> {
-  startEngine(options: EngineOptions, onBatch: (batch: RawBatch) => void): number;
+/**
+ * What the addon itself delivers: onBatch(spans, processes, exit), the spans still in their buffer
+ * (span-buffer.ts), an ArrayBuffer; processes and exit undefined when there are none. Positional
+ * and an ArrayBuffer because V8 throws away the code it optimized for an object or Buffer made
+ * through N-API each time such an object's map dies, at full GCs (native/src/addon.cc, call_js).
+ */
+interface RawAddon extends Omit<NativeAddon, 'startEngine' | 'spanBufferOf'> {
+  startEngine(
+    options: EngineOptions,
+    onBatch: (spans: ArrayBuffer, processes: ProcessRecord[] | undefined, exit: ExitRecord | undefined) => void,
+  ): number;
+  spanBufferOf(records: Array<Omit<SpanRecord, 'otlp'>>, otlp: boolean): ArrayBuffer;
 }
+
+/** The processes of a batch without any (most): shared, never changed. */
+const NO_PROCESSES: ProcessRecord[] = [];
 
 function withDecodedSpans(raw: RawAddon): NativeAddon {
   return {
     startEngine: (options, onBatch) =>
-      raw.startEngine(options, (batch) => {
+      raw.startEngine(options, (buffer, processes, exit) => {
         let spans: SpanRecord[] = [];
         try {
-          spans = decodeSpans(batch.spans);
+          spans = decodeSpans(Buffer.from(buffer));
         } catch (err) {
           // An engine bug: lose these spans, never the batch's processes or the program's exit.
           log.error({ error: (err as Error).message }, 'span batch from the engine dropped');
         }
-        onBatch({ ...batch, spans });
+        onBatch({ processes: processes ?? NO_PROCESSES, spans, exit });
       }),
     engineStats: () => raw.engineStats(),
     setExportBehind: (behind) => raw.setExportBehind(behind),
     isForegroundOfTerminal: () => raw.isForegroundOfTerminal(),
-    spanBufferOf: (records, otlp = true) => raw.spanBufferOf(records, otlp),
+    spanBufferOf: (records, otlp = true) => Buffer.from(raw.spanBufferOf(records, otlp)),
   };
 }
 

@@ -103,30 +103,63 @@ export class StringTable {
 }
 
 const strings = new StringTable();
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Where decodeSpans is in a buffer: one object for the whole run, not closures or an object per
+ * call. V8's optimized code depends weakly on the maps (hidden classes) of the objects it handles;
+ * the map of an object that lives only during a call dies at a full GC when no such object is
+ * alive, and V8 then throws the code away, to compile it again for the next batch. On the chain
+ * benchmark that happened at every full GC (several a second).
+ */
+class Cursor {
+  buf: Buffer = EMPTY;
+  table: StringTable = strings;
+  at = 0;
+  /** The byte length of the last field read. */
+  n = 0;
+
+  reset(buf: Buffer, table: StringTable): void {
+    this.buf = buf;
+    this.table = table;
+    this.at = 0;
+    this.n = 0;
+  }
+
+  /** The next u32-length-prefixed field: returns where its bytes start, sets n, moves past it. */
+  field(what: string): number {
+    const buf = this.buf;
+    const at = this.at;
+    if (at + 4 > buf.length) throw new RangeError(`span buffer: ${what} length at offset ${at} runs past its end`);
+    const n = u32(buf, at);
+    if (at + 4 + n > buf.length) throw new Error(`span buffer: a ${n}-byte ${what} runs past its end`);
+    this.n = n;
+    this.at = at + 4 + n;
+    return at + 4;
+  }
+
+  text(): string {
+    const start = this.field('string');
+    return this.table.text(this.buf, start, this.n);
+  }
+
+  otlpBytes(): Uint8Array | undefined {
+    const start = this.field('OTLP message');
+    return this.n === 0 ? undefined : this.buf.subarray(start, start + this.n);
+  }
+}
+
+const cursor = new Cursor();
 
 export function decodeSpans(buf: Buffer, table: StringTable = strings): SpanRecord[] {
   const spans: SpanRecord[] = [];
-  let at = 0;
-  // The next u32-length-prefixed field: returns where its bytes start, sets n, moves past it
-  // (no tuple: this runs for ten fields of every span).
-  let n = 0;
-  const field = (what: string): number => {
-    if (at + 4 > buf.length) throw new RangeError(`span buffer: ${what} length at offset ${at} runs past its end`);
-    n = u32(buf, at);
-    if (at + 4 + n > buf.length) throw new Error(`span buffer: a ${n}-byte ${what} runs past its end`);
-    at += 4 + n;
-    return at - n;
-  };
-  const text = (): string => table.text(buf, field('string'), n);
-  const otlpBytes = (): Uint8Array | undefined => {
-    const start = field('OTLP message');
-    return n === 0 ? undefined : buf.subarray(start, start + n);
-  };
-  while (at < buf.length) {
-    if (buf.length - at < FIXED) throw new Error(`span buffer: ${buf.length - at} bytes left, a span has ${FIXED}`);
-    const base = at;
+  const c = cursor;
+  c.reset(buf, table);
+  while (c.at < buf.length) {
+    if (buf.length - c.at < FIXED) throw new Error(`span buffer: ${buf.length - c.at} bytes left, a span has ${FIXED}`);
+    const base = c.at;
     const bits = buf[base + 1];
-    at = base + FIXED;
+    c.at = base + FIXED;
     spans.push({
       kind: buf[base] as HttpSpanKind,
       traceId: hex16(buf, base + 4),
@@ -143,17 +176,18 @@ export function decodeSpans(buf: Buffer, table: StringTable = strings): SpanReco
       localPort: u32(buf, base + 68),
       requestBodySize: size(buf, base + 72),
       responseBodySize: size(buf, base + 80),
-      traceState: text(),
-      method: text(),
-      target: text(),
-      protocolVersion: text(),
-      host: text(),
-      userAgent: text(),
-      peerAddress: text(),
-      localAddress: text(),
-      error: text(),
-      otlp: otlpBytes(),
+      traceState: c.text(),
+      method: c.text(),
+      target: c.text(),
+      protocolVersion: c.text(),
+      host: c.text(),
+      userAgent: c.text(),
+      peerAddress: c.text(),
+      localAddress: c.text(),
+      error: c.text(),
+      otlp: c.otlpBytes(),
     });
   }
+  c.reset(EMPTY, strings); // not to keep the batch's buffer alive
   return spans;
 }

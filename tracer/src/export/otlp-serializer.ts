@@ -122,6 +122,13 @@ function writeVarint(out: Uint8Array, at: number, n: number): number {
   return at;
 }
 
+/** Copies bytes to out at `at`; returns where they end. A function of the module rather than a
+ * closure made per request: V8 (--trace-opt) optimized the closure again for every few requests. */
+function put(out: Uint8Array, at: number, bytes: Uint8Array): number {
+  out.set(bytes, at);
+  return at + bytes.length;
+}
+
 interface ScopeGroup {
   scope: Uint8Array;
   scopeTail: Uint8Array;
@@ -184,26 +191,22 @@ export const OtlpSpanSerializer: ISerializer<ReadableSpan[], IExportTraceService
     }
     const out = new Uint8Array(total);
     let at = 0;
-    const put = (bytes: Uint8Array): void => {
-      out.set(bytes, at);
-      at += bytes.length;
-    };
     for (const group of groups.values()) {
       out[at++] = 0x0a; // ExportTraceServiceRequest.resource_spans
       at = writeVarint(out, at, group.size);
-      put(group.resource);
+      at = put(out, at, group.resource);
       for (const scope of group.scopes.values()) {
         out[at++] = 0x12; // ResourceSpans.scope_spans
         at = writeVarint(out, at, scope.size);
-        put(scope.scope);
+        at = put(out, at, scope.scope);
         for (const span of scope.spans) {
           out[at++] = 0x12; // ScopeSpans.spans
           at = writeVarint(out, at, span.length);
-          put(span);
+          at = put(out, at, span);
         }
-        put(scope.scopeTail);
+        at = put(out, at, scope.scopeTail);
       }
-      put(group.resourceTail);
+      at = put(out, at, group.resourceTail);
     }
     return out;
   },
