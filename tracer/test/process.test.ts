@@ -283,7 +283,7 @@ describe('export priority', () => {
       expect(engine.map((t) => t.name).sort()).toEqual(['rbinder-engine', 'rbinder-timer']);
       expect(engine.every((t) => t.policy === SCHED_OTHER), JSON.stringify(threads)).toBe(true);
       const others = threads.filter((t) => !engine.includes(t));
-      expect(others.length).toBeGreaterThan(1); // the JS thread and V8's helpers
+      expect(others.length).toBeGreaterThan(1); // the JS thread and libuv's
       expect(others.every((t) => t.policy === SCHED_IDLE), JSON.stringify(threads)).toBe(true);
       await (await fetch(`${server.url}/hello?priority=idle`)).text();
       const spans = await receiver.waitFor((all) => all.some((s) => s.attributes['url.query'] === 'priority=idle'), 20_000);

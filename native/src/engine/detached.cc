@@ -2,6 +2,7 @@
 // answers the trap filter's user notifications (upcalls), attaches around exec, drains the rings
 // into the Tracker, and follows processes by their pidfds.
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <linux/seccomp.h>
 #include <poll.h>
 #include <sys/mman.h>
@@ -133,6 +134,8 @@ void Engine::setup_fast_path(Thread& t) {
 
 void Engine::region_ready(fast::SharedRegion& region) {
   if (patch_call_sites_) __atomic_store_n(&region.get()->patch, 1, __ATOMIC_RELEASE);
+  // The timer may be waiting on the other rings' doorbells only: it must wait on this one too.
+  if (__atomic_exchange_n(&timer_bell_, 1, __ATOMIC_SEQ_CST) == 0) ::syscall(SYS_futex, &timer_bell_, FUTEX_WAKE_PRIVATE, 1);
 }
 
 void Engine::fast_root_ready(Process& process, std::shared_ptr<fast::SharedRegion> region, OwnedFd listener) {
@@ -543,6 +546,8 @@ void Engine::site_proposed(rb_shared& shared, const rb_event& e, const uint8_t* 
 
 size_t Engine::drain_region(fast::SharedRegion& region) {
   rb_shared* shared = region.get();
+  // Before draining: a producer that fills the ring again while this drain runs rings anew.
+  __atomic_store_n(&shared->bell, 0, __ATOMIC_SEQ_CST);
   const uint64_t traps = __atomic_load_n(&shared->traps, __ATOMIC_RELAXED);
   const uint64_t direct = __atomic_load_n(&shared->direct, __ATOMIC_RELAXED);
   if (direct > region.direct_seen) stats_.fast_direct += direct - region.direct_seen;
@@ -637,11 +642,12 @@ size_t Engine::drain_region(fast::SharedRegion& region) {
   });
 }
 
-size_t Engine::drain_all() {
+size_t Engine::drain_all(std::vector<std::shared_ptr<fast::SharedRegion>>* live) {
   size_t fullest = 0;
   for (auto it = regions_.begin(); it != regions_.end();) {
     if (std::shared_ptr<fast::SharedRegion> region = it->lock()) {
       fullest = std::max(fullest, drain_region(*region));
+      if (live) live->push_back(std::move(region));
       ++it;
     } else {
       it = regions_.erase(it);

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <linux/close_range.h>
+#include <linux/futex.h>
 #include <linux/sched.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -10,6 +11,7 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -58,18 +60,22 @@ void idle_other_threads(pid_t keep_a, pid_t keep_b, bool debug) {
   }
   closedir(dir);
 }
-// Drain pacing. A wake-up of an idle thread costs 20-50 us of CPU on a virtual machine (a bare
-// nanosleep loop here: 38 us per wake at 10 ms), so the timer sleeps longer while drains find the
-// rings nearly empty, and comes back at once when one was filling: the next sleep doubles (up to
-// kMaxDrainInterval) after a drain of fewer than kQuietDrain slots, and drops to
-// kMinDrainInterval after one of kBusyDrain or more. A ring has RB_RING_SLOTS (8192) slots: at
-// the longest sleep a burst of up to ~400k slots a second fits before the next drain.
+// Drain pacing, where the kernel has no futex_waitv (before Linux 5.16) to wait on the rings'
+// doorbells (kBellTimeout below). A wake-up of an idle thread costs 20-50 us of CPU on a virtual
+// machine (a bare nanosleep loop here: 38 us per wake at 10 ms), so the timer sleeps longer
+// while drains find the rings nearly empty, and comes back at once when one was filling: the
+// next sleep doubles (up to kMaxDrainInterval) after a drain of fewer than kQuietDrain slots, and
+// drops to kMinDrainInterval after one of kBusyDrain or more. A ring has RB_RING_SLOTS (8192)
+// slots: at the longest sleep a burst of up to ~400k slots a second fits before the next drain.
 constexpr std::chrono::milliseconds kMinDrainInterval{2};
 constexpr std::chrono::milliseconds kMaxDrainInterval{20};
 constexpr size_t kBusyDrain = 256;
 constexpr size_t kQuietDrain = 128;
 // The timer's period without rings (ptrace mode: it only hands spans to JS), and its first sleep.
 constexpr std::chrono::milliseconds kTimerTick{10};
+// Where the kernel has futex_waitv (Linux 5.16+), the timer instead sleeps until a stub rings its
+// ring's doorbell (RB_BELL_SLOTS filled, abi.h), spans are due to JS, or at most this long.
+constexpr std::chrono::milliseconds kBellTimeout{250};
 // Scratch memory per traced address space: kScratchSlots slots, one per thread with a rewritten
 // syscall in flight. A slot holds the injected header, a msghdr and an iovec array.
 constexpr size_t kScratchSlots = 64;
@@ -173,35 +179,75 @@ void Engine::run() {
     // A separate thread does the timed work so the loop never waits for JS nor JS for it; in fast
     // mode it also drains the events the stubs put in the rings while no upcall came along.
     const pid_t engine_tid = gettid();
-    std::thread([this, engine_tid] {
-      pthread_setname_np(pthread_self(), "rbinder-timer");
-      if (config_.idle_export) idle_other_threads(engine_tid, gettid(), debug_);
-      auto last_flush = std::chrono::steady_clock::now();
-      std::chrono::milliseconds sleep = kTimerTick;
-      for (;;) {
-        if (config_.fast) {
-          size_t slots;
-          {
-            std::lock_guard<std::mutex> lock(engine_mutex_);
-            slots = drain_all();
-          }
-          if (slots >= kBusyDrain) {
-            sleep = kMinDrainInterval;
-          } else if (slots < kQuietDrain) {
-            sleep = std::min(sleep * 2, kMaxDrainInterval);
-          }
-        }
-        const auto now = std::chrono::steady_clock::now();
-        if (now - last_flush >= kFlushInterval || batch_size_.load(std::memory_order_relaxed) >= kBatchSpans) {
-          flush();
-          last_flush = now;
-        }
-        std::this_thread::sleep_for(sleep);
-      }
-    }).detach();
+    std::thread([this, engine_tid] { timer_loop(engine_tid); }).detach();
     loop();
   }
   flush();
+}
+
+void Engine::timer_loop(pid_t engine_tid) {
+  pthread_setname_np(pthread_self(), "rbinder-timer");
+  if (config_.idle_export) idle_other_threads(engine_tid, gettid(), debug_);
+  auto last_flush = std::chrono::steady_clock::now();
+  std::chrono::milliseconds sleep = kTimerTick;
+  bool bells = config_.fast;  // until the kernel says it cannot wait on them
+  std::vector<std::shared_ptr<fast::SharedRegion>> live;
+  for (;;) {
+    if (config_.fast) {
+      size_t slots;
+      {
+        std::lock_guard<std::mutex> lock(engine_mutex_);
+        // Reset before the rings are listed: a ring added from now on rings it.
+        __atomic_store_n(&timer_bell_, 0, __ATOMIC_SEQ_CST);
+        slots = drain_all(bells ? &live : nullptr);
+      }
+      if (slots >= kBusyDrain) {
+        sleep = kMinDrainInterval;
+      } else if (slots < kQuietDrain) {
+        sleep = std::min(sleep * 2, kMaxDrainInterval);
+      }
+    }
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_flush >= kFlushInterval || batch_size_.load(std::memory_order_relaxed) >= kBatchSpans) {
+      flush();
+      last_flush = now;
+    }
+    if (bells) {
+      // Spans waiting for JS set the deadline; otherwise only the rings' doorbells do.
+      std::chrono::milliseconds timeout = kBellTimeout;
+      if (batch_size_.load(std::memory_order_relaxed) > 0) {
+        const auto due = std::chrono::duration_cast<std::chrono::milliseconds>(last_flush + kFlushInterval - now);
+        timeout = std::clamp(due, std::chrono::milliseconds(1), kBellTimeout);
+      }
+      bells = wait_for_bells(live, timeout);
+      live.clear();
+      if (bells) continue;
+    }
+    std::this_thread::sleep_for(sleep);
+  }
+}
+
+bool Engine::wait_for_bells(const std::vector<std::shared_ptr<fast::SharedRegion>>& live, std::chrono::milliseconds timeout) {
+  // Beyond futex_waitv's 128 words the other rings would go unheard: poll instead, this once.
+  if (live.size() + 1 > FUTEX_WAITV_MAX) {
+    std::this_thread::sleep_for(kMinDrainInterval);
+    return true;
+  }
+  futex_waitv waiters[FUTEX_WAITV_MAX] = {};
+  size_t n = 0;
+  waiters[n++] = {0, reinterpret_cast<uint64_t>(&timer_bell_), FUTEX_32 | FUTEX_PRIVATE_FLAG, 0};
+  // The rings are shared with the traced processes: shared futexes (no FUTEX_PRIVATE_FLAG).
+  for (const auto& region : live) waiters[n++] = {0, reinterpret_cast<uint64_t>(&region->get()->bell), FUTEX_32, 0};
+  timespec deadline{};
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  const long long ns = deadline.tv_nsec + std::chrono::duration_cast<std::chrono::nanoseconds>(timeout).count();
+  deadline.tv_sec += static_cast<time_t>(ns / 1000000000);
+  deadline.tv_nsec = static_cast<long>(ns % 1000000000);
+  if (::syscall(SYS_futex_waitv, waiters, n, 0, &deadline, CLOCK_MONOTONIC) >= 0) return true;
+  // Woken, timed out, a bell already rung (EAGAIN), or a signal: all mean "drain now".
+  if (errno == ETIMEDOUT || errno == EAGAIN || errno == EINTR) return true;
+  if (debug_) dprintf(2, "rbinder-engine: futex_waitv: %s; the timer polls the rings\n", strerror(errno));
+  return false;
 }
 
 void Engine::spawn() {

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -250,8 +251,13 @@ class Engine final : public SpanSink {
   size_t drain_region(fast::SharedRegion& region);
   void site_proposed(rb_shared& shared, const rb_event& e, const uint8_t* data);
   // Drains every ring, each up to its first event still being written; returns the most slots
-  // consumed from one ring (how close the fullest ring came to full: the timer's pacing).
-  size_t drain_all();
+  // consumed from one ring (how close the fullest ring came to full: the timer's pacing). Each
+  // ring's doorbell is reset first; `live` (if given) gets every ring, for the timer to wait on.
+  size_t drain_all(std::vector<std::shared_ptr<fast::SharedRegion>>* live = nullptr);
+  // The timer's work, and its wait for a doorbell (a stub's, or timer_bell_) or the timeout:
+  // false when the kernel cannot (no futex_waitv), and the timer then polls.
+  void timer_loop(pid_t engine_tid);
+  bool wait_for_bells(const std::vector<std::shared_ptr<fast::SharedRegion>>& live, std::chrono::milliseconds timeout);
 
   EngineConfig config_;
   BatchSink& sink_;
@@ -281,6 +287,8 @@ class Engine final : public SpanSink {
   // up and detached), every ring, and what they counted so far.
   OwnedFd listener_;
   std::vector<std::weak_ptr<fast::SharedRegion>> regions_;
+  // Rung (set to 1, woken) when a ring is added: the timer waits on the rings it knew of.
+  uint32_t timer_bell_ = 0;
   // start() waits for the engine thread to have forked.
   std::mutex start_mutex_;
   std::condition_variable start_cv_;

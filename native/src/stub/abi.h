@@ -17,11 +17,12 @@
 #define RB_PRIVATE_ADDR (RB_STUB_ADDR + 0x1000000ULL)
 
 #define RB_MAGIC 0x72626e64u /* "rbnd" */
-#define RB_VERSION 7u
+#define RB_VERSION 8u
 
 #define RB_FD_MAX 65536
 #define RB_RING_SLOTS 8192u
 #define RB_SLOT_SIZE 1024u
+#define RB_BELL_SLOTS 1024u /* an eighth of the ring */
 #define RB_EVENT_MAX_DATA (64u * RB_SLOT_SIZE - (uint32_t)sizeof(struct rb_event))
 /* Bytes of one syscall copied into the ring at most; the rest is reported as a count (the engine
  * skips body bytes of known length without them). */
@@ -135,6 +136,11 @@ struct rb_shared {
   uint64_t shed;      /* set by the engine while export is behind: traces starting here go unsampled */
   uint64_t direct;    /* syscalls that reached the stub through a patched call site (no signal) */
   uint64_t patch;     /* set by the engine: call sites may be patched (RBINDER_PATCH_CALL_SITES) */
+  /* The engine's doorbell, a futex word: a producer that leaves RB_BELL_SLOTS or more slots
+   * unconsumed sets it to 1 and wakes the engine's timer, which waits on it (futex_waitv) rather
+   * than polling, and sets it back to 0 before each drain. */
+  uint32_t bell;
+  uint32_t bell_pad;
   struct rb_site sites[RB_SITES];
   uint8_t ring[RB_RING_SLOTS * RB_SLOT_SIZE] __attribute__((aligned(64)));
 };

@@ -41,6 +41,8 @@
 #define SYS_EXECVE 59
 #define SYS_FCNTL 72
 #define SYS_GETTID 186
+#define SYS_FUTEX 202
+#define FUTEX_WAKE 1
 #define SYS_TGKILL 234
 #define SYS_CLOCK_GETTIME 228
 #define SYS_ACCEPT4 288
@@ -238,7 +240,14 @@ static struct rb_event* reserve(uint32_t data, uint64_t* seq) {
   return e;
 }
 
-static void publish(struct rb_event* e, uint64_t seq) { __atomic_store_n(&e->seq, seq, __ATOMIC_RELEASE); }
+/* Makes the event visible to the engine, and rings its doorbell once the ring holds RB_BELL_SLOTS
+ * (abi.h): once per drain at most, so a busy ring costs one futex call per RB_BELL_SLOTS slots. */
+static void publish(struct rb_event* e, uint64_t seq) {
+  __atomic_store_n(&e->seq, seq, __ATOMIC_RELEASE);
+  if (seq - __atomic_load_n(&SH->consumed, __ATOMIC_RELAXED) >= RB_BELL_SLOTS && __atomic_load_n(&SH->bell, __ATOMIC_RELAXED) == 0 &&
+      __atomic_exchange_n(&SH->bell, 1, __ATOMIC_ACQ_REL) == 0)
+    sys(SYS_FUTEX, (long)&SH->bell, FUTEX_WAKE, 1); /* not FUTEX_PRIVATE: the engine maps it too */
+}
 
 static void fill(struct rb_who* w, struct rb_event* e, long nr, long fd, long result, uint64_t flags, uint64_t start, uint64_t total) {
   e->tid = tid_of(w);
