@@ -34,12 +34,13 @@ static int read_all(int fd, char* b, size_t n) {
 }
 
 /* Reads one request head (up to its blank line) into b; its length, or 0 at end of stream. The
+ * client sends one request at a time, so a read that ends on the blank line ends the head. The
  * tracer may have added a traceparent header to it: only the request line is checked. */
 static size_t read_head(int fd, char* b, size_t cap) {
   size_t got = 0;
   while (got < 4 || memcmp(b + got - 4, "\r\n\r\n", 4) != 0) {
     if (got == cap) return 0;
-    ssize_t r = read(fd, b + got, 1);
+    ssize_t r = read(fd, b + got, cap - got);
     if (r <= 0) return 0;
     got += (size_t)r;
   }
