@@ -60,8 +60,8 @@ void idle_other_threads(pid_t keep_a, pid_t keep_b, bool debug) {
   }
   closedir(dir);
 }
-// Drain pacing, where the kernel has no futex_waitv (before Linux 5.16) to wait on the rings'
-// doorbells (kBellTimeout below). A wake-up of an idle thread costs 20-50 us of CPU on a virtual
+// Drain pacing, where the timer cannot wait on the rings' doorbells (kBellTimeout below): the
+// kernel has no futex_waitv (before Linux 5.16), or there are more rings than it takes. A wake-up of an idle thread costs 20-50 us of CPU on a virtual
 // machine (a bare nanosleep loop here: 38 us per wake at 10 ms), so the timer sleeps longer
 // while drains find the rings nearly empty, and comes back at once when one was filling: the
 // next sleep doubles (up to kMaxDrainInterval) after a drain of fewer than kQuietDrain slots, and
@@ -212,7 +212,8 @@ void Engine::timer_loop(pid_t engine_tid) {
       flush();
       last_flush = now;
     }
-    if (bells) {
+    // futex_waitv takes 128 words at most (the engine's own and 127 rings): beyond that, poll.
+    if (bells && live.size() < FUTEX_WAITV_MAX) {
       // Spans waiting for JS set the deadline; otherwise only the rings' doorbells do.
       std::chrono::milliseconds timeout = kBellTimeout;
       if (batch_size_.load(std::memory_order_relaxed) > 0) {
@@ -223,16 +224,12 @@ void Engine::timer_loop(pid_t engine_tid) {
       live.clear();
       if (bells) continue;
     }
+    live.clear();
     std::this_thread::sleep_for(sleep);
   }
 }
 
 bool Engine::wait_for_bells(const std::vector<std::shared_ptr<fast::SharedRegion>>& live, std::chrono::milliseconds timeout) {
-  // Beyond futex_waitv's 128 words the other rings would go unheard: poll instead, this once.
-  if (live.size() + 1 > FUTEX_WAITV_MAX) {
-    std::this_thread::sleep_for(kMinDrainInterval);
-    return true;
-  }
   futex_waitv waiters[FUTEX_WAITV_MAX] = {};
   size_t n = 0;
   waiters[n++] = {0, reinterpret_cast<uint64_t>(&timer_bell_), FUTEX_32 | FUTEX_PRIVATE_FLAG, 0};

@@ -254,8 +254,9 @@ class Engine final : public SpanSink {
   // consumed from one ring (how close the fullest ring came to full: the timer's pacing). Each
   // ring's doorbell is reset first; `live` (if given) gets every ring, for the timer to wait on.
   size_t drain_all(std::vector<std::shared_ptr<fast::SharedRegion>>* live = nullptr);
-  // The timer's work, and its wait for a doorbell (a stub's, or timer_bell_) or the timeout:
-  // false when the kernel cannot (no futex_waitv), and the timer then polls.
+  // The timer's work, and its wait for a doorbell (a stub's, or timer_bell_) or the timeout, on
+  // at most FUTEX_WAITV_MAX - 1 rings: false when the kernel cannot (no futex_waitv), and the
+  // timer then polls.
   void timer_loop(pid_t engine_tid);
   bool wait_for_bells(const std::vector<std::shared_ptr<fast::SharedRegion>>& live, std::chrono::milliseconds timeout);
 
