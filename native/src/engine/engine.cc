@@ -1178,6 +1178,7 @@ void Engine::flush() {
   } else if (backlog <= kShedBatches / 4) {
     tracker_.set_shedding(Tracker::kBatchBacklog, false);
   }
+  std::lock_guard<std::mutex> in_order(flush_mutex_);
   std::unique_ptr<Batch> ready;
   {
     std::lock_guard<std::mutex> lock(batch_mutex_);

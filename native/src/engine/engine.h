@@ -266,6 +266,10 @@ class Engine final : public SpanSink {
   Tracker tracker_;
   std::mutex engine_mutex_;  // the loop's stop handling vs the drainer thread
   std::mutex batch_mutex_;  // the loop fills batch_, the flusher thread may hand it over
+  // Held from taking batch_ to handing it to the sink, so that batches reach JS in the order they
+  // were taken: the timer's and the engine thread's flushes may overlap, and JS starts shutting
+  // down at the batch with the exit, ignoring any that comes after it.
+  std::mutex flush_mutex_;
   std::unique_ptr<Batch> batch_;
   std::atomic<size_t> batch_size_{0};
   const bool debug_;  // RBINDER_ENGINE_DEBUG: one stderr line per stop
