@@ -5,6 +5,8 @@
 #include <atomic>
 #include <cstring>
 #include <memory>
+#include <string>
+#include <unordered_map>
 
 #include "engine/engine.h"
 #include "engine/otlp.h"
@@ -15,6 +17,54 @@ namespace {
 // Batches waiting for the JS thread beyond this many are dropped (counted), so a stalled exporter
 // never makes the engine, and so the program, wait.
 constexpr int kMaxBatchesInFlight = 256;
+
+// The request metrics (tracer/src/export/http-metrics.ts) count each exchange in the series its
+// attributes name. JS used to find the series by a key built from the record's strings, which
+// meant decoding them for every exchange, sampled or not. Each record now carries an id drawn here
+// from the same fields (kind, status, protocol version, method, error; for clients also the Host,
+// the peer and an absolute-form target): records with one id have the same bytes in those fields,
+// so JS looks the id up and decodes the strings only the first time it meets it. Ids are never
+// reused; past kMaxSeriesIds keys, new ones get 0 and JS builds their key itself. One table for
+// the process, used on the JS thread only (spans_to_js runs there, for batches and spanBufferOf).
+class MetricSeriesIds {
+ public:
+  static constexpr size_t kMaxSeriesIds = 16384;
+
+  uint32_t id_of(const SpanRecord& s) {
+    key_.clear();
+    key_.push_back(static_cast<char>(s.kind));
+    number(static_cast<uint32_t>(s.status_code));
+    for (const std::string* v : {&s.protocol_version, &s.method, &s.error}) append(*v);
+    if (s.kind != kServerKind) {
+      for (const std::string* v : {&s.host, &s.peer.address}) append(*v);
+      number(s.peer.port);
+      static const std::string kOriginForm;  // "/…" names no server: such targets share a key
+      append(!s.target.empty() && s.target[0] == '/' ? kOriginForm : s.target);
+    }
+    auto found = ids_.find(key_);
+    if (found != ids_.end()) return found->second;
+    if (ids_.size() >= kMaxSeriesIds) return 0;
+    ids_.emplace(key_, ++last_);
+    return last_;
+  }
+
+ private:
+  static constexpr uint8_t kServerKind = 1;
+  void number(uint32_t v) { key_.append(reinterpret_cast<const char*>(&v), sizeof(v)); }
+  // Each string with its length, so that no two different records share a key.
+  void append(const std::string& v) {
+    number(static_cast<uint32_t>(v.size()));
+    key_.append(v);
+  }
+  std::string key_;
+  std::unordered_map<std::string, uint32_t> ids_;
+  uint32_t last_ = 0;
+};
+
+MetricSeriesIds& metric_series_ids() {
+  static MetricSeriesIds ids;
+  return ids;
+}
 
 class JsBatchSink final : public BatchSink {
  public:
@@ -54,7 +104,9 @@ class JsBatchSink final : public BatchSink {
   static Napi::ArrayBuffer spans_to_js(Napi::Env env, const std::vector<SpanRecord>& spans, bool otlp_spans,
                                        std::atomic<uint64_t>* encoded = nullptr) {
     Encoder e;
+    e.reserve(spans.size() * 512);
     std::string otlp;
+    MetricSeriesIds& series = metric_series_ids();
     for (const SpanRecord& s : spans) {
       e.u8(s.kind);
       e.u8(static_cast<uint8_t>((s.has_parent ? 1 : 0) | (s.parent_remote ? 2 : 0)));
@@ -70,6 +122,7 @@ class JsBatchSink final : public BatchSink {
         e.u32(static_cast<uint32_t>(v));
       e.f64(static_cast<double>(s.request_body_size));
       e.f64(static_cast<double>(s.response_body_size));
+      e.u32(series.id_of(s));
       for (const std::string* v : {&s.context.trace_state, &s.method, &s.target, &s.protocol_version, &s.host,
                                    &s.user_agent, &s.peer.address, &s.local.address, &s.error})
         e.str(*v);
@@ -85,6 +138,7 @@ class JsBatchSink final : public BatchSink {
  private:
   class Encoder {
    public:
+    void reserve(size_t n) { out_.reserve(n); }
     void u8(uint8_t v) { out_.push_back(v); }
     void u32(uint32_t v) { raw(&v, sizeof(v)); }
     void f64(double v) { raw(&v, sizeof(v)); }

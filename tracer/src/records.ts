@@ -52,6 +52,12 @@ export interface SpanRecord {
    * batch's buffer. tracer/src/export/otlp-serializer.ts puts it into export requests as is.
    */
   otlp?: Uint8Array;
+  /**
+   * The engine's id for the request-metric series of this exchange (native/src/addon.cc,
+   * MetricSeriesIds): records with the same id agree on every field the metric's attributes come
+   * from. 0 or absent: no id (tracer/src/export/http-metrics.ts then keys the series itself).
+   */
+  metricSeries?: number;
 }
 
 /** Sent once per process image (at start and after every exec), before its spans. */

@@ -1,5 +1,7 @@
+import { isValidSpanId, isValidTraceId } from '@opentelemetry/api';
 import { describe, expect, it } from 'vitest';
-import { StringTable, decodeSpans } from './span-buffer';
+import type { SpanRecord } from './records';
+import { BufferedSpanRecord, StringTable, decodeSpans } from './span-buffer';
 
 /** A u32 length, then the bytes. */
 function lengthPrefixed(bytes: Buffer): Buffer {
@@ -12,7 +14,7 @@ const OTLP = Buffer.from([0x0a, 0x10, 0xff]);
 
 /** One span as the engine encodes it (native/src/addon.cc, spans_to_js). */
 function encoded(strings: string[], parent: boolean, otlp: Buffer = Buffer.alloc(0)): Buffer {
-  const fixed = Buffer.alloc(88);
+  const fixed = Buffer.alloc(92);
   fixed[0] = 2;
   fixed[1] = parent ? 3 : 0;
   fixed[2] = 1;
@@ -22,15 +24,23 @@ function encoded(strings: string[], parent: boolean, otlp: Buffer = Buffer.alloc
   [1764057600, 5, 1764057601, 999999999, 41, 42, 404, 8080, 51234].forEach((v, i) => fixed.writeUInt32LE(v, 36 + 4 * i));
   fixed.writeDoubleLE(2 ** 40, 72);
   fixed.writeDoubleLE(6, 80);
+  fixed.writeUInt32LE(77, 88);
   return Buffer.concat([fixed, ...strings.map((s) => lengthPrefixed(Buffer.from(s, 'utf8'))), lengthPrefixed(otlp)]);
 }
+
+const FIELDS: Array<keyof SpanRecord> = [
+  'kind', 'traceId', 'spanId', 'parentSpanId', 'parentIsRemote', 'traceFlags', 'startTime', 'endTime', 'pid', 'tid',
+  'statusCode', 'peerPort', 'localPort', 'requestBodySize', 'responseBodySize', 'traceState', 'method', 'target',
+  'protocolVersion', 'host', 'userAgent', 'peerAddress', 'localAddress', 'error', 'otlp', 'metricSeries',
+];
 
 const STRINGS = ['k=v', 'GET', '/caf\u00e9?q=1', '1.1', 'example.com:8080', 'curl/8', '10.0.0.2', '10.0.0.1', ''];
 
 describe('decodeSpans', () => {
   it('reads every field of each span in the layout the engine writes', () => {
     const [a, b] = decodeSpans(Buffer.concat([encoded(STRINGS, true, OTLP), encoded(STRINGS, false)]));
-    expect(a).toEqual({
+    // Every field, through the getters of the record's class too (read twice: the second from what the first kept).
+    for (let read = 0; read < 2; read++) expect(Object.fromEntries(FIELDS.map((f) => [f, a[f]]))).toEqual({
       kind: 2,
       traceId: '0af7651916cd43dd8448eb211c80319c',
       spanId: 'b7ad6b7169203331',
@@ -56,6 +66,7 @@ describe('decodeSpans', () => {
       localAddress: '10.0.0.1',
       error: '',
       otlp: OTLP,
+      metricSeries: 77,
     });
     expect(b.otlp).toBeUndefined();
     expect(b.parentSpanId).toBe('');
@@ -69,7 +80,7 @@ describe('decodeSpans', () => {
   it('refuses a buffer that ends inside a span instead of inventing fields', () => {
     const whole = encoded(STRINGS, true, OTLP);
     const otlpAt = whole.length - 4 - OTLP.length;
-    expect(() => decodeSpans(whole.subarray(0, 50))).toThrow(/50 bytes left, a span has 88/);
+    expect(() => decodeSpans(whole.subarray(0, 50))).toThrow(/50 bytes left, a span has 92/);
     expect(() => decodeSpans(whole.subarray(0, otlpAt - 6))).toThrow(/8-byte string runs past its end/);
     expect(() => decodeSpans(whole.subarray(0, otlpAt - 3))).toThrow(RangeError);
     expect(() => decodeSpans(whole.subarray(0, whole.length - 1))).toThrow(/a 3-byte OTLP message runs past its end/);
@@ -79,7 +90,7 @@ describe('decodeSpans', () => {
 
 /** Spans with the given ids, strings and body sizes, in the engine's layout. */
 function encodedWith(ids: { trace: Buffer; span: Buffer; parent?: Buffer }, strings: Array<string | Buffer>, sizes: [number, number] = [0, 6]): Buffer {
-  const fixed = Buffer.alloc(88);
+  const fixed = Buffer.alloc(92);
   fixed[0] = 1;
   fixed[1] = ids.parent ? 1 : 0;
   fixed[2] = 1;
@@ -108,6 +119,22 @@ describe('decodeSpans: ids and numbers', () => {
       expect(span.spanId).toBe(all.toString('hex', i, i + 8));
       expect(span.parentSpanId).toBe(all.toString('hex', i + 8, i + 16));
     });
+  });
+
+  it('calls ids invalid exactly when the SDK would call their hex invalid', () => {
+    const zero16 = Buffer.alloc(16);
+    const one16 = Buffer.alloc(16);
+    one16[15] = 1;
+    const cases = [zero16, one16, Buffer.from('80000000000000000000000000000000', 'hex')];
+    for (const trace of cases) {
+      for (const span of [zero16.subarray(0, 8), one16.subarray(8), Buffer.from('8000000000000000', 'hex')]) {
+        for (const parent of [undefined, zero16.subarray(0, 8), one16.subarray(8)]) {
+          const [record] = decodeSpans(encodedWith({ trace, span, parent }, NINE('/')));
+          const sdk = isValidTraceId(record.traceId) && isValidSpanId(record.spanId) && (record.parentSpanId === '' || isValidSpanId(record.parentSpanId));
+          expect((record as BufferedSpanRecord).hasValidIds()).toBe(sdk);
+        }
+      }
+    }
   });
 
   it.each([[0, 6], [17, 2 ** 31], [0.5, 2 ** 40], [2 ** 53, 1e300]])('keeps body sizes %s and %s exactly', (request, response) => {

@@ -11,13 +11,14 @@
 //       36     8  start: u32 seconds, u32 nanoseconds     44  8  end: the same
 //       52    20  u32 each: pid, tid, status code, peer port, local port
 //       72    16  f64 each: request body size, response body size
-//       88     …  strings, each a u32 byte length then UTF-8: trace state, method, target,
+//       88     4  u32: the exchange's request-metric series id (0: none; native/src/addon.cc)
+//       92     …  strings, each a u32 byte length then UTF-8: trace state, method, target,
 //                 protocol version, host, user agent, peer address, local address, error;
 //                 then a u32 byte length and the span's OTLP protobuf `Span` message, made by
 //                 native/src/engine/otlp.cc (length 0: not made, e.g. unsampled or not asked for)
-import type { HttpSpanKind, SpanRecord } from './records';
+import type { HrTime, HttpSpanKind, SpanRecord } from './records';
 
-const FIXED = 88;
+const FIXED = 92;
 const HAS_PARENT = 1;
 const PARENT_REMOTE = 2;
 
@@ -103,91 +104,150 @@ export class StringTable {
 }
 
 const strings = new StringTable();
-const EMPTY = Buffer.alloc(0);
+
+/** The strings of a record, in buffer order, then its OTLP message. */
+const TRACE_STATE = 0, METHOD = 1, TARGET = 2, PROTOCOL_VERSION = 3, HOST = 4, USER_AGENT = 5;
+const PEER_ADDRESS = 6, LOCAL_ADDRESS = 7, ERROR = 8, OTLP = 9;
+const FIELDS = 10;
 
 /**
- * Where decodeSpans is in a buffer: one object for the whole run, not closures or an object per
- * call. V8's optimized code depends weakly on the maps (hidden classes) of the objects it handles;
- * the map of an object that lives only during a call dies at a full GC when no such object is
- * alive, and V8 then throws the code away, to compile it again for the next batch. On the chain
- * benchmark that happened at every full GC (several a second).
+ * One span record, read from the batch's buffer as it is asked for. Its numbers are read at once;
+ * its ids and strings when first read: counting an exchange in the request metrics needs none of
+ * them (the engine's series id stands for the fields the attributes come from), and exporting a
+ * span the engine encoded needs only its OTLP bytes. The buffer is the batch's, which the spans'
+ * OTLP bytes keep alive anyway until they are exported. Read-only, like every SpanRecord.
  */
-class Cursor {
-  buf: Buffer = EMPTY;
-  table: StringTable = strings;
-  at = 0;
-  /** The byte length of the last field read. */
-  n = 0;
+export class BufferedSpanRecord implements SpanRecord {
+  readonly kind: HttpSpanKind;
+  readonly parentIsRemote: boolean;
+  readonly traceFlags: number;
+  readonly startTime: HrTime;
+  readonly endTime: HrTime;
+  readonly pid: number;
+  readonly tid: number;
+  readonly statusCode: number;
+  readonly peerPort: number;
+  readonly localPort: number;
+  readonly requestBodySize: number;
+  readonly responseBodySize: number;
+  readonly metricSeries: number;
+  private readonly buf: Buffer;
+  private readonly table: StringTable;
+  private readonly base: number;
+  /** Where the OTLP message's length is (the last field). */
+  private readonly otlpAt: number;
+  /** Decoded strings, made at the first non-empty one read. */
+  private texts: string[] | undefined = undefined;
 
-  reset(buf: Buffer, table: StringTable): void {
+  constructor(buf: Buffer, base: number, otlpAt: number, table: StringTable) {
     this.buf = buf;
     this.table = table;
-    this.at = 0;
-    this.n = 0;
+    this.base = base;
+    this.otlpAt = otlpAt;
+    this.kind = buf[base] as HttpSpanKind;
+    this.parentIsRemote = (buf[base + 1] & PARENT_REMOTE) !== 0;
+    this.traceFlags = buf[base + 2];
+    this.startTime = [u32(buf, base + 36), u32(buf, base + 40)];
+    this.endTime = [u32(buf, base + 44), u32(buf, base + 48)];
+    this.pid = u32(buf, base + 52);
+    this.tid = u32(buf, base + 56);
+    this.statusCode = u32(buf, base + 60);
+    this.peerPort = u32(buf, base + 64);
+    this.localPort = u32(buf, base + 68);
+    this.requestBodySize = size(buf, base + 72);
+    this.responseBodySize = size(buf, base + 80);
+    this.metricSeries = u32(buf, base + 88);
   }
 
-  /** The next u32-length-prefixed field: returns where its bytes start, sets n, moves past it. */
-  field(what: string): number {
+  get traceId(): string {
+    return hex16(this.buf, this.base + 4);
+  }
+  get spanId(): string {
+    return hex8(this.buf, this.base + 20);
+  }
+  get parentSpanId(): string {
+    return this.buf[this.base + 1] & HAS_PARENT ? hex8(this.buf, this.base + 28) : '';
+  }
+  get traceState(): string {
+    return this.text(TRACE_STATE);
+  }
+  get method(): string {
+    return this.text(METHOD);
+  }
+  get target(): string {
+    return this.text(TARGET);
+  }
+  get protocolVersion(): string {
+    return this.text(PROTOCOL_VERSION);
+  }
+  get host(): string {
+    return this.text(HOST);
+  }
+  get userAgent(): string {
+    return this.text(USER_AGENT);
+  }
+  get peerAddress(): string {
+    return this.text(PEER_ADDRESS);
+  }
+  get localAddress(): string {
+    return this.text(LOCAL_ADDRESS);
+  }
+  get error(): string {
+    return this.text(ERROR);
+  }
+  get otlp(): Uint8Array | undefined {
+    const n = u32(this.buf, this.otlpAt);
+    return n === 0 ? undefined : this.buf.subarray(this.otlpAt + 4, this.otlpAt + 4 + n);
+  }
+
+  /** What isValidTraceId/isValidSpanId would say of the hex ids: hex is all they can be, so
+   * only an all-zero id is invalid. */
+  hasValidIds(): boolean {
     const buf = this.buf;
-    const at = this.at;
-    if (at + 4 > buf.length) throw new RangeError(`span buffer: ${what} length at offset ${at} runs past its end`);
+    const base = this.base;
+    return nonZero(buf, base + 4, 16) && nonZero(buf, base + 20, 8) && (!(buf[base + 1] & HAS_PARENT) || nonZero(buf, base + 28, 8));
+  }
+
+  private text(field: number): string {
+    const cached = this.texts?.[field];
+    if (cached !== undefined) return cached;
+    const buf = this.buf;
+    let at = this.base + FIXED;
+    for (let i = 0; i < field; i++) at += 4 + u32(buf, at);
     const n = u32(buf, at);
-    if (at + 4 + n > buf.length) throw new Error(`span buffer: a ${n}-byte ${what} runs past its end`);
-    this.n = n;
-    this.at = at + 4 + n;
-    return at + 4;
-  }
-
-  text(): string {
-    const start = this.field('string');
-    return this.table.text(this.buf, start, this.n);
-  }
-
-  otlpBytes(): Uint8Array | undefined {
-    const start = this.field('OTLP message');
-    return this.n === 0 ? undefined : this.buf.subarray(start, start + this.n);
+    if (n === 0) return '';
+    const text = this.table.text(buf, at + 4, n);
+    (this.texts ??= new Array<string>(OTLP))[field] = text;
+    return text;
   }
 }
 
-const cursor = new Cursor();
+function nonZero(buf: Buffer, at: number, n: number): boolean {
+  for (let i = at; i < at + n; i++) if (buf[i] !== 0) return true;
+  return false;
+}
 
+/**
+ * The records of one batch's buffer. Checks the layout whole (every length within the buffer)
+ * before handing anything out, so that a record's getters cannot run past its end.
+ */
 export function decodeSpans(buf: Buffer, table: StringTable = strings): SpanRecord[] {
   const spans: SpanRecord[] = [];
-  const c = cursor;
-  c.reset(buf, table);
-  while (c.at < buf.length) {
-    if (buf.length - c.at < FIXED) throw new Error(`span buffer: ${buf.length - c.at} bytes left, a span has ${FIXED}`);
-    const base = c.at;
-    const bits = buf[base + 1];
-    c.at = base + FIXED;
-    spans.push({
-      kind: buf[base] as HttpSpanKind,
-      traceId: hex16(buf, base + 4),
-      spanId: hex8(buf, base + 20),
-      parentSpanId: bits & HAS_PARENT ? hex8(buf, base + 28) : '',
-      parentIsRemote: (bits & PARENT_REMOTE) !== 0,
-      traceFlags: buf[base + 2],
-      startTime: [u32(buf, base + 36), u32(buf, base + 40)],
-      endTime: [u32(buf, base + 44), u32(buf, base + 48)],
-      pid: u32(buf, base + 52),
-      tid: u32(buf, base + 56),
-      statusCode: u32(buf, base + 60),
-      peerPort: u32(buf, base + 64),
-      localPort: u32(buf, base + 68),
-      requestBodySize: size(buf, base + 72),
-      responseBodySize: size(buf, base + 80),
-      traceState: c.text(),
-      method: c.text(),
-      target: c.text(),
-      protocolVersion: c.text(),
-      host: c.text(),
-      userAgent: c.text(),
-      peerAddress: c.text(),
-      localAddress: c.text(),
-      error: c.text(),
-      otlp: c.otlpBytes(),
-    });
+  let at = 0;
+  while (at < buf.length) {
+    if (buf.length - at < FIXED) throw new Error(`span buffer: ${buf.length - at} bytes left, a span has ${FIXED}`);
+    const base = at;
+    at += FIXED;
+    let otlpAt = at;
+    for (let i = 0; i < FIELDS; i++) {
+      const what = i === OTLP ? 'OTLP message' : 'string';
+      if (at + 4 > buf.length) throw new RangeError(`span buffer: ${what} length at offset ${at} runs past its end`);
+      const n = u32(buf, at);
+      if (at + 4 + n > buf.length) throw new Error(`span buffer: a ${n}-byte ${what} runs past its end`);
+      otlpAt = at;
+      at += 4 + n;
+    }
+    spans.push(new BufferedSpanRecord(buf, base, otlpAt, table));
   }
-  c.reset(EMPTY, strings); // not to keep the batch's buffer alive
   return spans;
 }

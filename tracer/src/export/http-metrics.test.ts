@@ -14,7 +14,9 @@ import {
   type PushMetricExporter,
   type ResourceMetrics,
 } from '@opentelemetry/sdk-metrics';
+import { loadNative } from '../native';
 import type { SpanRecord } from '../records';
+import { decodeSpans } from '../span-buffer';
 import { HTTP_DURATION_BUCKETS, HttpDurationProducer, HttpDurationRecorder, HttpDurationSeries, createHttpDurationHistograms, histogramShapeOf } from './http-metrics';
 import { spanRecord as exchange } from './record-fixture';
 import { durationMetricAttributes, durationSeconds } from './spans';
@@ -120,14 +122,22 @@ function rbinderSide(temporality: AggregationTemporality, limit?: number): Side 
   };
 }
 
-async function both(temporality: AggregationTemporality, batches: SpanRecord[][], limit?: number): Promise<[unknown[], unknown[]]> {
+/** The records as the engine hands them over: read from its buffer, with its series ids. */
+function throughEngine(records: SpanRecord[]): SpanRecord[] {
+  return decodeSpans(loadNative().spanBufferOf(records, false));
+}
+
+async function both(
+  temporality: AggregationTemporality,
+  batches: SpanRecord[][],
+  limit?: number,
+  mineGets: (batch: SpanRecord[]) => SpanRecord[] = (batch) => batch,
+): Promise<[unknown[], unknown[]]> {
   const sdk = sdkSide(temporality, limit);
   const mine = rbinderSide(temporality, limit);
   for (const batch of batches) {
-    for (const r of batch) {
-      sdk.record(r);
-      mine.record(r);
-    }
+    for (const r of batch) sdk.record(r);
+    for (const r of mineGets(batch)) mine.record(r);
     await sdk.flush();
     await mine.flush();
   }
@@ -149,6 +159,12 @@ describe('request duration metrics', () => {
       expect(first.flatMap((m) => m.points).length).toBeGreaterThan(40);
       const counts = first.flatMap((m) => m.points.map((p) => p.value.buckets.counts));
       for (let i = 0; i <= HTTP_DURATION_BUCKETS.length; i++) expect(counts.some((c) => (c[i] as number) > 0)).toBe(true);
+    });
+
+    it(`exports the same from the engine's records, found by the engine's series ids (${name})`, async () => {
+      const [mine, sdk] = await both(temporality, [exchanges(3000, 3), exchanges(500, 4)], undefined, throughEngine);
+      expect(mine).toEqual(sdk);
+      expect(throughEngine(exchanges(10, 3)).every((r) => (r.metricSeries ?? 0) > 0)).toBe(true);
     });
 
     it(`overflows into otel.metric.overflow past the cardinality limit like the SDK (${name})`, async () => {
@@ -185,6 +201,36 @@ describe('request duration metrics', () => {
     // And the same attributes by another key share one.
     const viaTarget = series.seriesOf(exchange({ kind: 2, error: 'a', host: 'b c', peerAddress: '10.0.0.5', target: '*' }));
     expect(viaTarget).toBe(one);
+  });
+
+  it('gives records one engine series id exactly when the fields the attributes come from agree', () => {
+    const client = exchange({ kind: 2, target: '/a', host: 'api:80', peerAddress: '10.0.0.5', peerPort: 80 });
+    const changes: Array<[Partial<SpanRecord>, boolean]> = [
+      // Fields of the key: another id.
+      [{ kind: 1 }, false], [{ statusCode: 404 }, false], [{ protocolVersion: '1.0' }, false], [{ method: 'POST' }, false],
+      [{ error: 'connection reset' }, false], [{ host: 'api:81' }, false], [{ peerAddress: '10.0.0.6' }, false],
+      [{ peerPort: 81 }, false], [{ target: 'http://api/a' }, false], [{ target: '*' }, false],
+      // Fields the metric does not read: the same id.
+      [{ target: '/b?c=d' }, true], [{ userAgent: 'curl/8' }, true], [{ localAddress: '10.0.0.9', localPort: 9 }, true],
+      [{ endTime: [1700000001, 0] }, true], [{ spanId: '1111111111111111', traceFlags: 0 }, true], [{ responseBodySize: 7 }, true],
+    ];
+    const [base, ...changed] = throughEngine([client, ...changes.map(([c]) => ({ ...client, ...c }))]);
+    changes.forEach(([change, same], i) => {
+      expect([change, changed[i]?.metricSeries === base?.metricSeries]).toEqual([change, same]);
+    });
+    // A server's key leaves out the client's fields.
+    const [s1, s2] = throughEngine([exchange({ host: 'a', peerAddress: '10.0.0.1', peerPort: 1 }), exchange({ host: 'b', peerAddress: '10.0.0.2', peerPort: 2 })]);
+    expect(s1?.metricSeries).toBe(s2?.metricSeries);
+  });
+
+  it('finds the series of an engine id seen before without reading the record\'s strings', () => {
+    const series = new HttpDurationSeries();
+    const first = series.seriesOf(exchange({ metricSeries: 5, statusCode: 503 }));
+    const strings = ['traceState', 'method', 'target', 'protocolVersion', 'host', 'userAgent', 'peerAddress', 'localAddress', 'error'];
+    const untouchable = { ...exchange({ metricSeries: 5 }) };
+    for (const key of strings) Object.defineProperty(untouchable, key, { get: () => expect.fail(`read ${key}`) });
+    expect(series.seriesOf(untouchable)).toBe(first);
+    expect(first.attributes['http.response.status_code']).toBe(503);
   });
 
   it('reports cumulative points from the first exchange of a series, delta points from the previous collection', async () => {

@@ -56,6 +56,8 @@ interface Series {
 
 /** The attribute sets seen so far, shared by every reader. */
 export class HttpDurationSeries {
+  /** By the engine's series id (SpanRecord.metricSeries): no string of the record is read. */
+  private readonly byEngineId: (Series | undefined)[] = [];
   private readonly byKey = new Map<string, Series>();
   private readonly byAttributes = new Map<string, Series>();
   private readonly counts = { server: 0, client: 0 };
@@ -66,6 +68,12 @@ export class HttpDurationSeries {
 
   /** The series an exchange counts in. */
   seriesOf(record: SpanRecord): Series {
+    const id = record.metricSeries;
+    if (id === undefined || id === 0) return this.seriesByKey(record);
+    return (this.byEngineId[id] ??= this.seriesByKey(record));
+  }
+
+  private seriesByKey(record: SpanRecord): Series {
     const server = record.kind === SpanKind.SERVER;
     // Every field durationMetricAttributes reads, the target only when it can name the server.
     // Strings from the wire carry their length, so that no two records share a key by accident.

@@ -9,6 +9,7 @@ import type { SpanRecord } from '../records';
 import { decodeSpans } from '../span-buffer';
 import { OtlpSpanSerializer } from './otlp-serializer';
 import { RecordedSpan } from './spans';
+import { plainRecord } from './record-fixture';
 
 type Input = Omit<SpanRecord, 'otlp' | 'method' | 'target' | 'host' | 'userAgent' | 'peerAddress' | 'error' | 'traceState'> & {
   // Buffers stand for bytes that are not valid UTF-8.
@@ -66,7 +67,7 @@ function spansOf(records: SpanRecord[], resources: Resource[] = [resourceA]): Re
 
 /** The same spans with the engine's bytes taken away: what the SDK alone would export. */
 function withoutEngineBytes(records: SpanRecord[], resources: Resource[] = [resourceA]): ReadableSpan[] {
-  return spansOf(records.map((r) => ({ ...r, otlp: undefined })), resources);
+  return spansOf(records.map((r) => ({ ...plainRecord(r), otlp: undefined })), resources);
 }
 
 function expectSameAsSdk(records: SpanRecord[], resources?: Resource[]): void {
@@ -159,7 +160,7 @@ describe('the engine OTLP span bytes', () => {
   it('keeps the other fields of the record as they were', () => {
     const input = record({ kind: 2, parentSpanId: '00f067aa0ba902b7', parentIsRemote: true, traceState: 'a=b' });
     const [r] = decoded([input]);
-    expect({ ...r, otlp: undefined }).toEqual({ ...input, otlp: undefined });
+    expect({ ...plainRecord(r), otlp: undefined, metricSeries: undefined }).toEqual({ ...input, otlp: undefined });
   });
 });
 
@@ -171,9 +172,10 @@ describe('OtlpSpanSerializer', () => {
 
   it('takes spans that are not the engine’s (another ReadableSpan) through the SDK', () => {
     const [mine, other] = decoded([record(), record({ spanId: '1111111111111111' })]);
-    const foreign = { ...new RecordedSpan({ ...other, otlp: undefined }, resourceB) } as unknown as ReadableSpan;
-    const sdkSpan = new RecordedSpan({ ...other, otlp: undefined }, resourceB);
+    const foreign = { ...new RecordedSpan({ ...plainRecord(other), otlp: undefined }, resourceB) } as unknown as ReadableSpan;
+    const sdkSpan = new RecordedSpan({ ...plainRecord(other), otlp: undefined }, resourceB);
     Object.assign(foreign, {
+      name: sdkSpan.name,
       attributes: sdkSpan.attributes,
       spanContext: () => sdkSpan.spanContext(),
       parentSpanContext: sdkSpan.parentSpanContext,
@@ -185,7 +187,7 @@ describe('OtlpSpanSerializer', () => {
     });
     const mixed = [new RecordedSpan(mine, resourceA), foreign];
     const ours = OtlpSpanSerializer.serializeRequest(mixed) as Uint8Array;
-    const sdk = ProtobufTraceSerializer.serializeRequest([new RecordedSpan({ ...mine, otlp: undefined }, resourceA), foreign]) as Uint8Array;
+    const sdk = ProtobufTraceSerializer.serializeRequest([new RecordedSpan({ ...plainRecord(mine), otlp: undefined }, resourceA), foreign]) as Uint8Array;
     expect(Buffer.from(ours).equals(Buffer.from(sdk))).toBe(true);
   });
 

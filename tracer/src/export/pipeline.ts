@@ -9,6 +9,7 @@ import { BatchSpanProcessor, type SpanProcessor } from '@opentelemetry/sdk-trace
 import { rbinderVersion, type TracerConfig } from '../config';
 import { log as defaultLogger, type Logger } from '../log';
 import type { Batch, EngineStats, SpanRecord } from '../records';
+import { BufferedSpanRecord } from '../span-buffer';
 import { ExportBacklog, ExportPressure } from './backlog';
 import { routeOpenTelemetryDiagnostics } from './diagnostics';
 import { createMetricExporter, createSpanExporter } from './exporters';
@@ -152,11 +153,7 @@ class TelemetryPipeline implements Telemetry {
         histogram.record(durationSeconds(record), durationMetricAttributes(record));
       }
       if (this.spanProcessors.length === 0 || (record.traceFlags & SAMPLED) === 0) return;
-      if (
-        !isValidTraceId(record.traceId) ||
-        !isValidSpanId(record.spanId) ||
-        (record.parentSpanId !== '' && !isValidSpanId(record.parentSpanId))
-      ) {
+      if (!(record instanceof BufferedSpanRecord ? record.hasValidIds() : hasValidIds(record))) {
         throw new Error(`invalid span context ${record.traceId}/${record.spanId} (parent "${record.parentSpanId}")`);
       }
       const span = toReadableSpan(record, this.resources.resourceForPid(record.pid));
@@ -220,6 +217,10 @@ class TelemetryPipeline implements Telemetry {
       this.logger.warn({ tracesShed, spansDropped }, 'export fell behind: traces were shed or spans dropped (docs/architecture.md, "Load shedding")');
     }
   }
+}
+
+function hasValidIds(record: SpanRecord): boolean {
+  return isValidTraceId(record.traceId) && isValidSpanId(record.spanId) && (record.parentSpanId === '' || isValidSpanId(record.parentSpanId));
 }
 
 /** The engine's counters as metrics: name, description, unit. */

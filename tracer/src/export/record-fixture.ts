@@ -36,3 +36,14 @@ export function spanRecord(overrides: Partial<SpanRecord> = {}): SpanRecord {
     ...overrides,
   };
 }
+
+const RECORD_FIELDS: Array<keyof SpanRecord> = [
+  'kind', 'traceId', 'spanId', 'parentSpanId', 'parentIsRemote', 'traceFlags', 'traceState', 'startTime', 'endTime',
+  'pid', 'tid', 'method', 'target', 'statusCode', 'protocolVersion', 'host', 'userAgent', 'peerAddress', 'peerPort',
+  'localAddress', 'localPort', 'requestBodySize', 'responseBodySize', 'error', 'otlp', 'metricSeries',
+];
+
+/** A plain object with every field of a record (a decoded record reads them through getters, which `{ ...r }` does not copy). */
+export function plainRecord(record: SpanRecord): SpanRecord {
+  return Object.fromEntries(RECORD_FIELDS.map((f) => [f, record[f]])) as unknown as SpanRecord;
+}

@@ -63,34 +63,28 @@ const STATUS_ERROR: SpanStatus = Object.freeze({ code: SpanStatusCode.ERROR });
  * the GC copies and marks everything they hold: a span keeps as little as it can. The biggest
  * parts, the attributes and the parent's context, are derived from the record when an exporter
  * first reads them (then kept): they are made just before the export and die young, and only the
- * record waits in the queue. What is the same for every span lives on the prototype (scope, no
+ * record waits in the queue; the name, the ids and the OTLP bytes are read from the record each
+ * time (a record from the engine reads them from its batch's buffer, tracer/src/span-buffer.ts). What is the same for every span lives on the prototype (scope, no
  * events or links, zero drop counts), the status of an exchange without a transport error is one
  * of two shared objects, and the span is its own SpanContext (spanContext() returns the span).
  * Read-only: the SDK and exporters only read spans, and the record is not changed once handed over.
  */
 export class RecordedSpan implements ReadableSpan, SpanContext {
-  readonly name: string;
   readonly kind: SpanKind;
-  readonly traceId: string;
-  readonly spanId: string;
   readonly traceFlags: number;
   readonly traceState: TraceState | undefined;
   readonly startTime: HrTime;
   readonly endTime: HrTime;
   readonly status: SpanStatus;
   readonly resource: Resource;
-  /** This span as an OTLP `Span` message, when the engine made it (SpanRecord.otlp). */
-  readonly otlp: Uint8Array | undefined;
   private readonly record: SpanRecord;
+  /** False when the engine's OTLP bytes must not stand for this span (its tracestate, below). */
+  private readonly engineBytes: boolean;
   private builtAttributes: Attributes | undefined = undefined;
   private builtParent: SpanContext | undefined = undefined;
 
   constructor(record: SpanRecord, resource: Resource) {
-    const method = normalizeMethod(record.method);
-    this.name = method === HTTP_REQUEST_METHOD_VALUE_OTHER ? 'HTTP' : method;
     this.kind = record.kind === SpanKind.SERVER ? SpanKind.SERVER : SpanKind.CLIENT;
-    this.traceId = record.traceId;
-    this.spanId = record.spanId;
     this.traceFlags = record.traceFlags;
     this.traceState = record.traceState === '' ? undefined : new TraceState(record.traceState);
     this.startTime = record.startTime;
@@ -101,7 +95,27 @@ export class RecordedSpan implements ReadableSpan, SpanContext {
     this.record = record;
     // The engine writes tracestate as received; the SDK writes TraceState's serialization, which
     // drops invalid members: the engine's bytes stand only where the two agree.
-    this.otlp = this.traceState === undefined || this.traceState.serialize() === record.traceState ? record.otlp : undefined;
+    this.engineBytes = this.traceState === undefined || this.traceState.serialize() === record.traceState;
+  }
+
+  // Read from the record when asked: the OTLP protobuf exporter, which takes the engine's bytes
+  // (otlp-serializer.ts), never asks for these, and the record reads them from its buffer.
+  get name(): string {
+    const method = normalizeMethod(this.record.method);
+    return method === HTTP_REQUEST_METHOD_VALUE_OTHER ? 'HTTP' : method;
+  }
+
+  get traceId(): string {
+    return this.record.traceId;
+  }
+
+  get spanId(): string {
+    return this.record.spanId;
+  }
+
+  /** This span as an OTLP `Span` message, when the engine made it (SpanRecord.otlp). */
+  get otlp(): Uint8Array | undefined {
+    return this.engineBytes ? this.record.otlp : undefined;
   }
 
   get attributes(): Attributes {
