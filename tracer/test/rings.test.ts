@@ -12,7 +12,7 @@ import { exitWithin, spawnTracked, waitForEngine } from '../../e2e/support/proce
 import { countersAtExit, RBINDER } from './helpers';
 
 const fast = process.env.RBINDER_MODE !== 'ptrace';
-/** RB_RING_SLOTS (native/src/stub/abi.h): a ring's size in events of up to 1 KiB. */
+/** RB_RING_SLOTS (native/src/stub/abi.h): a ring's size in events of up to 512 bytes. */
 const RING_SLOTS = 8192;
 
 /** The timer thread's voluntary context switches so far: one per wake-up from a sleep or wait. */

@@ -17,13 +17,16 @@
 #define RB_PRIVATE_ADDR (RB_STUB_ADDR + 0x1000000ULL)
 
 #define RB_MAGIC 0x72626e64u /* "rbnd" */
-#define RB_VERSION 8u
+#define RB_VERSION 9u
 
 #define RB_FD_MAX 65536
+/* 4 MiB. An event takes whole slots: its 128-byte header and data. The request and response
+ * heads the engine parses fit one 512-byte slot (up to 384 bytes of head), so the ring holds as
+ * many events as with the 1 KiB slots it had, in half the memory (of the tracer and the program). */
 #define RB_RING_SLOTS 8192u
-#define RB_SLOT_SIZE 1024u
+#define RB_SLOT_SIZE 512u
 #define RB_BELL_SLOTS 1024u /* an eighth of the ring */
-#define RB_EVENT_MAX_DATA (64u * RB_SLOT_SIZE - (uint32_t)sizeof(struct rb_event))
+#define RB_EVENT_MAX_DATA (64u * 1024u - (uint32_t)sizeof(struct rb_event))
 /* Bytes of one syscall copied into the ring at most; the rest is reported as a count (the engine
  * skips body bytes of known length without them). */
 #define RB_IO_COPY_MAX (2u << 20)

@@ -324,13 +324,27 @@ static void lose(long nr, long fd, uint64_t n) {
   if (fd >= 0 && fd < RB_FD_MAX) PRIV->lost[fd][is_write_nr(nr)] += n;
 }
 
-/* What a read or write moved from byte `done` on, in events of at most RB_EVENT_MAX_DATA bytes. */
+/* What a read or write moved from byte `done` on, in events of at most RB_EVENT_MAX_DATA bytes.
+ * `body`: the bytes are all body of a length the head gave, which the engine skips unread: one
+ * event carries their count alone (a multi-MB upload then takes one slot per read, not its bytes). */
 static void record_io(struct rb_who* w, long nr, long fd, long result, long a2, long a3, long a4, uint64_t start, uint64_t done,
-                      const struct rb_decision* d) {
+                      const struct rb_decision* d, int body) {
   if (result == -EAGAIN || result == -EINTR || !mine(w)) return;
   uint64_t moved = result > 0 ? (uint64_t)result : 0;
   if (!report_lost(w, nr, fd, start)) {
     lose(nr, fd, moved - done);
+    return;
+  }
+  if (body && moved > done) {
+    uint64_t seq;
+    struct rb_event* e = reserve(0, &seq);
+    if (!e) {
+      lose(nr, fd, moved - done);
+      return;
+    }
+    fill(w, e, nr, fd, (long)(moved - done), io_flags(nr, a3, a4), start, moved - done);
+    e->data_len = 0;
+    publish(e, seq);
     return;
   }
   if (moved > RB_IO_COPY_MAX) {
@@ -425,7 +439,7 @@ static long finish_write(struct rb_who* w, struct rb_claim* c, long nr, long a1,
   fill(w, e, nr, a1, n, io_flags(nr, a3, a4) | flags, start, n);
   e->data_len = c->gathered ? (n < c->gathered ? n : c->gathered) : gather(nr, a2, a3, 0, (uint8_t*)(e + 1), n);
   publish(e, c->seq);
-  if ((uint64_t)result > n) record_io(w, nr, a1, result, a2, a3, a4, start, n, 0);
+  if ((uint64_t)result > n) record_io(w, nr, a1, result, a2, a3, a4, start, n, 0, 0);
   return result;
 }
 
@@ -691,14 +705,15 @@ static int get_context(uint32_t tid, struct rb_thread* out) {
 /* A read of `n` bytes on an accepted connection: follows the request framing and, where a request
  * head starts here and ends in this read, decides the SERVER span (into *d) and makes it the
  * reading thread's context. Whatever it cannot follow makes that context unknown. */
-static void server_read(struct rb_who* w, long nr, long fd, long a2, long a3, uint64_t n, struct rb_decision* d) {
+/* Returns 1 when the n bytes read are all request body of the length its head gave. */
+static int server_read(struct rb_who* w, long nr, long fd, long a2, long a3, uint64_t n, struct rb_decision* d) {
   struct rb_conn* c = &PRIV->conns[fd];
   uint32_t tid = tid_of(w);
   if (c->sync == RB_SYNC_BODY) {
     if (n <= c->owed) {
       c->owed -= n;
       if (c->owed == 0) c->sync = RB_SYNC_HEAD;
-      return;
+      return 1;
     }
     c->sync = RB_SYNC_NONE; /* a request pipelined right behind a body */
   }
@@ -706,12 +721,12 @@ static void server_read(struct rb_who* w, long nr, long fd, long a2, long a3, ui
   c->req = 0;
   if (c->sync != RB_SYNC_HEAD) {
     forget_context(tid);
-    return;
+    return 0;
   }
   struct rb_iovec single;
   size_t count;
   const struct rb_iovec* iov = io_vector(nr, a2, a3, &single, &count);
-  if (count == 0) return;
+  if (count == 0) return 0;
   uint64_t len = iov[0].len < n ? iov[0].len : n;
   struct rb_head h;
   parse_head(iov[0].base, len, &h);
@@ -719,7 +734,7 @@ static void server_read(struct rb_who* w, long nr, long fd, long a2, long a3, ui
   c->sync = RB_SYNC_NONE;
   if (h.end == 0 || !h.plain || h.end + body < n) {
     forget_context(tid); /* split over reads, pipelined, or something to leave to the engine */
-    return;
+    return 0;
   }
   if (!h.chunked) {
     c->owed = h.end + body - n;
@@ -727,7 +742,7 @@ static void server_read(struct rb_who* w, long nr, long fd, long a2, long a3, ui
   }
   if (h.carried || (h.tp && !h.tp_ok) || !PRIV->decide) {
     forget_context(tid);
-    return;
+    return 0;
   }
   uint32_t gen = context_gen(tid);
   d->kind = RB_DEC_SERVER;
@@ -736,6 +751,7 @@ static void server_read(struct rb_who* w, long nr, long fd, long a2, long a3, ui
   c->tid = tid;
   c->req = req;
   set_context(tid, gen, 1, d->trace, d->span, d->flags, req);
+  return 0;
 }
 
 /* A response read on an outbound connection: at its end the engine gives the request's writer back
@@ -1286,9 +1302,10 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
       long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
       struct rb_decision d;
       d.kind = RB_DEC_NONE;
+      int body = 0;
       if (result > 0 && !((nr == SYS_RECVFROM || nr == SYS_RECVMSG) && (io_flags(nr, a3, a4) & 2 /* MSG_PEEK */)) && mine(w)) {
         if (cn->side == RB_SIDE_SERVER) {
-          server_read(w, nr, a1, a2, a3, (uint64_t)result, &d);
+          body = server_read(w, nr, a1, a2, a3, (uint64_t)result, &d);
         } else if (cn->side == RB_SIDE_CLIENT) {
           /* A response: the engine gives its writer back the context it had, at the response's end. */
           if (cn->tid) response_read(cn);
@@ -1297,7 +1314,7 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
           forget_context(tid_of(w));
         }
       }
-      record_io(w, nr, a1, result, a2, a3, a4, start, 0, &d);
+      record_io(w, nr, a1, result, a2, a3, a4, start, 0, &d, body);
       return result;
     }
     case SYS_ACCEPT:
