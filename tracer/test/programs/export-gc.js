@@ -9,6 +9,7 @@ const { loadNative } = dist('native');
 const { decodeSpans } = dist('span-buffer');
 const { toReadableSpan } = dist('export/spans');
 const { OtlpSpanSerializer } = dist('export/otlp-serializer');
+const { HttpDurationProducer, HttpDurationRecorder, HttpDurationSeries, HTTP_DURATION_BUCKETS } = dist('export/http-metrics');
 const { resourceFromAttributes } = require(path.join(root, 'node_modules', '@opentelemetry', 'resources'));
 
 const native = loadNative();
@@ -21,13 +22,23 @@ const record = (i) => ({
   protocolVersion: '1.1', host: 'localhost:8080', userAgent: 'wrk', peerAddress: '127.0.0.1', localAddress: '127.0.0.1', error: '',
 });
 const records = Array.from({ length: 16 }, (_, i) => record(i));
+// Unsampled exchanges (OTEL_TRACES_SAMPLER=always_off, or a ratio) go to the request metrics only,
+// and no record of theirs outlives its batch; the sampled ones become spans and are serialized.
+const unsampled = records.map((r) => ({ ...r, traceFlags: 0 }));
+const shape = { temporality: 1, boundaries: HTTP_DURATION_BUCKETS, recordMinMax: true, drop: false };
+const recorder = new HttpDurationRecorder(new HttpDurationSeries(), [new HttpDurationProducer(shape, resource, { name: 'rbinder' })]);
 let bytes = 0;
+let counted = 0;
 for (let round = 0; round < 8; round++) {
   for (let i = 0; i < 400; i++) {
     const spans = decodeSpans(native.spanBufferOf(records)).map((r) => toReadableSpan(r, resource));
     bytes += OtlpSpanSerializer.serializeRequest(spans).length;
+    for (const r of decodeSpans(native.spanBufferOf(unsampled, false))) {
+      recorder.record(r);
+      counted++;
+    }
   }
   globalThis.gc();
   globalThis.gc();
 }
-console.log(`serialized ${bytes} bytes`);
+console.log(`serialized ${bytes} bytes, counted ${counted} exchanges`);
