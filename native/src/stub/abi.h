@@ -20,9 +20,10 @@
 #define RB_VERSION 9u
 
 #define RB_FD_MAX 65536
-/* 4 MiB. An event takes whole slots: its 128-byte header and data. The request and response
- * heads the engine parses fit one 512-byte slot (up to 384 bytes of head), so the ring holds as
- * many events as with the 1 KiB slots it had, in half the memory (of the tracer and the program). */
+/* 4 MiB. An event takes whole slots: its 128-byte header and data. A head of up to 384 bytes
+ * (most requests and responses between services) fits one 512-byte slot, so the ring holds as many
+ * such events as with the 1 KiB slots it had, in half the memory (of the tracer and the program);
+ * bigger heads take more slots. */
 #define RB_RING_SLOTS 8192u
 #define RB_SLOT_SIZE 512u
 #define RB_BELL_SLOTS 1024u /* an eighth of the ring */

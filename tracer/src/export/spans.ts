@@ -64,9 +64,10 @@ const STATUS_ERROR: SpanStatus = Object.freeze({ code: SpanStatusCode.ERROR });
  * parts, the attributes and the parent's context, are derived from the record when an exporter
  * first reads them (then kept): they are made just before the export and die young, and only the
  * record waits in the queue; the name, the ids and the OTLP bytes are read from the record each
- * time (a record from the engine reads them from its batch's buffer, tracer/src/span-buffer.ts). What is the same for every span lives on the prototype (scope, no
- * events or links, zero drop counts), the status of an exchange without a transport error is one
- * of two shared objects, and the span is its own SpanContext (spanContext() returns the span).
+ * time (a record from the engine reads them from its batch's buffer, tracer/src/span-buffer.ts).
+ * What is the same for every span lives on the prototype (scope, no events or links, zero drop
+ * counts), the status of an exchange without a transport error is one of two shared objects, and
+ * the span is its own SpanContext (spanContext() returns the span).
  * Read-only: the SDK and exporters only read spans, and the record is not changed once handed over.
  */
 export class RecordedSpan implements ReadableSpan, SpanContext {
