@@ -307,15 +307,21 @@ static int is_write_nr(long nr) { return nr == SYS_WRITE || nr == SYS_WRITEV || 
 /* Bytes on fd whose events a full ring dropped are reported (as a count) before any later event
  * of that direction: the engine then skips body bytes of known length, or stops parsing. Returns
  * 0 while the ring is still full (the caller's bytes are lost too). */
-static int report_lost(struct rb_who* w, long nr, long fd, uint64_t start) {
-  uint64_t* lost = &PRIV->lost[fd][is_write_nr(nr)];
-  if (*lost == 0) return 1;
+/* An event that carries a count of n bytes moved and none of them; 0 when the ring is full. */
+static int count_event(struct rb_who* w, long nr, long fd, uint64_t n, uint64_t flags, uint64_t start) {
   uint64_t seq;
   struct rb_event* e = reserve(0, &seq);
   if (!e) return 0;
-  fill(w, e, nr, fd, (long)*lost, RB_EV_LOST, start, *lost);
+  fill(w, e, nr, fd, (long)n, flags, start, n);
   e->data_len = 0;
   publish(e, seq);
+  return 1;
+}
+
+static int report_lost(struct rb_who* w, long nr, long fd, uint64_t start) {
+  uint64_t* lost = &PRIV->lost[fd][is_write_nr(nr)];
+  if (*lost == 0) return 1;
+  if (!count_event(w, nr, fd, *lost, RB_EV_LOST, start)) return 0;
   *lost = 0;
   return 1;
 }
@@ -336,15 +342,7 @@ static void record_io(struct rb_who* w, long nr, long fd, long result, long a2, 
     return;
   }
   if (body && moved > done) {
-    uint64_t seq;
-    struct rb_event* e = reserve(0, &seq);
-    if (!e) {
-      lose(nr, fd, moved - done);
-      return;
-    }
-    fill(w, e, nr, fd, (long)(moved - done), io_flags(nr, a3, a4), start, moved - done);
-    e->data_len = 0;
-    publish(e, seq);
+    if (!count_event(w, nr, fd, moved - done, io_flags(nr, a3, a4), start)) lose(nr, fd, moved - done);
     return;
   }
   if (moved > RB_IO_COPY_MAX) {
