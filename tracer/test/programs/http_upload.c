@@ -13,6 +13,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "loopback.h"
+
 static const char kResponse[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 static int listener;
 static size_t body_len;
@@ -38,12 +40,9 @@ static void* serve(void* arg) {
 
 int main(int argc, char** argv) {
   body_len = argc > 1 ? (size_t)atol(argv[1]) : (size_t)4 << 20;
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof a;
-  listener = socket(AF_INET, SOCK_STREAM, 0);
-  if (listener < 0 || bind(listener, (struct sockaddr*)&a, sizeof a) != 0 || listen(listener, 1) != 0 ||
-      getsockname(listener, (struct sockaddr*)&a, &len) != 0)
-    return 1;
+  struct sockaddr_in a;
+  listener = listen_on_loopback(&a);
+  if (listener < 0) return 1;
   pthread_t t;
   pthread_create(&t, NULL, serve, NULL);
   int c = socket(AF_INET, SOCK_STREAM, 0);
