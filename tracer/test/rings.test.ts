@@ -78,4 +78,21 @@ describe.skipIf(!fast)('the rings\' contents', () => {
     expect(counters.fastPathEvents, JSON.stringify(counters)).toBeLessThanOrEqual(24);
     expect(counters.bytesRead, JSON.stringify(counters)).toBeGreaterThanOrEqual(body);
   });
+
+  it('count as read the bytes of a call that no event carried (past the 2 MiB copy cap)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rbinder-rings-'));
+    const bin = join(dir, 'http_upload');
+    execFileSync('gcc', ['-O2', '-pthread', join(__dirname, 'programs', 'http_upload.c'), '-o', bin]);
+    const body = 4 << 20;
+    // A chunked body has no length the stub knows: the one recv is copied up to the cap, and the
+    // rest reaches the engine as a count of bytes lost. Before the count was added to
+    // rbinder.bytes, 2 MiB of the 4 MiB read were counted.
+    const t = spawnTracked([RBINDER, '--exporter', 'none', '--', bin, String(body), 'chunked'], { env: { ...process.env, RBINDER_LOG_LEVEL: 'debug' } });
+    const result = await exitWithin(t, 60_000);
+    expect(result?.code, t.stdout() + t.stderr()).toBe(0);
+    expect(t.stdout()).toMatch(new RegExp(`^OK ${body}$`, 'm'));
+    const counters = countersAtExit(t.stderr());
+    expect(counters.bytesRead, JSON.stringify(counters)).toBeGreaterThanOrEqual(body);
+    expect(counters.bytesWritten, JSON.stringify(counters)).toBeGreaterThanOrEqual(body);
+  });
 });

@@ -284,6 +284,8 @@ void Tracker::on_io_now(Connection& connection, const Io& io, DataView& data) {
 void Tracker::on_unseen(FdTable& table, const Io& io, uint64_t n) {
   const std::shared_ptr<Connection> conn = table.get(io.fd);
   if (!conn || conn->opaque || n == 0) return;
+  // The program moved these bytes even though no event carried them: rbinder.bytes counts them.
+  (io.direction == Direction::kRead ? stats_.bytes_read : stats_.bytes_written) += n;
   Stream& stream = conn->stream_for(io.direction);
   if (stream.parser.skippable() < n) {
     give_up(*conn, false);

@@ -293,7 +293,8 @@ class Tracker {
   void on_sendfile(FdTable& table, const Io& io);
 
   // The program moved `n` bytes on fd that the parser never saw (learned after the fact). Body
-  // bytes of known length are skipped; anything else ends the tracking of the connection.
+  // bytes of known length are skipped; anything else ends the tracking of the connection. Either
+  // way they count as bytes read or written.
   void on_unseen(FdTable& table, const Io& io, uint64_t n);
 
   void on_close(FdTable& table, int fd, TimeNs now);

@@ -1,8 +1,10 @@
 /* One HTTP/1.1 upload over loopback TCP, client and server in two threads of one process: the
  * client sends a POST head, then (50 ms later, so that the server reads the head alone) a body of
- * BYTES (argv[1], default 4 MiB); the server takes the whole body in one recv(MSG_WAITALL), checks
+ * BYTES (argv[1], default 4 MiB), with a Content-Length or, when argv[2] is "chunked", as one
+ * chunk; the server takes the whole body (its chunk framing too) in one recv(MSG_WAITALL), checks
  * it and answers 200. tracer/test/rings.test.ts: body bytes of a known length reach the engine's
- * ring as a count, not copied. Prints "OK <bytes>" and exits 0, or "BAD ..." and exits 1. */
+ * ring as a count, not copied, and bytes a ring event could not carry still count as read.
+ * Prints "OK <bytes>" and exits 0, or "BAD ..." and exits 1. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -18,6 +20,9 @@
 static const char kResponse[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 static int listener;
 static size_t body_len;
+static int chunked;
+static char chunk_head[32];
+static const char kChunkTail[] = "\r\n0\r\n\r\n";
 
 static uint8_t byte_at(size_t i) { return (uint8_t)(i * 7 + 3); }
 
@@ -28,10 +33,13 @@ static void* serve(void* arg) {
   char head[4096];
   ssize_t n = read(c, head, sizeof head); /* the head alone: the body comes 50 ms later */
   if (n < 4 || memcmp(head + n - 4, "\r\n\r\n", 4) != 0) return (void*)1;
-  uint8_t* body = malloc(body_len);
-  if (!body || recv(c, body, body_len, MSG_WAITALL) != (ssize_t)body_len) return (void*)1;
+  const size_t head_len = chunked ? strlen(chunk_head) : 0, tail_len = chunked ? sizeof kChunkTail - 1 : 0;
+  const size_t framed = head_len + body_len + tail_len;
+  uint8_t* body = malloc(framed);
+  if (!body || recv(c, body, framed, MSG_WAITALL) != (ssize_t)framed) return (void*)1;
+  if (memcmp(body, chunk_head, head_len) != 0 || memcmp(body + head_len + body_len, kChunkTail, tail_len) != 0) return (void*)1;
   for (size_t i = 0; i < body_len; i++)
-    if (body[i] != byte_at(i)) return (void*)1;
+    if (body[head_len + i] != byte_at(i)) return (void*)1;
   free(body);
   if (write(c, kResponse, sizeof kResponse - 1) != (ssize_t)(sizeof kResponse - 1)) return (void*)1;
   close(c);
@@ -40,6 +48,8 @@ static void* serve(void* arg) {
 
 int main(int argc, char** argv) {
   body_len = argc > 1 ? (size_t)atol(argv[1]) : (size_t)4 << 20;
+  chunked = argc > 2 && strcmp(argv[2], "chunked") == 0;
+  if (chunked) snprintf(chunk_head, sizeof chunk_head, "%zx\r\n", body_len);
   struct sockaddr_in a;
   listener = listen_on_loopback(&a);
   if (listener < 0) return 1;
@@ -48,14 +58,19 @@ int main(int argc, char** argv) {
   int c = socket(AF_INET, SOCK_STREAM, 0);
   if (c < 0 || connect(c, (struct sockaddr*)&a, sizeof a) != 0) return 1;
   char head[128];
-  int hn = snprintf(head, sizeof head, "POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %zu\r\n\r\n", body_len);
-  uint8_t* body = malloc(body_len);
+  int hn = chunked ? snprintf(head, sizeof head, "POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+                   : snprintf(head, sizeof head, "POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: %zu\r\n\r\n", body_len);
+  const size_t head_len = strlen(chunk_head), tail_len = chunked ? sizeof kChunkTail - 1 : 0;
+  const size_t framed = head_len + body_len + tail_len;
+  uint8_t* body = malloc(framed);
   if (!body) return 1;
-  for (size_t i = 0; i < body_len; i++) body[i] = byte_at(i);
+  memcpy(body, chunk_head, head_len);
+  for (size_t i = 0; i < body_len; i++) body[head_len + i] = byte_at(i);
+  memcpy(body + head_len + body_len, kChunkTail, tail_len);
   if (write(c, head, (size_t)hn) != hn) return 1;
   usleep(50000);
-  for (size_t sent = 0; sent < body_len;) {
-    ssize_t w = write(c, body + sent, body_len - sent);
+  for (size_t sent = 0; sent < framed;) {
+    ssize_t w = write(c, body + sent, framed - sent);
     if (w <= 0) return 1;
     sent += (size_t)w;
   }
