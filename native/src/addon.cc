@@ -303,6 +303,7 @@ Napi::Value EngineStatsJs(const Napi::CallbackInfo& info) {
   o.Set("callSitesRefused", static_cast<double>(s.sites_refused.load()));
   o.Set("fastPathUpcalls", static_cast<double>(s.fast_upcalls.load()));
   o.Set("fastPathEvents", static_cast<double>(s.fast_events.load()));
+  o.Set("fastPathEventBytes", static_cast<double>(s.fast_event_bytes.load()));
   o.Set("fastPathDropped", static_cast<double>(s.fast_dropped.load()));
   o.Set("fastPathProcesses", static_cast<double>(s.fast_processes.load()));
   o.Set("fastPathFallbacks", static_cast<double>(s.fast_fallbacks.load()));

@@ -122,6 +122,9 @@ export interface EngineStats {
   callSitesRefused?: number;
   fastPathUpcalls?: number;
   fastPathEvents?: number;
+  /** --mode fast: the data those events carried, mostly bytes the program read and wrote (a body
+   * of known length goes as a count, not copied: docs/fast-path.md, "Bodies as counts"). */
+  fastPathEventBytes?: number;
   fastPathDropped?: number;
   fastPathProcesses?: number;
   fastPathFallbacks?: number;

@@ -7,9 +7,10 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startOtlpReceiver, type OtlpReceiver } from '../../e2e/support/otlp-receiver';
 import { exitWithin, spawnTracked, waitForEngine } from '../../e2e/support/process';
-import { countersAtExit, RBINDER } from './helpers';
+import { countersAtExit, RBINDER, tracerEnv } from './helpers';
 
 const fast = process.env.RBINDER_MODE !== 'ptrace';
 /** RB_RING_SLOTS (native/src/stub/abi.h): a ring's size in events of up to 512 bytes. */
@@ -94,5 +95,66 @@ describe.skipIf(!fast)('the rings\' contents', () => {
     const counters = countersAtExit(t.stderr());
     expect(counters.bytesRead, JSON.stringify(counters)).toBeGreaterThanOrEqual(body);
     expect(counters.bytesWritten, JSON.stringify(counters)).toBeGreaterThanOrEqual(body);
+  });
+});
+
+describe.skipIf(!fast)('the rings\' contents, responses', () => {
+  let receiver: OtlpReceiver;
+  beforeAll(async () => {
+    receiver = await startOtlpReceiver();
+  });
+  afterAll(async () => {
+    await receiver?.stop();
+  });
+
+  it('carry a response body of known length as a count; HEAD, 304, 204 and 100-continue keep their spans', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rbinder-rings-'));
+    const bin = join(dir, 'http_responses');
+    execFileSync('gcc', ['-O2', '-pthread', join(__dirname, 'programs', 'http_responses.c'), '-o', bin]);
+    const service = 'ring-responses';
+    const t = spawnTracked([RBINDER, '--', bin], {
+      env: { ...process.env, ...tracerEnv(receiver), OTEL_SERVICE_NAME: service, RBINDER_LOG_LEVEL: 'debug' },
+    });
+    const result = await exitWithin(t, 60_000);
+    expect(result?.code, t.stdout() + t.stderr()).toBe(0);
+    expect(t.stdout()).toMatch(/^OK$/m);
+    const counters = countersAtExit(t.stderr());
+    const big = 4 << 20;
+    // Two 4 MiB bodies (one written with its head in one writev), each written by the server and
+    // read by the client: 16 MiB moved, of which the ring carried the heads and the small bodies
+    // (4 KB here). Copied, it carried 2 MiB of the writev and every other byte.
+    expect(counters.fastPathEventBytes, JSON.stringify(counters)).toBeLessThan(64 * 1024);
+    expect(counters.fastPathDropped ?? 0, JSON.stringify(counters)).toBe(0);
+    expect(counters.bytesRead, JSON.stringify(counters)).toBeGreaterThanOrEqual(2 * big);
+    expect(counters.bytesWritten, JSON.stringify(counters)).toBeGreaterThanOrEqual(2 * big);
+
+    const mine = (all: { resource: Record<string, unknown> }[]) => all.filter((x) => x.resource['service.name'] === service);
+    const spans = mine(await receiver.waitFor((all) => mine(all).length >= 14, 20_000));
+    // [method, path, status, response body size (absent when 0), request body size]
+    const expected: [string, string, number, number | undefined, number | undefined][] = [
+      ['HEAD', '/big', 200, undefined, undefined],
+      ['GET', '/big', 200, big, undefined],
+      ['GET', '/not-modified', 304, undefined, undefined],
+      ['GET', '/empty', 204, undefined, undefined],
+      ['GET', '/big', 200, big, undefined],
+      ['POST', '/continue', 200, 2, 10],
+      ['GET', '/small', 200, 1000, undefined],
+    ];
+    const byStart = (kind: number) =>
+      spans.filter((x) => x.kind === kind).sort((a, b) => (a.startTimeUnixNano < b.startTimeUnixNano ? -1 : 1));
+    const clients = byStart(3);
+    const servers = byStart(2);
+    const summary = (x: (typeof spans)[number]) => [
+      x.attributes['http.request.method'],
+      x.attributes['url.path'],
+      x.attributes['http.response.status_code'],
+      x.attributes['http.response.body.size'],
+      x.attributes['http.request.body.size'],
+    ];
+    expect(clients.map(summary)).toEqual(expected);
+    expect(servers.map(summary)).toEqual(expected);
+    // Each server span is its client span's child: every request carried its traceparent.
+    servers.forEach((s, i) => expect(s.parentSpanId).toBe(clients[i].spanId));
+    for (const x of spans) expect(x.status.code, JSON.stringify(summary(x))).not.toBe(2);
   });
 });

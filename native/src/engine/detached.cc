@@ -482,6 +482,12 @@ long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr) {
   answer.peer_ok = tracker_.peer_allowed(fds, fd) ? 1 : 0;
   answer.ctx_state = 1;
   answer.ctx_head = injection.head_found ? 1 : 0;
+  switch (tracker_.response_framing(fds, fd, view)) {
+    case ResponseFraming::kNoRequest: answer.resp = RB_RESP_ANSWER_NONE; break;
+    case ResponseFraming::kOne: answer.resp = RB_RESP_ANSWER_ONE; break;
+    case ResponseFraming::kHead: answer.resp = RB_RESP_ANSWER_HEAD; break;
+    case ResponseFraming::kUnknown: answer.resp = RB_RESP_ANSWER_OFF; break;
+  }
   if (const SpanContext* ctx = tracker_.thread_context(tid)) {
     answer.ctx_state = ctx->trace_state.empty() && ctx->baggage.empty() ? 2 : 0;
     std::memcpy(answer.ctx_trace, ctx->trace_id.data(), 16);
@@ -562,6 +568,7 @@ size_t Engine::drain_region(fast::SharedRegion& region) {
   if (__atomic_load_n(&shared->shed, __ATOMIC_RELAXED) != shed) __atomic_store_n(&shared->shed, shed, __ATOMIC_RELAXED);
   return region.drain([&](const rb_event& e, const uint8_t* data) {
     stats_.fast_events++;
+    stats_.fast_event_bytes += e.data_len;
     if (debug_)
       dprintf(2, "rbinder-engine: event pid=%u tid=%u nr=%d fd=%d result=%ld len=%u\n", e.pid, e.tid, e.nr, e.fd,
               static_cast<long>(e.result), e.data_len);

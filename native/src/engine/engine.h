@@ -105,6 +105,7 @@ struct EngineStats {
   std::atomic<uint64_t> sites_refused{0};     // and refused (they keep trapping)
   std::atomic<uint64_t> fast_upcalls{0};      // round trips from the stub to the engine
   std::atomic<uint64_t> fast_events{0};       // ring events the engine consumed
+  std::atomic<uint64_t> fast_event_bytes{0};  // the data they carried (mostly bytes read and written)
   std::atomic<uint64_t> fast_dropped{0};      // events lost to a full ring
   std::atomic<uint64_t> fast_processes{0};    // processes set up with the fast path
   std::atomic<uint64_t> fast_fallbacks{0};    // processes left on ptrace stops

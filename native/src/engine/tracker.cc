@@ -544,6 +544,55 @@ std::pair<uint64_t, bool> Tracker::body_owed_after(FdTable& table, int fd, DataV
   return owed_after(parser, data, 0, lookahead_buffer());
 }
 
+namespace {
+
+// Counts the requests that start in bytes about to be written, and those among them that are
+// HEAD or CONNECT (whose responses are not framed by their heads alone).
+class RequestCounter final : public http::Observer {
+ public:
+  void on_message_begin(size_t) override { begun++; }
+  void on_head_complete(const http::MessageHead& h, size_t) override {
+    heads++;
+    if (h.method == "HEAD") head_method++;
+    if (h.method == "CONNECT") connect++;
+  }
+  void on_message_complete(size_t) override {}
+  int begun = 0, heads = 0, head_method = 0, connect = 0;
+};
+
+}  // namespace
+
+ResponseFraming Tracker::response_framing(FdTable& table, int fd, DataView& data) {
+  const std::shared_ptr<Connection>& conn = table.get(fd);
+  if (!conn || conn->opaque || conn->side != Side::kClient) return ResponseFraming::kUnknown;
+  constexpr uint64_t kMaxParsed = 64 * 1024;
+  http::Parser parser = conn->requests.parser;
+  RequestCounter counter;
+  std::vector<uint8_t>& buf = lookahead_buffer();
+  const uint64_t total = data.size();
+  uint64_t off = 0, parsed = 0;
+  while (off < total && parser.status() == http::Status::kOk) {
+    const uint64_t skippable = parser.skippable();
+    if (skippable > 0) {
+      const uint64_t n = std::min(skippable, total - off);
+      parser.skip(n, counter);
+      off += n;
+      continue;
+    }
+    if (parsed >= kMaxParsed) return ResponseFraming::kUnknown;
+    const long got = data.copy(off, buf.data(), static_cast<size_t>(std::min<uint64_t>(total - off, kMaxParsed - parsed)));
+    if (got <= 0) return ResponseFraming::kUnknown;
+    parser.feed(buf.data(), static_cast<size_t>(got), counter);
+    off += static_cast<uint64_t>(got);
+    parsed += static_cast<uint64_t>(got);
+  }
+  if (counter.begun == 0 && parser.status() == http::Status::kOk) return ResponseFraming::kNoRequest;
+  // One whole head, after every earlier request was answered: its response is the next byte read.
+  const bool one = counter.begun == 1 && counter.heads == 1 && counter.connect == 0 && conn->exchanges.empty();
+  if (!one || parser.status() != http::Status::kOk) return ResponseFraming::kUnknown;
+  return counter.head_method ? ResponseFraming::kHead : ResponseFraming::kOne;
+}
+
 Injection Tracker::plan_injection(FdTable& table, const Io& io, DataView& data) {
   Injection none;
   const std::shared_ptr<Connection>& conn = table.get(io.fd);

@@ -242,6 +242,12 @@ struct Injection {
   bool head_found = false;  // a request head ends in the bytes (its CLIENT span is planned now)
 };
 
+// What bytes about to be written on a client connection mean for the stub's reading of the
+// responses (rb_call.resp): no request starts in them; exactly one does, every earlier one is
+// answered, and its response is framed by its own head from the next byte read on (kOne; kHead
+// for a HEAD request, whose response has no body); or anything else (CONNECT among them).
+enum class ResponseFraming : uint8_t { kNoRequest, kOne, kHead, kUnknown };
+
 class Tracker {
  public:
   Tracker(SpanSink& sink, TrackerStats& stats, TrackerConfig config);
@@ -280,6 +286,8 @@ class Tracker {
   // The request body still owed on the connection once `data` is written on it (Injection::quiet),
   // and whether the next byte after that body starts a request (Injection::boundary).
   std::pair<uint64_t, bool> body_owed_after(FdTable& table, int fd, DataView& data);
+  // Whether the stub can frame the responses to the bytes about to be written on fd (rb_call.resp).
+  ResponseFraming response_framing(FdTable& table, int fd, DataView& data);
   // A request head about to be written on fd whose CLIENT span the stub decided (and injected).
   void client_decided(FdTable& table, int fd, pid_t tid, const Decided& decided);
   // True when fd's peer address may get trace context whatever the request's Host says.

@@ -17,7 +17,7 @@
 #define RB_PRIVATE_ADDR (RB_STUB_ADDR + 0x1000000ULL)
 
 #define RB_MAGIC 0x72626e64u /* "rbnd" */
-#define RB_VERSION 9u
+#define RB_VERSION 10u
 
 #define RB_FD_MAX 65536
 /* 4 MiB. An event takes whole slots: its 128-byte header and data. A head of up to 384 bytes
@@ -182,6 +182,16 @@ enum rb_sync {
   RB_SYNC_HEAD = 1, /* the next request byte starts a head */
   RB_SYNC_BODY = 2, /* `owed` bytes of body first (server reads; client writes use quiet[]) */
 };
+/* Per connection, where the stub is in its responses (docs/fast-path.md, "Bodies as counts"): the
+ * body of a response whose head gave its length is sent to the engine as a byte count, not
+ * copied. Only followed while sure: one request at a time, answered in order. */
+enum rb_resp {
+  RB_RESP_OFF = 0,  /* not known (until the connection is closed): every byte is copied */
+  RB_RESP_IDLE = 1, /* every request the stub knows of is answered */
+  RB_RESP_WAIT = 2, /* one request, not CONNECT: the next response byte starts its head */
+  RB_RESP_BODY = 3, /* `resp_owed` bytes of its body first */
+  RB_RESP_WAIT_HEAD = 4, /* as WAIT, for a HEAD request: its response ends with its head */
+};
 #define RB_HEADER_MAX 72
 struct rb_conn {
   uint8_t side;
@@ -200,6 +210,9 @@ struct rb_conn {
   uint64_t msg_end;    /* client: where the request being written ends (~0: chunked, not known) */
   uint8_t caller_span[8];
   uint8_t hdr[RB_HEADER_MAX];
+  uint64_t resp_owed;  /* RB_RESP_BODY */
+  uint8_t resp;        /* rb_resp */
+  uint8_t resp_pad[7];
 };
 
 /* Trampolines live in zones mapped within rel32 reach of the sites they serve. */
@@ -285,6 +298,10 @@ enum rb_upcall_op {
                             these bytes are sent, which cannot start a request head (so needs no
                             upcall; RB_QUIET_UNTIL_READ in a chunked body, whose end is not known) */
 };
+/* rb_call.resp: no request starts in these bytes; one starts whose response the stub may frame
+ * (every earlier one is answered, and it is not CONNECT), a HEAD request or another; or the stub
+ * cannot tell. */
+enum rb_resp_answer { RB_RESP_ANSWER_NONE = 0, RB_RESP_ANSWER_ONE = 1, RB_RESP_ANSWER_OFF = 2, RB_RESP_ANSWER_HEAD = 3 };
 #define RB_CALL_SCRATCH 2560
 struct rb_call {
   int64_t nr;
@@ -299,7 +316,8 @@ struct rb_call {
                           (tracestate, baggage), 1 none, 2 ctx_* */
   uint8_t ctx_flags;
   uint8_t ctx_head;    /* a request head ends in these bytes: its caller is the context above */
-  uint8_t ctx_pad[2];
+  uint8_t resp;        /* for the responses (rb_conn.resp), RB_RESP_ANSWER_* */
+  uint8_t ctx_pad;
   uint8_t ctx_trace[16];
   uint8_t ctx_span[8];
   uint64_t start_ns;

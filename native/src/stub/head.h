@@ -1,5 +1,5 @@
-/* The stub's reading of an HTTP/1.x request head (stub.c), in a header of its own so that the
- * native tests can hold it against the engine's parser (native/test/stub_head_test.cc).
+/* The stub's reading of an HTTP/1.x request or response head (stub.c), in a header of its own so
+ * that the native tests can hold it against the engine's parser (native/test/stub_head_test.cc).
  * Freestanding C: no libc, no writable data. */
 #ifndef RBINDER_STUB_HEAD_H
 #define RBINDER_STUB_HEAD_H
@@ -8,7 +8,7 @@
 
 #define RB_NO_LENGTH (~0ull)
 
-/* A request head, as far as the stub needs it. */
+/* A request or response head, as far as the stub needs it. */
 struct rb_head {
   uint64_t end;    /* bytes of the head with its blank line; 0: no whole head in the bytes */
   uint64_t length; /* Content-Length, RB_NO_LENGTH: none */
@@ -20,6 +20,8 @@ struct rb_head {
   uint8_t tp;      /* traceparent seen; tp_ok: it parsed as version 00 */
   uint8_t tp_ok;
   uint8_t flags;
+  uint8_t head;    /* request: the method is HEAD (its response has no body) */
+  uint16_t status; /* response: the status code */
   uint8_t trace[16];
   uint8_t span[8];
 };
@@ -60,28 +62,16 @@ static int is_token(uint8_t c) {
          c == '`' || c == '|' || c == '~';
 }
 
-/* Reads a request head from the start of b[0, n). Anything unexpected leaves end == 0 or plain == 0:
- * the engine's parser has the last word, the stub only decides the plain cases. */
-static void parse_head(const uint8_t* b, uint64_t n, struct rb_head* h) {
+static void reset_head(struct rb_head* h) {
   h->end = 0;
   h->length = RB_NO_LENGTH;
-  h->crlf = h->chunked = h->context = h->carried = h->tp = h->tp_ok = 0;
+  h->crlf = h->chunked = h->context = h->carried = h->tp = h->tp_ok = h->head = 0;
+  h->status = 0;
   h->plain = 1;
-  uint64_t i = 0;
-  while (i < n && i < 16 && b[i] >= 'A' && b[i] <= 'Z') i++;
-  if (i == 0 || i >= n || b[i] != ' ') return;
-  if (name_is(b, i, "connect")) h->plain = 0;
-  uint64_t t = ++i;
-  while (i < n && b[i] > ' ' && b[i] < 0x7f) i++;
-  if (i == t || i + 10 > n || b[i] != ' ') return;
-  i++;
-  if (b[i] != 'H' || b[i + 1] != 'T' || b[i + 2] != 'T' || b[i + 3] != 'P' || b[i + 4] != '/' || b[i + 5] != '1' ||
-      b[i + 6] != '.' || b[i + 7] < '0' || b[i + 7] > '9')
-    return;
-  i += 8;
-  if (b[i] == '\r') i++;
-  if (i >= n || b[i] != '\n') return;
-  i++;
+}
+
+/* The header section of a head from b[i] on, up to its blank line (sets end). */
+static void parse_fields(const uint8_t* b, uint64_t n, uint64_t i, struct rb_head* h) {
   for (;;) {
     if (i >= n) return;
     if (b[i] == '\n' || (b[i] == '\r' && i + 1 < n && b[i + 1] == '\n')) {
@@ -136,6 +126,63 @@ static void parse_head(const uint8_t* b, uint64_t n, struct rb_head* h) {
       h->plain = 0;
     }
   }
+}
+
+/* Reads a request head from the start of b[0, n). Anything unexpected leaves end == 0 or plain == 0:
+ * the engine's parser has the last word, the stub only decides the plain cases. */
+static void parse_head(const uint8_t* b, uint64_t n, struct rb_head* h) {
+  reset_head(h);
+  uint64_t i = 0;
+  while (i < n && i < 16 && b[i] >= 'A' && b[i] <= 'Z') i++;
+  if (i == 0 || i >= n || b[i] != ' ') return;
+  if (name_is(b, i, "connect")) h->plain = 0;
+  h->head = i == 4 && b[0] == 'H' && b[1] == 'E' && b[2] == 'A' && b[3] == 'D';
+  uint64_t t = ++i;
+  while (i < n && b[i] > ' ' && b[i] < 0x7f) i++;
+  if (i == t || i + 10 > n || b[i] != ' ') return;
+  i++;
+  if (b[i] != 'H' || b[i + 1] != 'T' || b[i + 2] != 'T' || b[i + 3] != 'P' || b[i + 4] != '/' || b[i + 5] != '1' ||
+      b[i + 6] != '.' || b[i + 7] < '0' || b[i + 7] > '9')
+    return;
+  i += 8;
+  if (b[i] == '\r') i++;
+  if (i >= n || b[i] != '\n') return;
+  i++;
+  parse_fields(b, n, i, h);
+}
+
+/* Reads a response head from the start of b[0, n): "HTTP/1.x NNN reason", then its fields. An
+ * interim (1xx) response is not plain: the stub leaves it, and what follows, to the engine. */
+static void parse_response_head(const uint8_t* b, uint64_t n, struct rb_head* h) {
+  reset_head(h);
+  if (n < 13 || b[0] != 'H' || b[1] != 'T' || b[2] != 'T' || b[3] != 'P' || b[4] != '/' || b[5] != '1' || b[6] != '.' ||
+      b[7] < '0' || b[7] > '9' || b[8] != ' ')
+    return;
+  uint16_t status = 0;
+  for (int k = 9; k < 12; k++) {
+    if (b[k] < '0' || b[k] > '9') return;
+    status = (uint16_t)(status * 10 + (b[k] - '0'));
+  }
+  if (status < 100) return;
+  h->status = status;
+  if (status < 200) h->plain = 0;
+  uint64_t i = 12;
+  if (b[i] == ' ') {
+    i++;
+    while (i < n && ((b[i] > ' ' && b[i] != 0x7f) || b[i] == ' ' || b[i] == '\t')) i++; /* the reason phrase */
+  }
+  if (i < n && b[i] == '\r') i++;
+  if (i >= n || b[i] != '\n') return;
+  parse_fields(b, n, i + 1, h);
+}
+
+/* The body of a response to a request other than HEAD or CONNECT, as its head frames it: its
+ * length, or RB_NO_LENGTH where the stub cannot tell (chunked, until the connection's end, not
+ * plain). */
+static uint64_t response_body(const struct rb_head* h) {
+  if (h->end == 0 || !h->plain) return RB_NO_LENGTH;
+  if (h->status == 204 || h->status == 304) return 0;
+  return h->chunked ? RB_NO_LENGTH : h->length;
 }
 
 #endif

@@ -330,27 +330,28 @@ static void lose(long nr, long fd, uint64_t n) {
   if (fd >= 0 && fd < RB_FD_MAX) PRIV->lost[fd][is_write_nr(nr)] += n;
 }
 
+/* In record_io and finish_write: no byte of the call is known to be body. */
+#define RB_NO_BODY (~0ull)
+
 /* What a read or write moved from byte `done` on, in events of at most RB_EVENT_MAX_DATA bytes.
- * `body`: the bytes are all body of a length the head gave, which the engine skips unread: one
- * event carries their count alone (a multi-MB upload then takes one slot per read, not its bytes). */
+ * Bytes from `body_from` on are all body of a length its head gave, which the engine skips unread:
+ * one event carries their count alone (a multi-MB upload or download then takes one slot per
+ * call, not its bytes). RB_NO_BODY: every byte is copied. */
 static void record_io(struct rb_who* w, long nr, long fd, long result, long a2, long a3, long a4, uint64_t start, uint64_t done,
-                      const struct rb_decision* d, int body) {
+                      const struct rb_decision* d, uint64_t body_from) {
   if (result == -EAGAIN || result == -EINTR || !mine(w)) return;
   uint64_t moved = result > 0 ? (uint64_t)result : 0;
   if (!report_lost(w, nr, fd, start)) {
     lose(nr, fd, moved - done);
     return;
   }
-  if (body && moved > done) {
-    if (!count_event(w, nr, fd, moved - done, io_flags(nr, a3, a4), start)) lose(nr, fd, moved - done);
-    return;
-  }
-  if (moved > RB_IO_COPY_MAX) {
+  uint64_t copy_end = moved < body_from ? moved : body_from;
+  if (copy_end > RB_IO_COPY_MAX) {
     lose(nr, fd, moved - RB_IO_COPY_MAX); /* reported with the next event */
-    moved = RB_IO_COPY_MAX;
+    copy_end = moved = RB_IO_COPY_MAX;
   }
-  do {
-    uint64_t left = moved - done;
+  while (done < copy_end || moved == 0) { /* a call that moved nothing still has its event (EOF, errors) */
+    uint64_t left = copy_end - done;
     uint32_t n = left < RB_EVENT_MAX_DATA ? (uint32_t)left : RB_EVENT_MAX_DATA;
     uint64_t seq;
     struct rb_event* e = reserve(n, &seq);
@@ -366,7 +367,12 @@ static void record_io(struct rb_who* w, long nr, long fd, long result, long a2, 
     }
     publish(e, seq);
     done += n;
-  } while (done < moved);
+    if (moved == 0) return;
+  }
+  if (done < moved && !count_event(w, nr, fd, moved - done, io_flags(nr, a3, a4), start)) {
+    lose(nr, fd, moved - done);
+    return;
+  }
   report_lost(w, nr, fd, start); /* what was not copied, right behind what was */
 }
 
@@ -409,9 +415,10 @@ static void claim_write(struct rb_who* w, struct rb_claim* c, long nr, long fd, 
   c->e = c->owner && report_lost(w, nr, fd, start) ? reserve(extra ? ((c->first + 7) & ~7u) + extra : c->first, &c->seq) : 0;
 }
 
-/* Completes a claimed write: `result` is what the program is told; `flags` marks a rewritten one. */
-static long finish_write(struct rb_who* w, struct rb_claim* c, long nr, long a1, long a2, long a3, long a4, uint64_t start,
-                         long result, uint64_t flags) {
+/* Completes a claimed write: `result` is what the program is told; `flags` marks a rewritten one;
+ * bytes from `body_from` on are body of known length (record_io). */
+static long finish_framed_write(struct rb_who* w, struct rb_claim* c, long nr, long a1, long a2, long a3, long a4, uint64_t start,
+                                long result, uint64_t flags, uint64_t body_from) {
   struct rb_event* e = c->e;
   if (!e) {
     if (c->owner && result > 0) lose(nr, a1, (uint64_t)result);
@@ -437,8 +444,13 @@ static long finish_write(struct rb_who* w, struct rb_claim* c, long nr, long a1,
   fill(w, e, nr, a1, n, io_flags(nr, a3, a4) | flags, start, n);
   e->data_len = c->gathered ? (n < c->gathered ? n : c->gathered) : gather(nr, a2, a3, 0, (uint8_t*)(e + 1), n);
   publish(e, c->seq);
-  if ((uint64_t)result > n) record_io(w, nr, a1, result, a2, a3, a4, start, n, 0, 0);
+  if ((uint64_t)result > n) record_io(w, nr, a1, result, a2, a3, a4, start, n, 0, body_from);
   return result;
+}
+
+static long finish_write(struct rb_who* w, struct rb_claim* c, long nr, long a1, long a2, long a3, long a4, uint64_t start,
+                         long result, uint64_t flags) {
+  return finish_framed_write(w, c, nr, a1, a2, a3, a4, start, result, flags, RB_NO_BODY);
 }
 
 static long recorded_write(struct rb_who* w, long nr, long a1, long a2, long a3, long a4, long a5, long a6, uint64_t asked,
@@ -517,6 +529,8 @@ static void new_connection(struct rb_who* w, long nr, long fd, uint8_t state, co
   cn->tid = cn->req = 0;
   cn->caller = 2;
   cn->owed = cn->pos = cn->hdr_at = cn->msg_end = 0;
+  cn->resp = RB_RESP_IDLE;
+  cn->resp_owed = 0;
   uint64_t seq;
   struct rb_event* e = reserve(local_len + peer_len, &seq);
   if (!e) return;
@@ -535,6 +549,7 @@ static void unsync(long fd, int gone) {
   struct rb_conn* cn = &PRIV->conns[fd];
   if (cn->tid) forget_context(cn->tid);
   cn->sync = RB_SYNC_NONE;
+  cn->resp = RB_RESP_OFF; /* a second descriptor would move the stream past this one's count */
   if (gone) {
     cn->side = RB_SIDE_UNKNOWN;
     cn->tid = 0;
@@ -700,18 +715,77 @@ static int get_context(uint32_t tid, struct rb_thread* out) {
 }
 
 
+/* The first bytes a call reads or writes (its first non-empty buffer) and their length. */
+static const uint8_t* first_bytes(long nr, long a2, long a3, uint64_t* len) {
+  struct rb_iovec single;
+  size_t count;
+  const struct rb_iovec* iov = io_vector(nr, a2, a3, &single, &count);
+  for (size_t i = 0; i < count && i < 1024; i++) {
+    if (iov[i].len == 0) continue;
+    *len = iov[i].len;
+    return iov[i].base;
+  }
+  *len = 0;
+  return 0;
+}
+
+/* ---- Response framing (docs/fast-path.md, "Bodies as counts") ----
+ * Where `len` bytes read or written on cn's response stream go: returns where body of a known
+ * length starts in them (0: all body; RB_NO_BODY: none known), and *end where the response ends,
+ * counted from their first byte. Anything it does not follow turns the connection's framing off. */
+static uint64_t frame_response(struct rb_conn* cn, long nr, long a2, long a3, uint64_t len, uint64_t* end) {
+  if (len == 0 || cn->resp == RB_RESP_OFF) return RB_NO_BODY;
+  if (cn->resp == RB_RESP_BODY && len <= cn->resp_owed) {
+    *end = cn->resp_owed;
+    return 0;
+  }
+  if (cn->resp == RB_RESP_WAIT || cn->resp == RB_RESP_WAIT_HEAD) {
+    uint64_t first_len;
+    const uint8_t* first = first_bytes(nr, a2, a3, &first_len);
+    struct rb_head h;
+    parse_response_head(first, first_len < len ? first_len : len, &h);
+    uint64_t body = cn->resp == RB_RESP_WAIT_HEAD && h.end && h.plain ? 0 : response_body(&h);
+    if (body != RB_NO_LENGTH && h.end + body >= len) {
+      *end = h.end + body;
+      return h.end;
+    }
+  }
+  /* Bytes no request asked for, the end of one response and more, a head split over calls, an
+   * interim or unframed response: the engine follows those. */
+  cn->resp = RB_RESP_OFF;
+  return RB_NO_BODY;
+}
+
+/* `moved` of the bytes frame_response looked at went (a read's result, a write's). */
+static void response_moved(struct rb_conn* cn, uint64_t body_from, uint64_t end, uint64_t moved) {
+  if (body_from == RB_NO_BODY || moved == 0) return;
+  if (moved < body_from) { /* a head sent in part: the rest starts a call of its own */
+    cn->resp = RB_RESP_OFF;
+    return;
+  }
+  cn->resp_owed = end - moved;
+  cn->resp = cn->resp_owed ? RB_RESP_BODY : RB_RESP_IDLE;
+}
+
+/* A request whose head the stub or the engine read is on its way: its response is framed when it
+ * is the only one asked for. `next`: RB_RESP_WAIT, RB_RESP_WAIT_HEAD (a HEAD request), or
+ * RB_RESP_OFF (one whose response the stub does not frame, as CONNECT's). */
+static void request_sent(struct rb_conn* cn, uint8_t next) {
+  cn->resp = cn->resp == RB_RESP_IDLE ? next : RB_RESP_OFF;
+}
+
 /* A read of `n` bytes on an accepted connection: follows the request framing and, where a request
  * head starts here and ends in this read, decides the SERVER span (into *d) and makes it the
- * reading thread's context. Whatever it cannot follow makes that context unknown. */
-/* Returns 1 when the n bytes read are all request body of the length its head gave. */
-static int server_read(struct rb_who* w, long nr, long fd, long a2, long a3, uint64_t n, struct rb_decision* d) {
+ * reading thread's context. Whatever it cannot follow makes that context unknown. Returns where
+ * request body of the length its head gave starts in the bytes read (RB_NO_BODY: none). */
+static uint64_t server_read(struct rb_who* w, long nr, long fd, long a2, long a3, uint64_t n, struct rb_decision* d) {
   struct rb_conn* c = &PRIV->conns[fd];
   uint32_t tid = tid_of(w);
   if (c->sync == RB_SYNC_BODY) {
     if (n <= c->owed) {
       c->owed -= n;
       if (c->owed == 0) c->sync = RB_SYNC_HEAD;
-      return 1;
+      return 0;
     }
     c->sync = RB_SYNC_NONE; /* a request pipelined right behind a body */
   }
@@ -719,28 +793,31 @@ static int server_read(struct rb_who* w, long nr, long fd, long a2, long a3, uin
   c->req = 0;
   if (c->sync != RB_SYNC_HEAD) {
     forget_context(tid);
-    return 0;
+    c->resp = RB_RESP_OFF;
+    return RB_NO_BODY;
   }
-  struct rb_iovec single;
-  size_t count;
-  const struct rb_iovec* iov = io_vector(nr, a2, a3, &single, &count);
-  if (count == 0) return 0;
-  uint64_t len = iov[0].len < n ? iov[0].len : n;
+  uint64_t len;
+  const uint8_t* first = first_bytes(nr, a2, a3, &len);
+  if (!first) return RB_NO_BODY;
+  if (len > n) len = n;
   struct rb_head h;
-  parse_head(iov[0].base, len, &h);
+  parse_head(first, len, &h);
   uint64_t body = h.chunked ? 0 : h.length == RB_NO_LENGTH ? 0 : h.length;
   c->sync = RB_SYNC_NONE;
   if (h.end == 0 || !h.plain || h.end + body < n) {
     forget_context(tid); /* split over reads, pipelined, or something to leave to the engine */
-    return 0;
+    c->resp = RB_RESP_OFF;
+    return RB_NO_BODY;
   }
+  request_sent(c, h.head ? RB_RESP_WAIT_HEAD : RB_RESP_WAIT);
+  uint64_t body_from = !h.chunked && h.end < n ? h.end : RB_NO_BODY; /* body read with its head */
   if (!h.chunked) {
     c->owed = h.end + body - n;
     c->sync = c->owed ? RB_SYNC_BODY : RB_SYNC_HEAD;
   }
   if (h.carried || (h.tp && !h.tp_ok) || !PRIV->decide) {
     forget_context(tid);
-    return 0;
+    return body_from;
   }
   uint32_t gen = context_gen(tid);
   d->kind = RB_DEC_SERVER;
@@ -749,7 +826,7 @@ static int server_read(struct rb_who* w, long nr, long fd, long a2, long a3, uin
   c->tid = tid;
   c->req = req;
   set_context(tid, gen, 1, d->trace, d->span, d->flags, req);
-  return 0;
+  return body_from;
 }
 
 /* A response read on an outbound connection: at its end the engine gives the request's writer back
@@ -770,6 +847,19 @@ static void server_write(long fd) {
   struct rb_conn* c = &PRIV->conns[fd];
   struct rb_thread ctx;
   if (c->tid && (!get_context(c->tid, &ctx) || ctx.req == c->req || ctx.req == 0)) forget_context(c->tid);
+}
+
+/* A write on an accepted connection: a response's body of known length goes to the engine as a
+ * count (the head is copied). */
+static long response_write(struct rb_who* w, struct rb_conn* cn, long nr, long a1, long a2, long a3, long a4, long a5, long a6,
+                           uint64_t start) {
+  uint64_t asked = write_len(nr, a2, a3), end;
+  uint64_t body_from = frame_response(cn, nr, a2, a3, asked, &end);
+  struct rb_claim c;
+  claim_write(w, &c, nr, a1, asked, body_from < RB_EVENT_MAX_DATA ? (uint32_t)body_from : RB_EVENT_MAX_DATA, 0, start);
+  long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+  if (result > 0) response_moved(cn, body_from, end, (uint64_t)result);
+  return finish_framed_write(w, &c, nr, a1, a2, a3, a4, start, result, 0, body_from);
 }
 
 static const char kHex[] = "0123456789abcdef";
@@ -869,6 +959,7 @@ static void after_own_write(long fd, struct rb_conn* cn) {
   } else {
     PRIV->quiet[fd] = cn->pos < cn->msg_end ? cn->msg_end - cn->pos : 0;
     cn->sync = cn->pos <= cn->msg_end ? RB_SYNC_HEAD : RB_SYNC_NONE; /* past it: a second request in one write */
+    if (cn->pos > cn->msg_end) cn->resp = RB_RESP_OFF;
   }
 }
 
@@ -883,6 +974,7 @@ static long write_own_header(struct rb_who* w, struct rb_claim* c, struct rb_con
       c->e->dec.kind = RB_DEC_NONE; /* nothing went out: the next try decides again */
       cn->hdr_len = 0;
       cn->sync = RB_SYNC_HEAD;
+      if (cn->resp == RB_RESP_WAIT || cn->resp == RB_RESP_WAIT_HEAD) cn->resp = RB_RESP_IDLE; /* decide_write made it so */
       return finish_write(w, c, nr, a1, a2, a3, a4, start, app, 0);
     }
     c->e->dec.header_sent = (uint16_t)header;
@@ -920,6 +1012,7 @@ static int decide_write(struct rb_who* w, struct rb_claim* c, struct rb_conn* cn
   cn->hdr_sent = 0;
   cn->hdr_at = cn->pos + h.end - 2; /* before the blank line */
   cn->msg_end = h.chunked ? RB_NO_LENGTH : cn->pos + h.end + (h.length == RB_NO_LENGTH ? 0 : h.length);
+  request_sent(cn, h.head ? RB_RESP_WAIT_HEAD : RB_RESP_WAIT);
   d->header_len = cn->hdr_len;
   d->header_sent = 0;
   *result = write_own_header(w, c, cn, nr, a1, a2, a3, a4, a5, a6, asked, start);
@@ -960,7 +1053,10 @@ static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, l
   struct rb_claim c;
   uint32_t extra = (uint32_t)sizeof(struct rb_call) + more;
   claim_write(w, &c, nr, a1, asked, RB_EVENT_MAX_DATA - extra - 8, extra, start);
-  if (!c.e) return finish_write(w, &c, nr, a1, a2, a3, a4, start, rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6), 0);
+  if (!c.e) {
+    cn->resp = RB_RESP_OFF; /* a request may start in these bytes, unseen */
+    return finish_write(w, &c, nr, a1, a2, a3, a4, start, rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6), 0);
+  }
   uint32_t tid = tid_of(w);
   cn->tid = tid; /* the engine gives the writer its context back once the response is read */
   uint8_t* data = (uint8_t*)(c.e + 1);
@@ -974,6 +1070,7 @@ static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, l
   call->args[3] = (uint64_t)a4, call->args[4] = (uint64_t)a5, call->args[5] = (uint64_t)a6;
   call->inject_at = call->inject_len = call->quiet = 0;
   call->boundary = call->peer_ok = call->ctx_state = 0;
+  call->resp = RB_RESP_ANSWER_OFF; /* unless the engine answers */
   call->start_ns = start;
   call->data = (uint64_t)data;
   call->data_len = c.gathered;
@@ -981,6 +1078,7 @@ static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, l
   long verdict = rb_syscall_upcall(RB_UPCALL_NR, RB_UP_WRITE, (long)call, PRIV->pid, 0, 0, 0);
   if (verdict == 2) {
     PRIV->fd_state[a1] = RB_FD_RECORD; /* nothing to inject any more */
+    cn->resp = RB_RESP_OFF;           /* nor requests followed */
     return finish_write(w, &c, nr, a1, a2, a3, a4, start, rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6), 0);
   }
   /* What the engine knows, for the stub's own decisions on this descriptor from now on. */
@@ -1006,6 +1104,8 @@ static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, l
       app = sent - (long)header;
     }
   }
+  if (verdict >= 0 && (app > 0 || header > 0) && call->resp != RB_RESP_ANSWER_NONE)
+    request_sent(cn, call->resp == RB_RESP_ANSWER_ONE ? RB_RESP_WAIT : call->resp == RB_RESP_ANSWER_HEAD ? RB_RESP_WAIT_HEAD : RB_RESP_OFF);
   /* Sent whole: what follows is as the engine saw it. Otherwise the next write asks again. */
   if (verdict >= 0 && app >= 0 && (uint64_t)app == asked && header == len) {
     PRIV->quiet[a1] = call->quiet;
@@ -1294,13 +1394,16 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
       uint64_t start = now_ns();
       struct rb_conn* cn = &PRIV->conns[a1];
       if (write) {
-        if (cn->side == RB_SIDE_SERVER && mine(w)) server_write(a1);
+        if (cn->side == RB_SIDE_SERVER && mine(w)) {
+          server_write(a1);
+          return response_write(w, cn, nr, a1, a2, a3, a4, a5, a6, start);
+        }
         return recorded_write(w, nr, a1, a2, a3, a4, a5, a6, write_len(nr, a2, a3), RB_EVENT_MAX_DATA, start);
       }
       long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
       struct rb_decision d;
       d.kind = RB_DEC_NONE;
-      int body = 0;
+      uint64_t body = RB_NO_BODY;
       if (result > 0 && !((nr == SYS_RECVFROM || nr == SYS_RECVMSG) && (io_flags(nr, a3, a4) & 2 /* MSG_PEEK */)) && mine(w)) {
         if (cn->side == RB_SIDE_SERVER) {
           body = server_read(w, nr, a1, a2, a3, (uint64_t)result, &d);
@@ -1308,6 +1411,9 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
           /* A response: the engine gives its writer back the context it had, at the response's end. */
           if (cn->tid) response_read(cn);
           if (PRIV->quiet[a1] == RB_QUIET_UNTIL_READ) PRIV->quiet[a1] = 0;
+          uint64_t end;
+          body = frame_response(cn, nr, a2, a3, (uint64_t)result, &end);
+          response_moved(cn, body, end, (uint64_t)result);
         } else {
           forget_context(tid_of(w));
         }
