@@ -57,6 +57,7 @@ build_and_run_unit_tests() {
     src/tracee/sockets.cc src/tracee/memory.cc test/tracker_test.cc
   unit_test vdso_test src/tracee/vdso.cc src/tracee/memory.cc test/vdso_test.cc
   unit_test stub_head_test src/http/parser.cc src/engine/ids.cc src/engine/propagation.cc test/stub_head_test.cc
+  unit_test stub_chunks_test src/http/parser.cc test/stub_chunks_test.cc
   unit_test x86_64_decode_test src/arch/x86_64_decode.cc test/x86_64_decode_test.cc
   unit_test call_sites_test src/arch/x86_64_decode.cc src/engine/call_sites.cc src/tracee/memory.cc test/call_sites_test.cc
   step "running unit tests"

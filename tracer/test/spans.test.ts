@@ -168,8 +168,11 @@ describe('one trace across traced services', () => {
       const res = await fetch(`${frontend.url}/call?url=${encodeURIComponent(`${backend.url}/hello`)}`);
       expect(res.status).toBe(200);
       await res.text();
+      // Both: the server span ends after the client span, and may come in a later export.
       const spans = await receiver.waitFor(
-        (all) => all.some((s) => s.resource['service.name'] === 'chain-frontend' && s.kind === CLIENT),
+        (all) =>
+          all.some((s) => s.resource['service.name'] === 'chain-frontend' && s.kind === CLIENT) &&
+          all.some((s) => s.resource['service.name'] === 'chain-frontend' && s.kind === SERVER),
         20_000,
       );
       const server = spans.find((s) => s.resource['service.name'] === 'chain-frontend' && s.kind === SERVER);

@@ -482,12 +482,14 @@ long Engine::fast_write(pid_t tid, pid_t pid, uint64_t call_addr) {
   answer.peer_ok = tracker_.peer_allowed(fds, fd) ? 1 : 0;
   answer.ctx_state = 1;
   answer.ctx_head = injection.head_found ? 1 : 0;
-  switch (tracker_.response_framing(fds, fd, view)) {
+  std::optional<uint64_t> chunked_at;
+  switch (tracker_.response_framing(fds, fd, view, chunked_at)) {
     case ResponseFraming::kNoRequest: answer.resp = RB_RESP_ANSWER_NONE; break;
     case ResponseFraming::kOne: answer.resp = RB_RESP_ANSWER_ONE; break;
     case ResponseFraming::kHead: answer.resp = RB_RESP_ANSWER_HEAD; break;
     case ResponseFraming::kUnknown: answer.resp = RB_RESP_ANSWER_OFF; break;
   }
+  answer.chunk_at = chunked_at && *chunked_at < UINT32_MAX ? static_cast<uint32_t>(*chunked_at) : UINT32_MAX;
   if (const SpanContext* ctx = tracker_.thread_context(tid)) {
     answer.ctx_state = ctx->trace_state.empty() && ctx->baggage.empty() ? 2 : 0;
     std::memcpy(answer.ctx_trace, ctx->trace_id.data(), 16);

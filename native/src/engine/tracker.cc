@@ -551,18 +551,21 @@ namespace {
 class RequestCounter final : public http::Observer {
  public:
   void on_message_begin(size_t) override { begun++; }
-  void on_head_complete(const http::MessageHead& h, size_t) override {
-    heads++;
+  void on_head_complete(const http::MessageHead& h, size_t offset) override {
+    if (heads++ == 0 && h.chunked) chunked_at = base + offset;
     if (h.method == "HEAD") head_method++;
     if (h.method == "CONNECT") connect++;
   }
   void on_message_complete(size_t) override {}
   int begun = 0, heads = 0, head_method = 0, connect = 0;
+  uint64_t base = 0;  // where the bytes of the current feed start
+  std::optional<uint64_t> chunked_at;  // the first head's chunked body starts here
 };
 
 }  // namespace
 
-ResponseFraming Tracker::response_framing(FdTable& table, int fd, DataView& data) {
+ResponseFraming Tracker::response_framing(FdTable& table, int fd, DataView& data, std::optional<uint64_t>& chunked_at) {
+  chunked_at.reset();
   const std::shared_ptr<Connection>& conn = table.get(fd);
   if (!conn || conn->opaque || conn->side != Side::kClient) return ResponseFraming::kUnknown;
   constexpr uint64_t kMaxParsed = 64 * 1024;
@@ -582,6 +585,7 @@ ResponseFraming Tracker::response_framing(FdTable& table, int fd, DataView& data
     if (parsed >= kMaxParsed) return ResponseFraming::kUnknown;
     const long got = data.copy(off, buf.data(), static_cast<size_t>(std::min<uint64_t>(total - off, kMaxParsed - parsed)));
     if (got <= 0) return ResponseFraming::kUnknown;
+    counter.base = off;
     parser.feed(buf.data(), static_cast<size_t>(got), counter);
     off += static_cast<uint64_t>(got);
     parsed += static_cast<uint64_t>(got);
@@ -590,6 +594,7 @@ ResponseFraming Tracker::response_framing(FdTable& table, int fd, DataView& data
   // One whole head, after every earlier request was answered: its response is the next byte read.
   const bool one = counter.begun == 1 && counter.heads == 1 && counter.connect == 0 && conn->exchanges.empty();
   if (!one || parser.status() != http::Status::kOk) return ResponseFraming::kUnknown;
+  chunked_at = counter.chunked_at;
   return counter.head_method ? ResponseFraming::kHead : ResponseFraming::kOne;
 }
 

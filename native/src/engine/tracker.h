@@ -286,8 +286,10 @@ class Tracker {
   // The request body still owed on the connection once `data` is written on it (Injection::quiet),
   // and whether the next byte after that body starts a request (Injection::boundary).
   std::pair<uint64_t, bool> body_owed_after(FdTable& table, int fd, DataView& data);
-  // Whether the stub can frame the responses to the bytes about to be written on fd (rb_call.resp).
-  ResponseFraming response_framing(FdTable& table, int fd, DataView& data);
+  // Whether the stub can frame the responses to the bytes about to be written on fd (rb_call.resp);
+  // with kOne or kHead, chunked_at is where the request's chunked body starts in them, if it is
+  // chunked (rb_call.chunk_at: the stub follows its chunks from there).
+  ResponseFraming response_framing(FdTable& table, int fd, DataView& data, std::optional<uint64_t>& chunked_at);
   // A request head about to be written on fd whose CLIENT span the stub decided (and injected).
   void client_decided(FdTable& table, int fd, pid_t tid, const Decided& decided);
   // True when fd's peer address may get trace context whatever the request's Host says.

@@ -6,6 +6,8 @@
 
 #include <stdint.h>
 
+#include "chunks.h"
+
 /* Where the stub lives in every traced address space: far from where loaders, heaps and mmap
  * put things on x86-64 (42 TiB). Mapped with MAP_FIXED_NOREPLACE before the new image runs. */
 #define RB_STUB_ADDR 0x2a0000000000ULL
@@ -213,6 +215,8 @@ struct rb_conn {
   uint64_t resp_owed;  /* RB_RESP_BODY */
   uint8_t resp;        /* rb_resp */
   uint8_t resp_pad[7];
+  struct rb_chunk req_chunk; /* a chunked request body being read (server) or written (client) */
+  uint64_t chunk_from;       /* client: where in the stream (pos) that body starts */
 };
 
 /* Trampolines live in zones mapped within rel32 reach of the sites they serve. */
@@ -320,6 +324,8 @@ struct rb_call {
   uint8_t ctx_pad;
   uint8_t ctx_trace[16];
   uint8_t ctx_span[8];
+  uint32_t chunk_at;   /* a chunked request body starts at this byte of the program's (~0: none) */
+  uint32_t chunk_pad;
   uint64_t start_ns;
   uint64_t data;       /* where the stub copied the first data_len bytes the call asks to send */
   uint64_t data_len;

@@ -330,48 +330,69 @@ static void lose(long nr, long fd, uint64_t n) {
   if (fd >= 0 && fd < RB_FD_MAX) PRIV->lost[fd][is_write_nr(nr)] += n;
 }
 
-/* In record_io and finish_write: no byte of the call is known to be body. */
+/* Where no byte of a call is known to be body (frame_response, server_read). */
 #define RB_NO_BODY (~0ull)
 
+/* The ranges of a call that go as counts: all bytes from body_from on (RB_NO_BODY: none). */
+static void segs_from(struct rb_segs* s, uint64_t body_from) {
+  s->n = 0;
+  if (body_from != RB_NO_BODY) segs_add(s, body_from, ~0ull);
+}
+
+/* Ranges shorter than this are copied with the bytes around them (chunk data in small chunks). */
+#define RB_COUNT_MIN 1024
+
 /* What a read or write moved from byte `done` on, in events of at most RB_EVENT_MAX_DATA bytes.
- * Bytes from `body_from` on are all body of a length its head gave, which the engine skips unread:
- * one event carries their count alone (a multi-MB upload or download then takes one slot per
- * call, not its bytes). RB_NO_BODY: every byte is copied. */
+ * The ranges in *s (null: none) are body whose framing a head or chunk line gave, which the
+ * engine skips unread: an event carries each one's count alone (a multi-MB upload or download
+ * then takes a slot per call, not its bytes). Of the rest, at most RB_IO_COPY_MAX bytes are
+ * copied; what is beyond goes as lost bytes. */
 static void record_io(struct rb_who* w, long nr, long fd, long result, long a2, long a3, long a4, uint64_t start, uint64_t done,
-                      const struct rb_decision* d, uint64_t body_from) {
+                      const struct rb_decision* d, const struct rb_segs* s) {
   if (result == -EAGAIN || result == -EINTR || !mine(w)) return;
   uint64_t moved = result > 0 ? (uint64_t)result : 0;
   if (!report_lost(w, nr, fd, start)) {
     lose(nr, fd, moved - done);
     return;
   }
-  uint64_t copy_end = moved < body_from ? moved : body_from;
-  if (copy_end > RB_IO_COPY_MAX) {
-    lose(nr, fd, moved - RB_IO_COPY_MAX); /* reported with the next event */
-    copy_end = moved = RB_IO_COPY_MAX;
-  }
-  while (done < copy_end || moved == 0) { /* a call that moved nothing still has its event (EOF, errors) */
-    uint64_t left = copy_end - done;
-    uint32_t n = left < RB_EVENT_MAX_DATA ? (uint32_t)left : RB_EVENT_MAX_DATA;
-    uint64_t seq;
-    struct rb_event* e = reserve(n, &seq);
-    if (!e) {
+  uint64_t copied = 0;
+  uint32_t k = 0, ranges = s ? s->n : 0;
+  for (;;) {
+    while (k < ranges && s->to[k] <= done) k++;
+    uint64_t copy_end = k < ranges && s->from[k] < moved ? (s->from[k] > done ? s->from[k] : done) : moved;
+    int capped = copied + (copy_end - done) > RB_IO_COPY_MAX;
+    if (capped) copy_end = done + (RB_IO_COPY_MAX - copied);
+    copied += copy_end - done;
+    while (done < copy_end || moved == 0) { /* a call that moved nothing still has its event (EOF, errors) */
+      uint64_t left = copy_end - done;
+      uint32_t n = left < RB_EVENT_MAX_DATA ? (uint32_t)left : RB_EVENT_MAX_DATA;
+      uint64_t seq;
+      struct rb_event* e = reserve(n, &seq);
+      if (!e) {
+        lose(nr, fd, moved - done);
+        return;
+      }
+      fill(w, e, nr, fd, result > 0 ? (long)n : result, io_flags(nr, a3, a4), start, n);
+      e->data_len = n ? gather(nr, a2, a3, done, (uint8_t*)(e + 1), n) : 0;
+      if (d && d->kind) {
+        copy_bytes((uint8_t*)&e->dec, (const uint8_t*)d, sizeof(*d)); /* the head is in the first event */
+        d = 0;
+      }
+      publish(e, seq);
+      done += n;
+      if (moved == 0) return;
+    }
+    if (capped) {
+      lose(nr, fd, moved - done); /* reported right behind what was copied */
+      break;
+    }
+    if (done >= moved) break;
+    uint64_t end = s->to[k] < moved ? s->to[k] : moved;
+    if (!count_event(w, nr, fd, end - done, io_flags(nr, a3, a4), start)) {
       lose(nr, fd, moved - done);
       return;
     }
-    fill(w, e, nr, fd, result > 0 ? (long)n : result, io_flags(nr, a3, a4), start, n);
-    e->data_len = n ? gather(nr, a2, a3, done, (uint8_t*)(e + 1), n) : 0;
-    if (d && d->kind) {
-      copy_bytes((uint8_t*)&e->dec, (const uint8_t*)d, sizeof(*d)); /* the head is in the first event */
-      d = 0;
-    }
-    publish(e, seq);
-    done += n;
-    if (moved == 0) return;
-  }
-  if (done < moved && !count_event(w, nr, fd, moved - done, io_flags(nr, a3, a4), start)) {
-    lose(nr, fd, moved - done);
-    return;
+    done = end;
   }
   report_lost(w, nr, fd, start); /* what was not copied, right behind what was */
 }
@@ -416,9 +437,10 @@ static void claim_write(struct rb_who* w, struct rb_claim* c, long nr, long fd, 
 }
 
 /* Completes a claimed write: `result` is what the program is told; `flags` marks a rewritten one;
- * bytes from `body_from` on are body of known length (record_io). */
+ * the ranges in *s (null: none) go as counts (record_io). A claim of no bytes (c->first == 0)
+ * is for a call that starts with such a range. */
 static long finish_framed_write(struct rb_who* w, struct rb_claim* c, long nr, long a1, long a2, long a3, long a4, uint64_t start,
-                                long result, uint64_t flags, uint64_t body_from) {
+                                long result, uint64_t flags, const struct rb_segs* s) {
   struct rb_event* e = c->e;
   if (!e) {
     if (c->owner && result > 0) lose(nr, a1, (uint64_t)result);
@@ -434,23 +456,24 @@ static long finish_framed_write(struct rb_who* w, struct rb_claim* c, long nr, l
     publish(e, c->seq);
     return result;
   }
-  if (c->first == 0) { /* count only (a write asked to send 0 bytes moved none: above) */
-    fill(w, e, nr, a1, result, io_flags(nr, a3, a4) | flags, start, (uint64_t)result);
+  uint64_t n;
+  if (c->first == 0) { /* a count (a write asked to send 0 bytes moved none: above); without ranges, all of it */
+    n = s && s->n && s->from[0] == 0 && s->to[0] < (uint64_t)result ? s->to[0] : (uint64_t)result;
+    fill(w, e, nr, a1, (long)n, io_flags(nr, a3, a4) | flags, start, n);
     e->data_len = 0;
-    publish(e, c->seq);
-    return result;
+  } else {
+    n = (uint64_t)result < c->first ? (uint64_t)result : c->first;
+    fill(w, e, nr, a1, (long)n, io_flags(nr, a3, a4) | flags, start, n);
+    e->data_len = c->gathered ? (n < c->gathered ? (uint32_t)n : c->gathered) : gather(nr, a2, a3, 0, (uint8_t*)(e + 1), (uint32_t)n);
   }
-  uint32_t n = (uint64_t)result < c->first ? (uint32_t)result : c->first;
-  fill(w, e, nr, a1, n, io_flags(nr, a3, a4) | flags, start, n);
-  e->data_len = c->gathered ? (n < c->gathered ? n : c->gathered) : gather(nr, a2, a3, 0, (uint8_t*)(e + 1), n);
   publish(e, c->seq);
-  if ((uint64_t)result > n) record_io(w, nr, a1, result, a2, a3, a4, start, n, 0, body_from);
+  if ((uint64_t)result > n) record_io(w, nr, a1, result, a2, a3, a4, start, n, 0, s);
   return result;
 }
 
 static long finish_write(struct rb_who* w, struct rb_claim* c, long nr, long a1, long a2, long a3, long a4, uint64_t start,
                          long result, uint64_t flags) {
-  return finish_framed_write(w, c, nr, a1, a2, a3, a4, start, result, flags, RB_NO_BODY);
+  return finish_framed_write(w, c, nr, a1, a2, a3, a4, start, result, flags, 0);
 }
 
 static long recorded_write(struct rb_who* w, long nr, long a1, long a2, long a3, long a4, long a5, long a6, uint64_t asked,
@@ -531,6 +554,8 @@ static void new_connection(struct rb_who* w, long nr, long fd, uint8_t state, co
   cn->owed = cn->pos = cn->hdr_at = cn->msg_end = 0;
   cn->resp = RB_RESP_IDLE;
   cn->resp_owed = 0;
+  cn->req_chunk.state = RB_CH_OFF;
+  cn->chunk_from = 0;
   uint64_t seq;
   struct rb_event* e = reserve(local_len + peer_len, &seq);
   if (!e) return;
@@ -550,6 +575,7 @@ static void unsync(long fd, int gone) {
   if (cn->tid) forget_context(cn->tid);
   cn->sync = RB_SYNC_NONE;
   cn->resp = RB_RESP_OFF; /* a second descriptor would move the stream past this one's count */
+  cn->req_chunk.state = RB_CH_OFF;
   if (gone) {
     cn->side = RB_SIDE_UNKNOWN;
     cn->tid = 0;
@@ -774,50 +800,93 @@ static void request_sent(struct rb_conn* cn, uint8_t next) {
   cn->resp = cn->resp == RB_RESP_IDLE ? next : RB_RESP_OFF;
 }
 
+/* Walks the call's bytes [from, to) through the chunk framing in *c, adding chunk data to *out
+ * (when not null). Returns where the walk stopped: `to`, or where the body ended or the stub
+ * stopped following it. */
+static uint64_t walk_call(struct rb_chunk* c, long nr, long a2, long a3, uint64_t from, uint64_t to, struct rb_segs* out) {
+  struct rb_iovec single;
+  size_t count;
+  const struct rb_iovec* iov = io_vector(nr, a2, a3, &single, &count);
+  uint64_t off = 0;
+  for (size_t i = 0; i < count && i < 1024 && off < to && chunk_following(c); i++) {
+    uint64_t n = iov[i].len, lo = from > off ? from - off : 0;
+    if (lo < n) {
+      uint64_t hi = to - off < n ? to - off : n;
+      uint64_t walked = chunk_walk(c, iov[i].base + lo, hi - lo, off + lo, out);
+      if (walked < hi - lo) return off + lo + walked;
+    }
+    off += n;
+  }
+  return off < to ? off : to;
+}
+
 /* A read of `n` bytes on an accepted connection: follows the request framing and, where a request
  * head starts here and ends in this read, decides the SERVER span (into *d) and makes it the
- * reading thread's context. Whatever it cannot follow makes that context unknown. Returns where
- * request body of the length its head gave starts in the bytes read (RB_NO_BODY: none). */
-static uint64_t server_read(struct rb_who* w, long nr, long fd, long a2, long a3, uint64_t n, struct rb_decision* d) {
+ * reading thread's context. Whatever it cannot follow makes that context unknown. Puts into *s
+ * the bytes read that are request body of a length its head or its chunks gave. */
+static void server_read(struct rb_who* w, long nr, long fd, long a2, long a3, uint64_t n, struct rb_decision* d, struct rb_segs* s) {
   struct rb_conn* c = &PRIV->conns[fd];
   uint32_t tid = tid_of(w);
+  s->n = 0;
   if (c->sync == RB_SYNC_BODY) {
     if (n <= c->owed) {
       c->owed -= n;
       if (c->owed == 0) c->sync = RB_SYNC_HEAD;
-      return 0;
+      segs_from(s, 0);
+      return;
     }
     c->sync = RB_SYNC_NONE; /* a request pipelined right behind a body */
+  }
+  if (chunk_following(&c->req_chunk)) { /* more of a chunked body */
+    uint64_t at = walk_call(&c->req_chunk, nr, a2, a3, 0, n, s);
+    segs_keep_long(s, RB_COUNT_MIN, n);
+    if (c->req_chunk.state == RB_CH_DONE && at == n) c->sync = RB_SYNC_HEAD; /* the next byte starts a request */
+    if (at == n) return;
+    c->req_chunk.state = RB_CH_OFF; /* a request behind the body, or chunk framing the stub does not follow */
+    forget_context(tid);
+    c->resp = RB_RESP_OFF;
+    return;
   }
   c->tid = tid; /* whose context the response's end clears (req 0: a request the stub did not decide) */
   c->req = 0;
   if (c->sync != RB_SYNC_HEAD) {
     forget_context(tid);
     c->resp = RB_RESP_OFF;
-    return RB_NO_BODY;
+    return;
   }
   uint64_t len;
   const uint8_t* first = first_bytes(nr, a2, a3, &len);
-  if (!first) return RB_NO_BODY;
+  if (!first) return;
   if (len > n) len = n;
   struct rb_head h;
   parse_head(first, len, &h);
   uint64_t body = h.chunked ? 0 : h.length == RB_NO_LENGTH ? 0 : h.length;
   c->sync = RB_SYNC_NONE;
-  if (h.end == 0 || !h.plain || h.end + body < n) {
+  int whole = h.end != 0 && h.plain;
+  if (whole && h.chunked) {
+    c->req_chunk.state = RB_CH_SIZE;
+    uint64_t at = walk_call(&c->req_chunk, nr, a2, a3, h.end, n, s);
+    whole = at == n && c->req_chunk.state != RB_CH_OFF;
+    segs_keep_long(s, RB_COUNT_MIN, n);
+  }
+  if (!whole || (!h.chunked && h.end + body < n)) {
+    c->req_chunk.state = RB_CH_OFF;
     forget_context(tid); /* split over reads, pipelined, or something to leave to the engine */
     c->resp = RB_RESP_OFF;
-    return RB_NO_BODY;
+    return;
   }
   request_sent(c, h.head ? RB_RESP_WAIT_HEAD : RB_RESP_WAIT);
-  uint64_t body_from = !h.chunked && h.end < n ? h.end : RB_NO_BODY; /* body read with its head */
-  if (!h.chunked) {
+  if (h.chunked) {
+    if (c->req_chunk.state == RB_CH_DONE) c->sync = RB_SYNC_HEAD; /* the whole body came with its head */
+  } else {
     c->owed = h.end + body - n;
     c->sync = c->owed ? RB_SYNC_BODY : RB_SYNC_HEAD;
+    segs_from(s, h.end < n ? h.end : RB_NO_BODY); /* body read with its head */
+    segs_keep_long(s, RB_COUNT_MIN, n);
   }
   if (h.carried || (h.tp && !h.tp_ok) || !PRIV->decide) {
     forget_context(tid);
-    return body_from;
+    return;
   }
   uint32_t gen = context_gen(tid);
   d->kind = RB_DEC_SERVER;
@@ -826,7 +895,6 @@ static uint64_t server_read(struct rb_who* w, long nr, long fd, long a2, long a3
   c->tid = tid;
   c->req = req;
   set_context(tid, gen, 1, d->trace, d->span, d->flags, req);
-  return body_from;
 }
 
 /* A response read on an outbound connection: at its end the engine gives the request's writer back
@@ -859,7 +927,9 @@ static long response_write(struct rb_who* w, struct rb_conn* cn, long nr, long a
   claim_write(w, &c, nr, a1, asked, body_from < RB_EVENT_MAX_DATA ? (uint32_t)body_from : RB_EVENT_MAX_DATA, 0, start);
   long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
   if (result > 0) response_moved(cn, body_from, end, (uint64_t)result);
-  return finish_framed_write(w, &c, nr, a1, a2, a3, a4, start, result, 0, body_from);
+  struct rb_segs s;
+  segs_from(&s, body_from);
+  return finish_framed_write(w, &c, nr, a1, a2, a3, a4, start, result, 0, &s);
 }
 
 static const char kHex[] = "0123456789abcdef";
@@ -948,6 +1018,15 @@ static long write_with(long nr, long a1, long a2, long a3, long a4, long a5, lon
   return sent;
 }
 
+/* `app` of the program's bytes went out on an outbound connection from stream position cn->pos
+ * (not yet counted): the chunked request body among them moves the connection's chunk cursor, and
+ * its chunk data goes into *out (when not null), as ranges of the call. */
+static void client_chunks(struct rb_conn* cn, long nr, long a2, long a3, uint64_t app, struct rb_segs* out) {
+  if (!chunk_following(&cn->req_chunk) || app == 0) return;
+  uint64_t from = cn->chunk_from > cn->pos ? cn->chunk_from - cn->pos : 0;
+  if (from < app) walk_call(&cn->req_chunk, nr, a2, a3, from, app, out);
+}
+
 /* After a write the stub put (part of) a header in: where the request stream is. */
 static void after_own_write(long fd, struct rb_conn* cn) {
   if (cn->hdr_len) {
@@ -975,13 +1054,17 @@ static long write_own_header(struct rb_who* w, struct rb_claim* c, struct rb_con
       cn->hdr_len = 0;
       cn->sync = RB_SYNC_HEAD;
       if (cn->resp == RB_RESP_WAIT || cn->resp == RB_RESP_WAIT_HEAD) cn->resp = RB_RESP_IDLE; /* decide_write made it so */
+      cn->req_chunk.state = RB_CH_OFF;
       return finish_write(w, c, nr, a1, a2, a3, a4, start, app, 0);
     }
     c->e->dec.header_sent = (uint16_t)header;
   }
   cn->hdr_sent = (uint16_t)(cn->hdr_sent + header);
   if (cn->hdr_sent >= cn->hdr_len) cn->hdr_len = cn->hdr_sent = 0;
-  if (app > 0) cn->pos += (uint64_t)app;
+  if (app > 0) {
+    client_chunks(cn, nr, a2, a3, (uint64_t)app, 0);
+    cn->pos += (uint64_t)app;
+  }
   after_own_write(a1, cn);
   return finish_write(w, c, nr, a1, a2, a3, a4, start, app, 0);
 }
@@ -1013,6 +1096,8 @@ static int decide_write(struct rb_who* w, struct rb_claim* c, struct rb_conn* cn
   cn->hdr_at = cn->pos + h.end - 2; /* before the blank line */
   cn->msg_end = h.chunked ? RB_NO_LENGTH : cn->pos + h.end + (h.length == RB_NO_LENGTH ? 0 : h.length);
   request_sent(cn, h.head ? RB_RESP_WAIT_HEAD : RB_RESP_WAIT);
+  cn->req_chunk.state = h.chunked ? RB_CH_SIZE : RB_CH_OFF;
+  cn->chunk_from = cn->pos + h.end;
   d->header_len = cn->hdr_len;
   d->header_sent = 0;
   *result = write_own_header(w, c, cn, nr, a1, a2, a3, a4, a5, a6, asked, start);
@@ -1033,6 +1118,27 @@ static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, l
     struct rb_claim c;
     claim_write(w, &c, nr, a1, asked, RB_EVENT_MAX_DATA, 0, start);
     return write_own_header(w, &c, cn, nr, a1, a2, a3, a4, a5, a6, asked, start);
+  }
+  if (quiet == RB_QUIET_UNTIL_READ && chunk_following(&cn->req_chunk) && mine(w)) {
+    /* A chunked body: its chunk data goes as counts, its chunk lines are copied. Where the first
+     * count starts decides what the event claimed before the call carries. */
+    struct rb_chunk ahead = cn->req_chunk;
+    struct rb_segs s;
+    s.n = 0;
+    uint64_t from = cn->chunk_from > cn->pos ? cn->chunk_from - cn->pos : 0;
+    if (from < asked) walk_call(&ahead, nr, a2, a3, from, asked, &s);
+    segs_keep_long(&s, RB_COUNT_MIN, asked);
+    uint64_t copy = s.n && s.from[0] < RB_EVENT_MAX_DATA ? s.from[0] : RB_EVENT_MAX_DATA;
+    struct rb_claim c;
+    claim_write(w, &c, nr, a1, asked, (uint32_t)copy, 0, start);
+    long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+    s.n = 0;
+    if (result > 0) {
+      client_chunks(cn, nr, a2, a3, (uint64_t)result, &s);
+      segs_keep_long(&s, RB_COUNT_MIN, (uint64_t)result);
+      cn->pos += (uint64_t)result;
+    }
+    return finish_framed_write(w, &c, nr, a1, a2, a3, a4, start, result, 0, &s);
   }
   if (quiet && asked <= quiet) {
     /* Body the engine said the request still owes: it cannot start a head, no upcall. Of a known
@@ -1055,6 +1161,7 @@ static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, l
   claim_write(w, &c, nr, a1, asked, RB_EVENT_MAX_DATA - extra - 8, extra, start);
   if (!c.e) {
     cn->resp = RB_RESP_OFF; /* a request may start in these bytes, unseen */
+    cn->req_chunk.state = RB_CH_OFF;
     return finish_write(w, &c, nr, a1, a2, a3, a4, start, rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6), 0);
   }
   uint32_t tid = tid_of(w);
@@ -1071,6 +1178,7 @@ static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, l
   call->inject_at = call->inject_len = call->quiet = 0;
   call->boundary = call->peer_ok = call->ctx_state = 0;
   call->resp = RB_RESP_ANSWER_OFF; /* unless the engine answers */
+  call->chunk_at = UINT32_MAX;
   call->start_ns = start;
   call->data = (uint64_t)data;
   call->data_len = c.gathered;
@@ -1079,6 +1187,7 @@ static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, l
   if (verdict == 2) {
     PRIV->fd_state[a1] = RB_FD_RECORD; /* nothing to inject any more */
     cn->resp = RB_RESP_OFF;           /* nor requests followed */
+    cn->req_chunk.state = RB_CH_OFF;
     return finish_write(w, &c, nr, a1, a2, a3, a4, start, rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6), 0);
   }
   /* What the engine knows, for the stub's own decisions on this descriptor from now on. */
@@ -1104,14 +1213,21 @@ static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, l
       app = sent - (long)header;
     }
   }
-  if (verdict >= 0 && (app > 0 || header > 0) && call->resp != RB_RESP_ANSWER_NONE)
+  if (verdict >= 0 && (app > 0 || header > 0) && call->resp != RB_RESP_ANSWER_NONE) {
     request_sent(cn, call->resp == RB_RESP_ANSWER_ONE ? RB_RESP_WAIT : call->resp == RB_RESP_ANSWER_HEAD ? RB_RESP_WAIT_HEAD : RB_RESP_OFF);
+    /* Where its chunked body starts, if it has one: the stub follows its chunks from there. */
+    cn->req_chunk.state = call->chunk_at != UINT32_MAX ? RB_CH_SIZE : RB_CH_OFF;
+    cn->chunk_from = cn->pos + call->chunk_at;
+  }
   /* Sent whole: what follows is as the engine saw it. Otherwise the next write asks again. */
   if (verdict >= 0 && app >= 0 && (uint64_t)app == asked && header == len) {
     PRIV->quiet[a1] = call->quiet;
     cn->sync = call->boundary ? RB_SYNC_HEAD : RB_SYNC_NONE;
   }
-  if (app > 0) cn->pos += (uint64_t)app;
+  if (app > 0) {
+    client_chunks(cn, nr, a2, a3, (uint64_t)app, 0);
+    cn->pos += (uint64_t)app;
+  }
   return finish_write(w, &c, nr, a1, a2, a3, a4, start, app, verdict == 1 ? RB_EV_REWRITTEN | (header << RB_EV_HEADER_SHIFT) : 0);
 }
 
@@ -1403,22 +1519,24 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
       long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
       struct rb_decision d;
       d.kind = RB_DEC_NONE;
-      uint64_t body = RB_NO_BODY;
+      struct rb_segs body;
+      body.n = 0;
       if (result > 0 && !((nr == SYS_RECVFROM || nr == SYS_RECVMSG) && (io_flags(nr, a3, a4) & 2 /* MSG_PEEK */)) && mine(w)) {
         if (cn->side == RB_SIDE_SERVER) {
-          body = server_read(w, nr, a1, a2, a3, (uint64_t)result, &d);
+          server_read(w, nr, a1, a2, a3, (uint64_t)result, &d, &body);
         } else if (cn->side == RB_SIDE_CLIENT) {
           /* A response: the engine gives its writer back the context it had, at the response's end. */
           if (cn->tid) response_read(cn);
           if (PRIV->quiet[a1] == RB_QUIET_UNTIL_READ) PRIV->quiet[a1] = 0;
-          uint64_t end;
-          body = frame_response(cn, nr, a2, a3, (uint64_t)result, &end);
-          response_moved(cn, body, end, (uint64_t)result);
+          uint64_t end, body_from = frame_response(cn, nr, a2, a3, (uint64_t)result, &end);
+          response_moved(cn, body_from, end, (uint64_t)result);
+          segs_from(&body, body_from);
+          segs_keep_long(&body, RB_COUNT_MIN, (uint64_t)result);
         } else {
           forget_context(tid_of(w));
         }
       }
-      record_io(w, nr, a1, result, a2, a3, a4, start, 0, &d, body);
+      record_io(w, nr, a1, result, a2, a3, a4, start, 0, &d, &body);
       return result;
     }
     case SYS_ACCEPT:
