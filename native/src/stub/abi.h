@@ -193,6 +193,7 @@ enum rb_resp {
   RB_RESP_WAIT = 2, /* one request, not CONNECT: the next response byte starts its head */
   RB_RESP_BODY = 3, /* `resp_owed` bytes of its body first */
   RB_RESP_WAIT_HEAD = 4, /* as WAIT, for a HEAD request: its response ends with its head */
+  RB_RESP_CHUNKED = 5, /* in its chunked body (resp_chunk) */
 };
 #define RB_HEADER_MAX 72
 struct rb_conn {
@@ -217,6 +218,7 @@ struct rb_conn {
   uint8_t resp_pad[7];
   struct rb_chunk req_chunk; /* a chunked request body being read (server) or written (client) */
   uint64_t chunk_from;       /* client: where in the stream (pos) that body starts */
+  struct rb_chunk resp_chunk; /* RB_RESP_CHUNKED */
 };
 
 /* Trampolines live in zones mapped within rel32 reach of the sites they serve. */

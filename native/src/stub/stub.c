@@ -554,7 +554,7 @@ static void new_connection(struct rb_who* w, long nr, long fd, uint8_t state, co
   cn->owed = cn->pos = cn->hdr_at = cn->msg_end = 0;
   cn->resp = RB_RESP_IDLE;
   cn->resp_owed = 0;
-  cn->req_chunk.state = RB_CH_OFF;
+  cn->req_chunk.state = cn->resp_chunk.state = RB_CH_OFF;
   cn->chunk_from = 0;
   uint64_t seq;
   struct rb_event* e = reserve(local_len + peer_len, &seq);
@@ -755,51 +755,6 @@ static const uint8_t* first_bytes(long nr, long a2, long a3, uint64_t* len) {
   return 0;
 }
 
-/* ---- Response framing (docs/fast-path.md, "Bodies as counts") ----
- * Where `len` bytes read or written on cn's response stream go: returns where body of a known
- * length starts in them (0: all body; RB_NO_BODY: none known), and *end where the response ends,
- * counted from their first byte. Anything it does not follow turns the connection's framing off. */
-static uint64_t frame_response(struct rb_conn* cn, long nr, long a2, long a3, uint64_t len, uint64_t* end) {
-  if (len == 0 || cn->resp == RB_RESP_OFF) return RB_NO_BODY;
-  if (cn->resp == RB_RESP_BODY && len <= cn->resp_owed) {
-    *end = cn->resp_owed;
-    return 0;
-  }
-  if (cn->resp == RB_RESP_WAIT || cn->resp == RB_RESP_WAIT_HEAD) {
-    uint64_t first_len;
-    const uint8_t* first = first_bytes(nr, a2, a3, &first_len);
-    struct rb_head h;
-    parse_response_head(first, first_len < len ? first_len : len, &h);
-    uint64_t body = cn->resp == RB_RESP_WAIT_HEAD && h.end && h.plain ? 0 : response_body(&h);
-    if (body != RB_NO_LENGTH && h.end + body >= len) {
-      *end = h.end + body;
-      return h.end;
-    }
-  }
-  /* Bytes no request asked for, the end of one response and more, a head split over calls, an
-   * interim or unframed response: the engine follows those. */
-  cn->resp = RB_RESP_OFF;
-  return RB_NO_BODY;
-}
-
-/* `moved` of the bytes frame_response looked at went (a read's result, a write's). */
-static void response_moved(struct rb_conn* cn, uint64_t body_from, uint64_t end, uint64_t moved) {
-  if (body_from == RB_NO_BODY || moved == 0) return;
-  if (moved < body_from) { /* a head sent in part: the rest starts a call of its own */
-    cn->resp = RB_RESP_OFF;
-    return;
-  }
-  cn->resp_owed = end - moved;
-  cn->resp = cn->resp_owed ? RB_RESP_BODY : RB_RESP_IDLE;
-}
-
-/* A request whose head the stub or the engine read is on its way: its response is framed when it
- * is the only one asked for. `next`: RB_RESP_WAIT, RB_RESP_WAIT_HEAD (a HEAD request), or
- * RB_RESP_OFF (one whose response the stub does not frame, as CONNECT's). */
-static void request_sent(struct rb_conn* cn, uint8_t next) {
-  cn->resp = cn->resp == RB_RESP_IDLE ? next : RB_RESP_OFF;
-}
-
 /* Walks the call's bytes [from, to) through the chunk framing in *c, adding chunk data to *out
  * (when not null). Returns where the walk stopped: `to`, or where the body ended or the stub
  * stopped following it. */
@@ -818,6 +773,93 @@ static uint64_t walk_call(struct rb_chunk* c, long nr, long a2, long a3, uint64_
     off += n;
   }
   return off < to ? off : to;
+}
+
+/* ---- Response framing (docs/fast-path.md, "Bodies as counts") ----
+ * What the stub knows of the bytes of one call on a connection's response stream. */
+struct rb_resp_plan {
+  uint8_t kind;       /* RB_RESP_OFF: nothing; RB_RESP_BODY: a length; RB_RESP_CHUNKED: chunks */
+  uint8_t head;       /* a response head starts the call */
+  uint64_t body_from; /* where its body starts in the call */
+  uint64_t end;       /* RB_RESP_BODY: where the response ends, from the call's first byte */
+};
+
+/* Where `len` bytes read or written on cn's response stream go (for a write, before it: len is
+ * what it asks to send). Anything it does not follow turns the connection's framing off. */
+static void frame_response(struct rb_conn* cn, long nr, long a2, long a3, uint64_t len, struct rb_resp_plan* p) {
+  p->kind = RB_RESP_OFF;
+  p->head = 0;
+  p->body_from = 0;
+  if (len == 0 || cn->resp == RB_RESP_OFF) return;
+  if (cn->resp == RB_RESP_BODY && len <= cn->resp_owed) {
+    p->kind = RB_RESP_BODY;
+    p->end = cn->resp_owed;
+    return;
+  }
+  if (cn->resp == RB_RESP_CHUNKED) {
+    p->kind = RB_RESP_CHUNKED;
+    return;
+  }
+  if (cn->resp == RB_RESP_WAIT || cn->resp == RB_RESP_WAIT_HEAD) {
+    uint64_t first_len;
+    const uint8_t* first = first_bytes(nr, a2, a3, &first_len);
+    struct rb_head h;
+    parse_response_head(first, first_len < len ? first_len : len, &h);
+    uint64_t body = cn->resp == RB_RESP_WAIT_HEAD && h.end && h.plain ? 0 : response_body(&h);
+    p->head = 1;
+    p->body_from = h.end;
+    if (body != RB_NO_LENGTH && h.end + body >= len) {
+      p->kind = RB_RESP_BODY;
+      p->end = h.end + body;
+      return;
+    }
+    if (cn->resp == RB_RESP_WAIT && h.end && h.plain && h.chunked) {
+      p->kind = RB_RESP_CHUNKED;
+      return;
+    }
+  }
+  /* Bytes no request asked for, the end of one response and more, a head split over calls, an
+   * interim or close-delimited response: the engine follows those. */
+  cn->resp = RB_RESP_OFF;
+}
+
+/* The call's ranges of body that go as counts (into *s), once `moved` of its bytes went; with
+ * `commit`, the connection's framing moves past them (without, a write's plan is only looked at
+ * before it is issued). */
+static void response_segs(struct rb_conn* cn, const struct rb_resp_plan* p, long nr, long a2, long a3, uint64_t moved,
+                          struct rb_segs* s, int commit) {
+  s->n = 0;
+  if (p->kind == RB_RESP_OFF || moved == 0) return;
+  if (moved < p->body_from) { /* a head sent in part: the rest starts a call of its own */
+    if (commit) cn->resp = RB_RESP_OFF;
+    return;
+  }
+  if (p->kind == RB_RESP_BODY) {
+    segs_from(s, p->body_from);
+    segs_keep_long(s, RB_COUNT_MIN, moved);
+    if (!commit) return;
+    cn->resp_owed = p->end - moved;
+    cn->resp = cn->resp_owed ? RB_RESP_BODY : RB_RESP_IDLE;
+    return;
+  }
+  struct rb_chunk ahead = cn->resp_chunk, *c = commit ? &cn->resp_chunk : &ahead;
+  if (p->head) c->state = RB_CH_SIZE;
+  uint64_t at = walk_call(c, nr, a2, a3, p->body_from, moved, s);
+  segs_keep_long(s, RB_COUNT_MIN, moved);
+  if (!commit) return;
+  if (c->state == RB_CH_DONE && at == moved)
+    cn->resp = RB_RESP_IDLE;
+  else if (chunk_following(c) && at == moved)
+    cn->resp = RB_RESP_CHUNKED;
+  else
+    cn->resp = RB_RESP_OFF; /* a trailer field, chunk lines the stub does not read, or bytes past the end */
+}
+
+/* A request whose head the stub or the engine read is on its way: its response is framed when it
+ * is the only one asked for. `next`: RB_RESP_WAIT, RB_RESP_WAIT_HEAD (a HEAD request), or
+ * RB_RESP_OFF (one whose response the stub does not frame, as CONNECT's). */
+static void request_sent(struct rb_conn* cn, uint8_t next) {
+  cn->resp = cn->resp == RB_RESP_IDLE ? next : RB_RESP_OFF;
 }
 
 /* A read of `n` bytes on an accepted connection: follows the request framing and, where a request
@@ -921,14 +963,16 @@ static void server_write(long fd) {
  * count (the head is copied). */
 static long response_write(struct rb_who* w, struct rb_conn* cn, long nr, long a1, long a2, long a3, long a4, long a5, long a6,
                            uint64_t start) {
-  uint64_t asked = write_len(nr, a2, a3), end;
-  uint64_t body_from = frame_response(cn, nr, a2, a3, asked, &end);
-  struct rb_claim c;
-  claim_write(w, &c, nr, a1, asked, body_from < RB_EVENT_MAX_DATA ? (uint32_t)body_from : RB_EVENT_MAX_DATA, 0, start);
-  long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
-  if (result > 0) response_moved(cn, body_from, end, (uint64_t)result);
+  uint64_t asked = write_len(nr, a2, a3);
+  struct rb_resp_plan p;
   struct rb_segs s;
-  segs_from(&s, body_from);
+  frame_response(cn, nr, a2, a3, asked, &p);
+  response_segs(cn, &p, nr, a2, a3, asked, &s, 0); /* where the first count would start */
+  uint64_t copy = s.n && s.from[0] < RB_EVENT_MAX_DATA ? s.from[0] : RB_EVENT_MAX_DATA;
+  struct rb_claim c;
+  claim_write(w, &c, nr, a1, asked, (uint32_t)copy, 0, start);
+  long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+  response_segs(cn, &p, nr, a2, a3, result > 0 ? (uint64_t)result : 0, &s, 1);
   return finish_framed_write(w, &c, nr, a1, a2, a3, a4, start, result, 0, &s);
 }
 
@@ -1528,10 +1572,9 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
           /* A response: the engine gives its writer back the context it had, at the response's end. */
           if (cn->tid) response_read(cn);
           if (PRIV->quiet[a1] == RB_QUIET_UNTIL_READ) PRIV->quiet[a1] = 0;
-          uint64_t end, body_from = frame_response(cn, nr, a2, a3, (uint64_t)result, &end);
-          response_moved(cn, body_from, end, (uint64_t)result);
-          segs_from(&body, body_from);
-          segs_keep_long(&body, RB_COUNT_MIN, (uint64_t)result);
+          struct rb_resp_plan p;
+          frame_response(cn, nr, a2, a3, (uint64_t)result, &p);
+          response_segs(cn, &p, nr, a2, a3, (uint64_t)result, &body, 1);
         } else {
           forget_context(tid_of(w));
         }

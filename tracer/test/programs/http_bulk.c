@@ -3,6 +3,7 @@
  *   upload            POST with a Content-Length body (the default)
  *   chunked-upload    POST with the body as one chunk
  *   chunked-download  GET, answered with the body as one chunk
+ *   eof-download      GET, answered with the body up to the connection's end (no length)
  * The head goes first and the body 50 ms later, so that the receiver reads the head alone; the
  * receiver then takes the whole body, chunk framing included, in one recv(MSG_WAITALL) and
  * checks it. tracer/test/rings.test.ts: what reaches the engine's ring as a count, and what a ring
@@ -80,7 +81,8 @@ static void* serve(void* arg) {
     char head[4096];
     ssize_t n = read(c, head, sizeof head);
     if (n < 4 || strncmp(head, "GET /download ", 14) != 0) return (void*)1;
-    if (send_message(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")) return (void*)1;
+    if (send_message(c, chunked ? "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" : "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n"))
+      return (void*)1;
   } else {
     if (receive_message(c, "POST /upload ") || write_all(c, kOk, sizeof kOk - 1)) return (void*)1;
   }
@@ -91,8 +93,8 @@ static void* serve(void* arg) {
 int main(int argc, char** argv) {
   body_len = argc > 1 ? (size_t)atol(argv[1]) : (size_t)4 << 20;
   const char* mode = argc > 2 ? argv[2] : "upload";
-  chunked = strcmp(mode, "upload") != 0;
-  download = strcmp(mode, "chunked-download") == 0;
+  chunked = strncmp(mode, "chunked-", 8) == 0;
+  download = strcmp(mode, "chunked-download") == 0 || strcmp(mode, "eof-download") == 0;
   if (chunked) snprintf(chunk_head, sizeof chunk_head, "%zx\r\n", body_len);
   struct sockaddr_in a;
   listener = listen_on_loopback(&a);
@@ -104,7 +106,8 @@ int main(int argc, char** argv) {
   int bad;
   if (download) {
     const char* get = "GET /download HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
-    bad = write_all(c, get, strlen(get)) || receive_message(c, "HTTP/1.1 200 ");
+    char end;
+    bad = write_all(c, get, strlen(get)) || receive_message(c, "HTTP/1.1 200 ") || read(c, &end, 1) != 0;
   } else {
     char head[128];
     if (chunked)

@@ -5,6 +5,7 @@
  *   GET /big          200, a 4 MiB body, head and body in one writev
  *   GET /not-modified 304, Content-Length 4 MiB, no body
  *   GET /empty        204, no body
+ *   GET /chunked      200, 4 MiB in chunks: one of 4 KiB, the rest in one, each written on its own
  *   GET /big          200, 4 MiB again, head and body in separate writes
  *   POST /continue    "Expect: 100-continue": 100 Continue, then the 10-byte body, then 200, 2 bytes
  *   GET /small        200, 1000 bytes
@@ -55,12 +56,29 @@ static ssize_t read_head(int fd, char* buf, size_t cap, size_t* head_len) {
   }
 }
 
+/* GET /chunked's body as sent: BIG bytes in a chunk of 4 KiB and one of the rest. */
+static uint8_t* chunked_body(size_t* len) {
+  char second[32];
+  int k = snprintf(second, sizeof second, "%zx\r\n", BIG - 4096);
+  *len = 6 + 4096 + 2 + (size_t)k + (BIG - 4096) + 2 + 5;
+  uint8_t* b = malloc(*len);
+  if (!b) return NULL;
+  size_t at = 0;
+  memcpy(b, "1000\r\n", 6), at += 6;
+  memcpy(b + at, big, 4096), at += 4096;
+  memcpy(b + at, "\r\n", 2), at += 2;
+  memcpy(b + at, second, (size_t)k), at += (size_t)k;
+  memcpy(b + at, big + 4096, BIG - 4096), at += BIG - 4096;
+  memcpy(b + at, "\r\n0\r\n\r\n", 7);
+  return b;
+}
+
 static void* serve(void* arg) {
   (void)arg;
   int c = accept(listener, NULL, NULL);
   if (c < 0) return (void*)1;
   char head[4096], line[160];
-  for (int step = 0; step < 7; step++) {
+  for (int step = 0; step < 8; step++) {
     size_t head_len;
     ssize_t n = read_head(c, head, sizeof head, &head_len);
     if (n < 0 || (size_t)n != head_len) return (void*)1; /* the client sends nothing past a head here */
@@ -69,7 +87,7 @@ static void* serve(void* arg) {
       if (write_all(c, line, (size_t)k)) return (void*)1;
     } else if (strncmp(head, "GET /big ", 9) == 0) {
       int k = snprintf(line, sizeof line, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", BIG);
-      if (step == 1) {
+      if (step == 1) { /* the first GET /big */
         struct iovec iov[2] = {{line, (size_t)k}, {big, BIG}};
         size_t left = (size_t)k + BIG;
         ssize_t w = writev(c, iov, 2); /* blocking: the kernel takes it all */
@@ -87,6 +105,16 @@ static void* serve(void* arg) {
       if (write_all(c, "HTTP/1.1 100 Continue\r\n\r\n", 25)) return (void*)1;
       if (recv(c, body, sizeof body, MSG_WAITALL) != (ssize_t)sizeof body || memcmp(body, "0123456789", 10) != 0) return (void*)1;
       if (write_all(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n", 38) || write_all(c, big, 2)) return (void*)1;
+    } else if (strncmp(head, "GET /chunked ", 13) == 0) {
+      size_t len;
+      uint8_t* body = chunked_body(&len);
+      const char* h = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+      /* The head, then each chunk (line, data, CRLF) in a write of its own, then the last chunk. */
+      size_t first = 6 + 4096 + 2, rest = len - first - 5;
+      int bad = !body || write_all(c, h, strlen(h)) || write_all(c, body, first) || write_all(c, body + first, rest) ||
+                write_all(c, body + first + rest, 5);
+      free(body);
+      if (bad) return (void*)1;
     } else if (strncmp(head, "GET /small ", 11) == 0) {
       int k = snprintf(line, sizeof line, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
       if (write_all(c, line, (size_t)k) || write_all(c, big, 1000)) return (void*)1;
@@ -144,6 +172,21 @@ int main(void) {
   STEP("GET /big", "HTTP/1.1 200 ", BIG);
   STEP("GET /not-modified", "HTTP/1.1 304 ", 0);
   STEP("GET /empty", "HTTP/1.1 204 ", 0);
+  if (!bad) {
+    /* Exactly the bytes sent: the chunks with their framing. */
+    snprintf(req, sizeof req, "GET /chunked HTTP/1.1\r\n%s", host);
+    size_t len, head_len;
+    uint8_t* want = chunked_body(&len);
+    uint8_t* got = malloc(len + 4096);
+    ssize_t n = write_all(c, req, strlen(req)) || !want || !got ? -1 : read_head(c, (char*)got, 4096, &head_len);
+    size_t have = n > 0 ? (size_t)n - head_len : 0;
+    if (n > 0) memmove(got, got + head_len, have);
+    if (n < 0 || have > len || (have < len && recv(c, got + have, len - have, MSG_WAITALL) != (ssize_t)(len - have)) ||
+        memcmp(got, want, len) != 0)
+      bad = printf("BAD GET /chunked\n");
+    free(want);
+    free(got);
+  }
   STEP("GET /big", "HTTP/1.1 200 ", BIG);
   if (!bad) {
     const char* post = "POST /continue HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n";
