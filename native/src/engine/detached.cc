@@ -630,6 +630,20 @@ size_t Engine::drain_region(fast::SharedRegion& region) {
         p = PendingSyscall{};
       }
       tracker_.on_io(fds, io, view);
+    } else if (kind == Kind::kSendfile) {
+      // Bytes sendfile sent from a file, as a count: body, to the tracker (as at a ptrace stop).
+      Tracker::Io io;
+      io.tid = t->tid;
+      io.pid = t->process->tgid;
+      io.fd = e.fd;
+      io.direction = Direction::kWrite;
+      io.result = static_cast<long>(e.result);
+      io.entry = e.start_ns;
+      io.exit = e.end_ns;
+      if (e.flags & RB_EV_LOST)
+        tracker_.on_unseen(fds, io, e.total);
+      else
+        tracker_.on_sendfile(fds, io);
     } else if (nr == SYS_accept || nr == SYS_accept4 || nr == SYS_connect) {
       const size_t local_len = (e.flags >> 16) & 0xffff, peer_len = e.flags & 0xffff;
       if (local_len + peer_len > e.data_len) return;

@@ -27,7 +27,7 @@ namespace {
 constexpr long kTrapped[] = {SYS_read,   SYS_write,  SYS_readv,   SYS_writev,  SYS_recvfrom,    SYS_sendto,
                              SYS_recvmsg, SYS_sendmsg, SYS_accept, SYS_accept4, SYS_connect,     SYS_close,
                              SYS_close_range, SYS_dup, SYS_dup2,   SYS_dup3,    SYS_execve,      SYS_execveat,
-                             SYS_fork,    SYS_rt_sigaction};
+                             SYS_fork,    SYS_rt_sigaction, SYS_sendfile};
 constexpr uint32_t kTrapData = 0x7262;  // si_errno of the stub's own traps (stub.c RB_TRAP_DATA)
 
 // Scratch space in the stub's code page, written before it is made read-only.

@@ -27,6 +27,7 @@
 #define SYS_DUP 32
 #define SYS_DUP2 33
 #define SYS_GETPID 39
+#define SYS_SENDFILE 40
 #define SYS_CONNECT 42
 #define SYS_ACCEPT 43
 #define SYS_SENDTO 44
@@ -302,7 +303,9 @@ static uint64_t io_flags(long nr, long a3, long a4) {
   return (nr == SYS_RECVFROM || nr == SYS_SENDTO) ? (uint64_t)a4 : (nr == SYS_RECVMSG || nr == SYS_SENDMSG) ? (uint64_t)a3 : 0;
 }
 
-static int is_write_nr(long nr) { return nr == SYS_WRITE || nr == SYS_WRITEV || nr == SYS_SENDTO || nr == SYS_SENDMSG; }
+static int is_write_nr(long nr) {
+  return nr == SYS_WRITE || nr == SYS_WRITEV || nr == SYS_SENDTO || nr == SYS_SENDMSG || nr == SYS_SENDFILE;
+}
 
 /* Bytes on fd whose events a full ring dropped are reported (as a count) before any later event
  * of that direction: the engine then skips body bytes of known length, or stops parsing. Returns
@@ -959,6 +962,37 @@ static void server_write(long fd) {
   if (c->tid && (!get_context(c->tid, &ctx) || ctx.req == c->req || ctx.req == 0)) forget_context(c->tid);
 }
 
+/* `n` bytes went out on fd by sendfile, which only a body can carry: the stub's framing moves past
+ * them where they are body it expects, and stops following the connection where they are not. */
+static void sent_from_file(long fd, uint64_t n) {
+  struct rb_conn* cn = &PRIV->conns[fd];
+  if (cn->side == RB_SIDE_SERVER) {
+    if (cn->resp == RB_RESP_BODY && n <= cn->resp_owed) {
+      cn->resp_owed -= n;
+      if (cn->resp_owed == 0) cn->resp = RB_RESP_IDLE;
+    } else if (cn->resp == RB_RESP_CHUNKED && cn->resp_chunk.state == RB_CH_DATA && n <= cn->resp_chunk.left) {
+      cn->resp_chunk.left -= n;
+      if (cn->resp_chunk.left == 0) cn->resp_chunk.state = RB_CH_DATA_END;
+    } else {
+      cn->resp = RB_RESP_OFF;
+    }
+  } else if (cn->side == RB_SIDE_CLIENT) {
+    uint64_t quiet = PRIV->quiet[fd];
+    if (quiet != RB_QUIET_UNTIL_READ && n <= quiet) {
+      PRIV->quiet[fd] = quiet - n;
+    } else if (quiet == RB_QUIET_UNTIL_READ && cn->req_chunk.state == RB_CH_DATA && n <= cn->req_chunk.left) {
+      cn->req_chunk.left -= n;
+      if (cn->req_chunk.left == 0) cn->req_chunk.state = RB_CH_DATA_END;
+    } else {
+      cn->req_chunk.state = RB_CH_OFF;
+      if (quiet != RB_QUIET_UNTIL_READ) PRIV->quiet[fd] = 0;
+      cn->sync = RB_SYNC_NONE;
+      cn->resp = RB_RESP_OFF;
+    }
+    cn->pos += n;
+  }
+}
+
 /* A write on an accepted connection: a response's body of known length goes to the engine as a
  * count (the head is copied). */
 static long response_write(struct rb_who* w, struct rb_conn* cn, long nr, long a1, long a2, long a3, long a4, long a5, long a6,
@@ -1597,6 +1631,17 @@ static long handle(long nr, long a1, long a2, long a3, long a4, long a5, long a6
       long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
       if ((result == 0 || result == -EINPROGRESS) && state_of(a1) == RB_FD_PASS)
         new_connection(w, nr, a1, PRIV->inject ? RB_FD_CLIENT : RB_FD_RECORD, (const uint8_t*)a2, (unsigned)a3, start);
+      return result;
+    }
+    case SYS_SENDFILE: {
+      /* Body bytes from a file (Go's net/http and Java's transferTo serve files so): their count. */
+      if (state_of(a1) == RB_FD_PASS) return rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+      uint64_t start = now_ns();
+      long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
+      if (result > 0 && mine(w)) {
+        sent_from_file(a1, (uint64_t)result);
+        if (!report_lost(w, nr, a1, start) || !count_event(w, nr, a1, (uint64_t)result, 0, start)) lose(nr, a1, (uint64_t)result);
+      }
       return result;
     }
     case SYS_CLOSE: {

@@ -6,6 +6,7 @@
  *   GET /not-modified 304, Content-Length 4 MiB, no body
  *   GET /empty        204, no body
  *   GET /chunked      200, 4 MiB in chunks: one of 4 KiB, the rest in one, each written on its own
+ *   GET /file         200, 4 MiB from a file by sendfile (after the head, written)
  *   GET /big          200, 4 MiB again, head and body in separate writes
  *   POST /continue    "Expect: 100-continue": 100 Continue, then the 10-byte body, then 200, 2 bytes
  *   GET /small        200, 1000 bytes
@@ -18,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -25,7 +27,7 @@
 #include "loopback.h"
 
 #define BIG ((size_t)4 << 20)
-static int listener;
+static int listener, file;
 static uint8_t* big;
 
 static uint8_t byte_at(size_t i) { return (uint8_t)(i * 13 + 5); }
@@ -78,7 +80,7 @@ static void* serve(void* arg) {
   int c = accept(listener, NULL, NULL);
   if (c < 0) return (void*)1;
   char head[4096], line[160];
-  for (int step = 0; step < 8; step++) {
+  for (int step = 0; step < 9; step++) {
     size_t head_len;
     ssize_t n = read_head(c, head, sizeof head, &head_len);
     if (n < 0 || (size_t)n != head_len) return (void*)1; /* the client sends nothing past a head here */
@@ -115,6 +117,12 @@ static void* serve(void* arg) {
                 write_all(c, body + first + rest, 5);
       free(body);
       if (bad) return (void*)1;
+    } else if (strncmp(head, "GET /file ", 10) == 0) {
+      int k = snprintf(line, sizeof line, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", BIG);
+      if (write_all(c, line, (size_t)k)) return (void*)1;
+      off_t at = 0;
+      while ((size_t)at < BIG)
+        if (sendfile(c, file, &at, BIG - (size_t)at) <= 0) return (void*)1;
     } else if (strncmp(head, "GET /small ", 11) == 0) {
       int k = snprintf(line, sizeof line, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
       if (write_all(c, line, (size_t)k) || write_all(c, big, 1000)) return (void*)1;
@@ -155,6 +163,10 @@ int main(void) {
   big = malloc(BIG);
   if (!big) return 1;
   for (size_t i = 0; i < BIG; i++) big[i] = byte_at(i);
+  char path[] = "/tmp/rbinder-responses-XXXXXX";
+  file = mkstemp(path);
+  if (file < 0 || write_all(file, big, BIG)) return 1;
+  unlink(path);
   struct sockaddr_in a;
   listener = listen_on_loopback(&a);
   if (listener < 0) return 1;
@@ -187,6 +199,7 @@ int main(void) {
     free(want);
     free(got);
   }
+  STEP("GET /file", "HTTP/1.1 200 ", BIG);
   STEP("GET /big", "HTTP/1.1 200 ", BIG);
   if (!bad) {
     const char* post = "POST /continue HTTP/1.1\r\nHost: 127.0.0.1\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n";
