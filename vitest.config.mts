@@ -2,7 +2,8 @@ import { defineConfig } from 'vitest/config';
 
 // Unit tests sit next to the code; tracer integration tests run real programs under bin/rbinder
 // and take seconds each, so the timeouts are generous and files run two at a time (2-core machines).
-// The end-to-end suite against a real API server has its own config (e2e/vitest.config.mts).
+// The end-to-end suite against a real API server has its own config (e2e/vitest.config.mts), and so
+// has the benchmark harness's smoke run (bench/vitest.config.mts), which must not run beside them.
 export default defineConfig({
   test: {
     include: [
@@ -12,7 +13,6 @@ export default defineConfig({
       'e2e/support/**/*.test.ts',
       'e2e/registry/**/*.test.ts',
       'bench/accuracy/**/*.test.ts',
-      'bench/bench.test.ts',
     ],
     testTimeout: 120_000,
     hookTimeout: 300_000,
