@@ -494,29 +494,38 @@ class IgnoringObserver final : public http::Observer {
   void on_message_complete(size_t) override {}
 };
 
-// Feeds `parser` data[off, size) (through `buf`), skipping bodies of known length; returns the
-// body still owed after them. The program waits meanwhile: past 64 KB of bytes to parse (a large
-// chunked write), the answer is 0 (unknown), and its later writes ask again.
-std::pair<uint64_t, bool> owed_after(http::Parser& parser, DataView& data, uint64_t off, std::vector<uint8_t>& buf) {
+// Feeds `parser` (a copy: bytes about to be written) data[off, size) through `buf`, skipping bodies
+// of known length; *feed_base (when given) gets where each fed piece starts. The program waits
+// meanwhile: past 64 KB of bytes to parse (a large chunked write), or bytes that cannot be read,
+// it stops and returns false.
+bool look_ahead(http::Parser& parser, DataView& data, uint64_t off, std::vector<uint8_t>& buf, http::Observer& observer,
+                uint64_t* feed_base) {
   constexpr uint64_t kMaxParsed = 64 * 1024;
-  IgnoringObserver ignore;
   const uint64_t total = data.size();
   uint64_t parsed = 0;
   while (off < total && parser.status() == http::Status::kOk) {
     const uint64_t skippable = parser.skippable();
     if (skippable > 0) {
       const uint64_t n = std::min(skippable, total - off);
-      parser.skip(n, ignore);
+      parser.skip(n, observer);
       off += n;
       continue;
     }
-    if (parsed >= kMaxParsed) return {0, false};
+    if (parsed >= kMaxParsed) return false;
     const long got = data.copy(off, buf.data(), static_cast<size_t>(std::min<uint64_t>(total - off, kMaxParsed - parsed)));
-    if (got <= 0) return {0, false};
-    parser.feed(buf.data(), static_cast<size_t>(got), ignore);
+    if (got <= 0) return false;
+    if (feed_base) *feed_base = off;
+    parser.feed(buf.data(), static_cast<size_t>(got), observer);
     off += static_cast<uint64_t>(got);
     parsed += static_cast<uint64_t>(got);
   }
+  return true;
+}
+
+// The body still owed once data[off, size) is written (later writes ask again when it cannot tell: 0).
+std::pair<uint64_t, bool> owed_after(http::Parser& parser, DataView& data, uint64_t off, std::vector<uint8_t>& buf) {
+  IgnoringObserver ignore;
+  if (!look_ahead(parser, data, off, buf, ignore, nullptr)) return {0, false};
   // A request starts after the body owed: between messages, or in a body of known length.
   const uint64_t owed = parser.body_ahead();
   const bool boundary = parser.status() == http::Status::kOk &&
@@ -568,28 +577,9 @@ ResponseFraming Tracker::response_framing(FdTable& table, int fd, DataView& data
   chunked_at.reset();
   const std::shared_ptr<Connection>& conn = table.get(fd);
   if (!conn || conn->opaque || conn->side != Side::kClient) return ResponseFraming::kUnknown;
-  constexpr uint64_t kMaxParsed = 64 * 1024;
   http::Parser parser = conn->requests.parser;
   RequestCounter counter;
-  std::vector<uint8_t>& buf = lookahead_buffer();
-  const uint64_t total = data.size();
-  uint64_t off = 0, parsed = 0;
-  while (off < total && parser.status() == http::Status::kOk) {
-    const uint64_t skippable = parser.skippable();
-    if (skippable > 0) {
-      const uint64_t n = std::min(skippable, total - off);
-      parser.skip(n, counter);
-      off += n;
-      continue;
-    }
-    if (parsed >= kMaxParsed) return ResponseFraming::kUnknown;
-    const long got = data.copy(off, buf.data(), static_cast<size_t>(std::min<uint64_t>(total - off, kMaxParsed - parsed)));
-    if (got <= 0) return ResponseFraming::kUnknown;
-    counter.base = off;
-    parser.feed(buf.data(), static_cast<size_t>(got), counter);
-    off += static_cast<uint64_t>(got);
-    parsed += static_cast<uint64_t>(got);
-  }
+  if (!look_ahead(parser, data, 0, lookahead_buffer(), counter, &counter.base)) return ResponseFraming::kUnknown;
   if (counter.begun == 0 && parser.status() == http::Status::kOk) return ResponseFraming::kNoRequest;
   // One whole head, after every earlier request was answered: its response is the next byte read.
   const bool one = counter.begun == 1 && counter.heads == 1 && counter.connect == 0 && conn->exchanges.empty();

@@ -39,15 +39,6 @@ static uint8_t* framed_body(size_t* len) {
   return b;
 }
 
-static int write_all(int fd, const void* p, size_t n) {
-  for (size_t done = 0; done < n;) {
-    ssize_t w = write(fd, (const uint8_t*)p + done, n - done);
-    if (w <= 0) return -1;
-    done += (size_t)w;
-  }
-  return 0;
-}
-
 /* A head, then 50 ms later the body. */
 static int send_message(int fd, const char* head) {
   size_t len;
@@ -96,13 +87,9 @@ int main(int argc, char** argv) {
   chunked = strncmp(mode, "chunked-", 8) == 0;
   download = strcmp(mode, "chunked-download") == 0 || strcmp(mode, "eof-download") == 0;
   if (chunked) snprintf(chunk_head, sizeof chunk_head, "%zx\r\n", body_len);
-  struct sockaddr_in a;
-  listener = listen_on_loopback(&a);
-  if (listener < 0) return 1;
   pthread_t t;
-  pthread_create(&t, NULL, serve, NULL);
-  int c = socket(AF_INET, SOCK_STREAM, 0);
-  if (c < 0 || connect(c, (struct sockaddr*)&a, sizeof a) != 0) return 1;
+  int c = serve_and_connect(&listener, &t, serve);
+  if (c < 0) return 1;
   int bad;
   if (download) {
     const char* get = "GET /download HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";

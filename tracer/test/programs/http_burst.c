@@ -66,13 +66,9 @@ static void* serve(void* arg) {
 int main(int argc, char** argv) {
   double seconds = argc > 1 ? atof(argv[1]) : 2.0;
   if (argc > 2) usleep((useconds_t)(atof(argv[2]) * 1e6));
-  struct sockaddr_in a;
-  listener = listen_on_loopback(&a);
-  if (listener < 0) return 1;
   pthread_t t;
-  pthread_create(&t, NULL, serve, NULL);
-  int c = socket(AF_INET, SOCK_STREAM, 0);
-  if (c < 0 || connect(c, (struct sockaddr*)&a, sizeof a) != 0) return 1;
+  int c = serve_and_connect(&listener, &t, serve);
+  if (c < 0) return 1;
   char b[sizeof kResponse];
   long requests = 0;
   for (double end = now() + seconds; now() < end; requests++) {

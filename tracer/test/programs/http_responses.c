@@ -32,15 +32,6 @@ static uint8_t* big;
 
 static uint8_t byte_at(size_t i) { return (uint8_t)(i * 13 + 5); }
 
-static int write_all(int fd, const void* p, size_t n) {
-  for (size_t done = 0; done < n;) {
-    ssize_t w = write(fd, (const uint8_t*)p + done, n - done);
-    if (w <= 0) return -1;
-    done += (size_t)w;
-  }
-  return 0;
-}
-
 /* Reads until buf holds a whole head; returns the bytes read (the head and any that came after
  * it), *head_len the head's. */
 static ssize_t read_head(int fd, char* buf, size_t cap, size_t* head_len) {
@@ -167,13 +158,9 @@ int main(void) {
   file = mkstemp(path);
   if (file < 0 || write_all(file, big, BIG)) return 1;
   unlink(path);
-  struct sockaddr_in a;
-  listener = listen_on_loopback(&a);
-  if (listener < 0) return 1;
   pthread_t t;
-  pthread_create(&t, NULL, serve, NULL);
-  int c = socket(AF_INET, SOCK_STREAM, 0);
-  if (c < 0 || connect(c, (struct sockaddr*)&a, sizeof a) != 0) return 1;
+  int c = serve_and_connect(&listener, &t, serve);
+  if (c < 0) return 1;
   const char* host = "Host: 127.0.0.1\r\n\r\n";
   char req[128];
   int bad = 0;
