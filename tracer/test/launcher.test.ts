@@ -251,7 +251,7 @@ describe("the tracer's own Node", () => {
     'for i in $(seq 200); do c=$(tr "\\0" " " < /proc/$PPID/cmdline); case "$c" in *rbinder.js*) echo "CMD $c"; exit 0;; esac; sleep 0.05; done; echo TIMEOUT';
 
   it.each([
-    [{}, /^CMD \S*node --max-semi-space-size=4 --heap-growing-percent=25 --single-threaded \S*rbinder\.js /],
+    [{}, /^CMD \S*node --max-semi-space-size=4 --heap-growing-percent=25 --single-threaded --no-memory-reducer \S*rbinder\.js /],
     [{ RBINDER_NODE_FLAGS: ' --max-old-space-size=300 ' }, /^CMD \S*node --max-old-space-size=300 \S*rbinder\.js /],
     [{ RBINDER_NODE_FLAGS: '' }, /^CMD \S*node \S*rbinder\.js /],
   ])('gets its V8 flags from RBINDER_NODE_FLAGS or the defaults (%j)', async (env, expected) => {

@@ -264,8 +264,12 @@ std::string inherited_fds() {
 // memory"). --single-threaded: no V8 worker threads (GC, compilers) — the JS thread does that
 // work itself, at the same export priority. Same CPU per span, 7-15 MB less RSS (their stacks,
 // arenas and concurrent-marking buffers), and no wake-up of a worker per GC task, each costing
-// tens of microseconds on a VM (docs/benchmarks.md, "Fewer wake-ups").
-constexpr const char* kNodeFlags = "--max-semi-space-size=4 --heap-growing-percent=25 --single-threaded";
+// tens of microseconds on a VM (docs/benchmarks.md, "Fewer wake-ups"). --no-memory-reducer: V8's
+// memory reducer takes a tracer whose program makes a few hundred requests a second for an idle
+// isolate and runs a full collection after full collection to shrink a heap that is already
+// small; on the chain benchmark that was 40% of the tracers' JavaScript CPU (docs/benchmarks.md,
+// "No memory reducer").
+constexpr const char* kNodeFlags = "--max-semi-space-size=4 --heap-growing-percent=25 --single-threaded --no-memory-reducer";
 
 std::vector<std::string> node_flags() {
   const char* set = getenv("RBINDER_NODE_FLAGS");
