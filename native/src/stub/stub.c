@@ -479,6 +479,15 @@ static long finish_write(struct rb_who* w, struct rb_claim* c, long nr, long a1,
   return finish_framed_write(w, c, nr, a1, a2, a3, a4, start, result, flags, 0);
 }
 
+/* Claims a write's event for the bytes before the first of the ranges it plans to send as counts
+ * (*s, from the bytes asked; none at all when it starts with one): finish_framed_write then
+ * completes it with the ranges of what went out. */
+static void claim_framed(struct rb_who* w, struct rb_claim* c, long nr, long fd, uint64_t asked, const struct rb_segs* s,
+                         uint64_t start) {
+  uint64_t copy = s->n && s->from[0] < RB_EVENT_MAX_DATA ? s->from[0] : RB_EVENT_MAX_DATA;
+  claim_write(w, c, nr, fd, asked, (uint32_t)copy, 0, start);
+}
+
 static long recorded_write(struct rb_who* w, long nr, long a1, long a2, long a3, long a4, long a5, long a6, uint64_t asked,
                            uint32_t copy, uint64_t start) {
   struct rb_claim c;
@@ -1002,9 +1011,8 @@ static long response_write(struct rb_who* w, struct rb_conn* cn, long nr, long a
   struct rb_segs s;
   frame_response(cn, nr, a2, a3, asked, &p);
   response_segs(cn, &p, nr, a2, a3, asked, &s, 0); /* where the first count would start */
-  uint64_t copy = s.n && s.from[0] < RB_EVENT_MAX_DATA ? s.from[0] : RB_EVENT_MAX_DATA;
   struct rb_claim c;
-  claim_write(w, &c, nr, a1, asked, (uint32_t)copy, 0, start);
+  claim_framed(w, &c, nr, a1, asked, &s, start);
   long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
   response_segs(cn, &p, nr, a2, a3, result > 0 ? (uint64_t)result : 0, &s, 1);
   return finish_framed_write(w, &c, nr, a1, a2, a3, a4, start, result, 0, &s);
@@ -1206,9 +1214,8 @@ static long client_write(struct rb_who* w, long nr, long a1, long a2, long a3, l
     uint64_t from = cn->chunk_from > cn->pos ? cn->chunk_from - cn->pos : 0;
     if (from < asked) walk_call(&ahead, nr, a2, a3, from, asked, &s);
     segs_keep_long(&s, RB_COUNT_MIN, asked);
-    uint64_t copy = s.n && s.from[0] < RB_EVENT_MAX_DATA ? s.from[0] : RB_EVENT_MAX_DATA;
     struct rb_claim c;
-    claim_write(w, &c, nr, a1, asked, (uint32_t)copy, 0, start);
+    claim_framed(w, &c, nr, a1, asked, &s, start);
     long result = rb_syscall_fast(nr, a1, a2, a3, a4, a5, a6);
     s.n = 0;
     if (result > 0) {
